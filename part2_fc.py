@@ -6,13 +6,19 @@ PART2_DOC_PLACEHOLDER
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from part1_loss_gradient import InputError
+
+aten = torch.ops.aten  # autograd's own backward kernels, used by the batched engine
 
 # ---------------------------------------------------------------------------------------------
 # Data: one loader for every part (parts 3.1 and 3.2 import it from here).
@@ -41,7 +47,15 @@ COURSE_SHA256: dict[str, str] = {
 }
 
 # sha256 of the stand-ins that data/make_standins.py writes (a test keeps these in step).
-STANDIN_SHA256: dict[str, str] = {}
+STANDIN_SHA256: dict[str, str] = {
+    "random/random_imgs.npy": "d702133bd67d2605311ed4815ca6f9116824812133490730b7f0b722d8d525f2",
+    "random/random_labs.npy": "dd50c62ef8211f7498ddb02cda5f1ed99bf6a1cffe42561cdc12e6b262f1dfdf",
+    "line/line_imgs.npy": "f02729d00c8a744384b7fb9fe393826402976e7423cc1c2a9c89eba7c18dd27b",
+    "line/line_labs.npy": "4b1cc6fb65f511aab7cd937c168a1aa5c0b97829ec8809af79147a916f26fdd2",
+    "detection/detection_imgs.npy": "e4f871ee81dbf154be9ea4cfea0972c58f617f1fa04dbeea7b6bc63195640291",
+    "detection/detection_labs.npy": "ccb23edcb0eee2be7665ecd255e94c5f31ea909d06c64f3f34119aa299dd23da",
+    "detection/detection_width.npy": "9ee52ee779312068b90bbd9338070896fcc2b4ada665280879721121184faa75",
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,13 @@ def _load_npy(path: Path) -> np.ndarray:
     if not path.is_file():
         raise InputError(f"{path}: file is missing")
     try:
+        with path.open("rb") as file:
+            magic = file.read(6)
+        if not magic:
+            raise InputError(f"{path}: file is empty")
+        # Without this, np.load reports any non-.npy file (text, garbage) as pickled data.
+        if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
+            raise InputError(f"{path}: not a .npy file (no .npy header)")
         array = np.load(path, allow_pickle=False)
     except ValueError as err:
         if "allow_pickle" in str(err):
@@ -88,6 +109,7 @@ def _load_npy(path: Path) -> np.ndarray:
     except (OSError, EOFError) as err:
         raise InputError(f"{path}: not a readable .npy file ({err})") from None
     if not isinstance(array, np.ndarray):
+        array.close()
         raise InputError(f"{path}: holds an archive, not one array")
     if array.dtype.kind not in "biuf":
         raise InputError(f"{path}: values must be numbers, found dtype {array.dtype}")
@@ -151,3 +173,307 @@ def _provenance(digests: dict[str, str]) -> str:
     if all(STANDIN_SHA256.get(rel) == digest for rel, digest in digests.items()):
         return "stand-in"
     return "other"
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialisation, shared with part 3: TensorFlow's truncated normal and constant biases.
+# ---------------------------------------------------------------------------------------------
+
+DTYPE = torch.float64  # float64 so the batched engine and the plain loop agree seed for seed
+
+
+def truncated_normal(shape: tuple[int, ...], std: float, generator: torch.Generator) -> torch.Tensor:
+    """Weights ~ N(0, std^2) with draws beyond two standard deviations redrawn (TensorFlow's
+    truncated_normal), so every value lies in [-2 std, 2 std]. torch's bounds a, b are absolute."""
+    out = torch.empty(shape, dtype=DTYPE)
+    return torch.nn.init.trunc_normal_(out, mean=0.0, std=std, a=-2 * std, b=2 * std, generator=generator)
+
+
+def seed_generator(seed: int) -> torch.Generator:
+    """The one random stream of seed `seed`: it draws that seed's initial weights, nothing else."""
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# The network of Figure 3: inputs -> FC -> 4 units, f(Wx+b) -> FC -> 1 unit -> sigmoid.
+# ---------------------------------------------------------------------------------------------
+
+# setting -> (hidden activation f, loss, handout question)
+SETTINGS: dict[str, tuple[str, str, str]] = {
+    "sigmoid-l2": ("sigmoid", "l2", "2.1"),
+    "sigmoid-ce": ("sigmoid", "ce", "2.2"),
+    "relu-l2": ("relu", "l2", "2.3"),
+    "relu-ce": ("relu", "ce", "2.4"),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training as the handout fixes it; every field is a flag of the script."""
+
+    lr: float = 0.1  # plain SGD step size, no momentum
+    max_iters: int = 10_000  # cap on SGD updates
+    init_std: float = 0.1  # std of the truncated normal weights
+    init_bias: float = 0.1  # every bias starts at this constant
+    hidden: int = 4  # units in the hidden layer (Figure 3)
+
+
+def init_fc_params(seed: int, n_in: int, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """Initial weights of seed `seed`, laid out like nn.Linear: w1 (hidden, n_in), b1 (hidden,),
+    w2 (1, hidden), b2 (1,). The same seed gives the same weights in all four settings (paired)."""
+    gen = seed_generator(seed)
+    w1 = truncated_normal((cfg.hidden, n_in), cfg.init_std, gen)
+    w2 = truncated_normal((1, cfg.hidden), cfg.init_std, gen)
+    return {
+        "w1": w1,
+        "b1": torch.full((cfg.hidden,), cfg.init_bias, dtype=DTYPE),
+        "w2": w2,
+        "b2": torch.full((1,), cfg.init_bias, dtype=DTYPE),
+    }
+
+
+class FCNet(nn.Module):
+    """16 -> hidden (activation f) -> 1; forward returns the logit (B,), the sigmoid comes in the loss."""
+
+    def __init__(self, n_in: int, hidden: int, activation: str) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(n_in, hidden, dtype=DTYPE)
+        self.act = nn.ReLU() if activation == "relu" else nn.Sigmoid()
+        self.fc2 = nn.Linear(hidden, 1, dtype=DTYPE)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x))).squeeze(1)
+
+
+def loss_from_logits(kind: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean loss over the batch (last axis) of logits z against labels y.
+
+    L2 = (sigmoid(z) - y)^2. CE = -(y log p + (1 - y) log(1 - p)) with p = sigmoid(z), written
+    as softplus(z) - y z: the same value, finite even where p rounds to 0 or 1.
+    """
+    if kind == "l2":
+        return ((torch.sigmoid(logits) - y) ** 2).mean(-1)
+    return (F.softplus(logits) - y * logits).mean(-1)
+
+
+def accuracy_from_logits(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Share of correct predictions (last axis); prediction = 1 when sigmoid(z) > 0.5."""
+    return ((torch.sigmoid(logits) > 0.5) == (y > 0.5)).to(DTYPE).mean(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training, one seed at a time: the plain loop of 2.1-2.4 (nn.Module + optim.SGD).
+#
+# "Iterations to 100%" = the number of SGD updates made before the first full-batch evaluation
+# at 100% accuracy. Iteration t evaluates the weights after t updates (t = 0 is the initial
+# weights) and its forward pass also gives the gradient of update t + 1. A run stops at its first
+# 100%, after max_iters updates, or when it diverges (non-finite logit or loss).
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Runs:
+    """S training runs. losses, accuracies: (max_iters + 1, S), value at iteration t; NaN after a
+    run stopped and at the iteration where it diverged. iterations[s]: iterations to the stop
+    rule, None if not reached; diverged_at[s]: the first iteration whose logits or loss were
+    non-finite, else None."""
+
+    iterations: list[int | None]
+    diverged_at: list[int | None]
+    losses: np.ndarray
+    accuracies: np.ndarray
+
+    def final(self, values: np.ndarray, s: int) -> float | None:
+        """Run s's value of `values` at its last finite iteration (None if it has none)."""
+        column = values[:, s]
+        finite = np.flatnonzero(np.isfinite(column))
+        return float(column[finite[-1]]) if finite.size else None
+
+
+def empty_history(max_iters: int, n_runs: int) -> np.ndarray:
+    return np.full((max_iters + 1, n_runs), np.nan)
+
+
+def train_plain(model: FCNet, x: torch.Tensor, y: torch.Tensor, loss_kind: str, cfg: TrainConfig) -> Runs:
+    """Train one model with optim.SGD on the full batch x (B, n_in), labels y (B,)."""
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    runs = Runs([None], [None], empty_history(cfg.max_iters, 1), empty_history(cfg.max_iters, 1))
+    for t in range(cfg.max_iters + 1):
+        logits = model(x)
+        loss = loss_from_logits(loss_kind, logits, y)
+        if not (torch.isfinite(logits).all() and torch.isfinite(loss)):
+            runs.diverged_at[0] = t  # recorded as NaN loss and accuracy at iteration t
+            break
+        runs.accuracies[t, 0] = accuracy_from_logits(logits, y).item()
+        runs.losses[t, 0] = loss.item()
+        if runs.accuracies[t, 0] == 1.0:
+            runs.iterations[0] = t
+            break
+        if t < cfg.max_iters:
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return runs
+
+
+def plain_model(setting: str, seed: int, n_in: int, cfg: TrainConfig) -> FCNet:
+    """An FCNet of `setting` holding seed `seed`'s initial weights."""
+    model = FCNet(n_in, cfg.hidden, SETTINGS[setting][0])
+    params = init_fc_params(seed, n_in, cfg)
+    with torch.no_grad():
+        model.fc1.weight.copy_(params["w1"])
+        model.fc1.bias.copy_(params["b1"])
+        model.fc2.weight.copy_(params["w2"])
+        model.fc2.bias.copy_(params["b2"])
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Training, many seeds at once: the same loop on stacked weights, with closed-form gradients.
+#
+# Run r has its own weights w1[r], b1[r], w2[r], b2[r]; all runs see the same 64 images, so each
+# layer is one matrix product over all runs. Runs that stopped are dropped from the stack.
+# ---------------------------------------------------------------------------------------------
+
+
+def stack_params(seeds: list[int], n_in: int, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """Initial weights of S = len(seeds) runs, runs on the last axis so that each layer is one
+    matrix product over all runs: w1 (n_in, hidden, S) (w1[..., r] is run r's fc1.weight
+    transposed), b1 (hidden, S), w2 (hidden, S), b2 (S,)."""
+    per_seed = [init_fc_params(seed, n_in, cfg) for seed in seeds]
+    return {
+        "w1": torch.stack([p["w1"].T for p in per_seed], dim=-1),
+        "b1": torch.stack([p["b1"] for p in per_seed], dim=-1),
+        "w2": torch.stack([p["w2"][0] for p in per_seed], dim=-1),
+        "b2": torch.stack([p["b2"][0] for p in per_seed], dim=-1),
+    }
+
+
+def batched_grads(
+    p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, activation: str, ce: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Forward and backward of S runs (weights as from stack_params) on the batch x (B, n_in),
+    y (B,). All runs use hidden `activation`; ce: (S,) bool, True where a run uses CE, else L2.
+    Returns the logits (B, S) and the gradients of each run's loss w.r.t. its own weights.
+
+    The backward is written out by hand, with the kernels autograd itself uses for sigmoid and
+    ReLU, so that it matches nn.Module + autograd to rounding.
+    """
+    B = x.shape[0]
+    D, H, S = p["w1"].shape
+    z1 = (x @ p["w1"].view(D, H * S)).view(B, H, S) + p["b1"]
+    a1 = torch.relu(z1) if activation == "relu" else torch.sigmoid(z1)
+    logits = (a1 * p["w2"]).sum(1) + p["b2"]
+    prob = torch.sigmoid(logits)
+    # dLoss/dprob = 2 (p - y) / B for L2; for CE dLoss/dlogit = (p - y) / B directly
+    scaled_err = (prob - y[:, None]) * torch.where(ce, 1.0 / B, 2.0 / B)
+    g2 = torch.where(ce, scaled_err, aten.sigmoid_backward(scaled_err, prob))  # dLoss/dlogit
+    g_a1 = g2[:, None, :] * p["w2"]
+    # ReLU passes the gradient where z1 > 0 (not at 0, as in torch); sigmoid' = a1 (1 - a1)
+    relu = activation == "relu"
+    g1 = aten.threshold_backward(g_a1, a1, 0) if relu else aten.sigmoid_backward(g_a1, a1)
+    grads = {
+        "w1": (x.T @ g1.view(B, H * S)).view(D, H, S),
+        "b1": g1.sum(0),
+        "w2": (g2[:, None, :] * a1).sum(0),
+        "b2": g2.sum(0),
+    }
+    return logits, grads
+
+
+def stack_losses(
+    logits: torch.Tensor, y: torch.Tensor, ce: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and accuracy (T, S) of S runs over T iterations from their logits (T, B, S); NaN
+    where a run diverged (a non-finite logit or loss)."""
+    z = logits.transpose(1, 2)  # (T, S, B)
+    loss = torch.where(ce, loss_from_logits("ce", z, y), loss_from_logits("l2", z, y))
+    bad = ~(torch.isfinite(z).all(-1) & torch.isfinite(loss))
+    nan = float("nan")
+    return loss.masked_fill(bad, nan), accuracy_from_logits(z, y).masked_fill(bad, nan)
+
+
+def first_stop(losses: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+    """Per run, the first iteration (row) that reached its stop rule (done) or diverged (NaN
+    loss), else -1. losses, done: (T, S)."""
+    stop = done | torch.isnan(losses)
+    first = stop.to(torch.int8).argmax(0)
+    return torch.where(stop.any(0), first, -1)
+
+
+def train_stack(
+    activation: str,
+    ce: torch.Tensor,
+    p: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainConfig,
+    log: Callable[[str], None] | None = None,
+    chunk: int = 100,
+) -> Runs:
+    """Train S runs that share the hidden `activation` (ce: (S,) bool picks each run's loss) from
+    the stacked weights p, by plain SGD with the stop rule of train_plain.
+
+    The loop only steps and keeps the logits; losses, accuracies and stops are worked out after
+    each chunk of iterations. A run's path up to its stop does not depend on what it computes
+    after it, so looking later costs a few extra steps and saves many small operations per step.
+    Runs that stopped are then dropped from the stack.
+    """
+    n_runs = len(ce)
+    rows = torch.arange(n_runs)  # which run each stacked row is
+    runs = Runs([None] * n_runs, [None] * n_runs, empty_history(cfg.max_iters, n_runs),
+                empty_history(cfg.max_iters, n_runs))
+    t0 = 0
+    while t0 <= cfg.max_iters and len(rows):
+        t1 = min(t0 + chunk, cfg.max_iters + 1)
+        logits = torch.empty(t1 - t0, x.shape[0], len(rows), dtype=DTYPE)
+        for t in range(t0, t1):
+            logits[t - t0], grads = batched_grads(p, x, y, activation, ce)
+            if t < cfg.max_iters:
+                torch._foreach_add_(list(p.values()), list(grads.values()), alpha=-cfg.lr)
+        losses, accs = stack_losses(logits, y, ce)
+        stop = first_stop(losses, accs == 1.0).numpy()
+        after_stop = np.arange(t1 - t0)[:, None] > np.where(stop < 0, t1, stop)
+        cols = rows.numpy()
+        runs.losses[t0:t1, cols] = np.where(after_stop, np.nan, losses.numpy())
+        runs.accuracies[t0:t1, cols] = np.where(after_stop, np.nan, accs.numpy())
+        for r, t_stop in zip(cols[stop >= 0].tolist(), (t0 + stop[stop >= 0]).tolist(), strict=True):
+            if np.isnan(runs.losses[t_stop, r]):
+                runs.diverged_at[r] = t_stop
+            else:
+                runs.iterations[r] = t_stop
+        keep = torch.from_numpy(stop < 0)
+        p = {k: v[..., keep] for k, v in p.items()}
+        ce, rows = ce[keep], rows[keep]
+        t0 = t1
+        if log and (t0 % 1000 == 0 or not len(rows) or t0 > cfg.max_iters):
+            log(f"  {activation} hidden units, iteration {t0 - 1:>6}: {len(rows)}/{n_runs} runs training")
+    return runs
+
+
+def train_batched(
+    settings: list[str],
+    seeds: list[int],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainConfig,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Runs]:
+    """Train every (setting, seed) pair; seed k starts from the same weights in every setting.
+    Settings that share the hidden activation train as one stack. Per setting, the result equals
+    seed for seed what train_plain gives (the tests check this). x (B, n_in), y (B,)."""
+    out: dict[str, Runs] = {}
+    for activation in ("sigmoid", "relu"):
+        group = [s for s in settings if SETTINGS[s][0] == activation]
+        if not group:
+            continue
+        one = stack_params(seeds, x.shape[1], cfg)
+        p = {k: torch.cat([v] * len(group), dim=-1) for k, v in one.items()}
+        ce = torch.tensor([SETTINGS[s][1] == "ce" for s in group for _ in seeds])
+        runs = train_stack(activation, ce, p, x, y, cfg, log)
+        n = len(seeds)
+        for i, s in enumerate(group):
+            cols = slice(i * n, (i + 1) * n)
+            out[s] = Runs(runs.iterations[cols], runs.diverged_at[cols],
+                          runs.losses[:, cols], runs.accuracies[:, cols])
+    return {s: out[s] for s in settings}

@@ -1,0 +1,155 @@
+# Build entry point (GNU make). See README.md.
+#
+#   make all                   (default) venv + install, check the data, run the four parts,
+#                              build report/report.pdf, and the zip when PENN_KEY is given
+#   make all PENN_KEY=abc123   ... and 1_abc123.zip
+#   make test                  install, then `ruff check .` and `pytest` (what CI runs)
+#   make zip PENN_KEY=abc123   the submission zip (builds whatever is out of date first)
+#   make bench                 the speed benchmarks in benchmarks/
+#   make clean                 remove generated outputs (figures, report PDF, zips, build/)
+#
+# Knobs: DATA=path (dataset folder, default data), SEEDS2=100 (part 2 seeds), SEEDS3=20 (part 3
+# seeds), PENN_KEY=yourkey. Every output is a real file target, so re-running after a change
+# redoes only what changed: a part reruns when its script, a script it imports, its data (by
+# content, see tools/check_data.py) or its arguments change; the PDF when its source or any
+# results file changes.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+.SUFFIXES:
+.DEFAULT_GOAL := all
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BOOT_PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null || true)
+INSTALLED := $(VENV)/.installed
+
+DATA ?= data
+SEEDS2 ?= 100
+SEEDS3 ?= 20
+PENN_KEY ?=
+export PENN_KEY
+
+FIG := figures
+BUILD := build
+RESULTS := $(FIG)/part1_loss_gradient.json $(FIG)/part2_fc.json $(FIG)/part3_line.json \
+           $(FIG)/part3_detection.json
+DATA_STAMPS := $(BUILD)/data-random.json $(BUILD)/data-line.json $(BUILD)/data-detection.json
+REPORT_SOURCES := report/report.typ $(filter-out report/report.typ,$(wildcard report/*.typ))
+
+# Each script's arguments; a change of these (e.g. SEEDS2=200) reruns that script.
+ARGS_part1 := --out $(FIG)
+ARGS_part2 := --data-dir $(DATA) --out $(FIG) --seeds $(SEEDS2)
+ARGS_part3_line := --data-dir $(DATA) --out $(FIG) --seeds $(SEEDS3)
+ARGS_part3_detection := --data-dir $(DATA) --out $(FIG) --seeds $(SEEDS3)
+
+.PHONY: all main install check-data check-penn-key require-penn-key test lint bench zip clean distclean help FORCE
+
+## all: the main job, timed (wall time printed at the end).
+all:
+	@TIMEFORMAT='make all: wall time %1R s'; time $(MAKE) --no-print-directory main
+
+main: check-penn-key $(INSTALLED) $(DATA_STAMPS) $(RESULTS) report/report.pdf
+	@if [ -n "$${PENN_KEY-}" ]; then \
+	    $(PY) tools/make_zip.py --penn-key "$$PENN_KEY"; \
+	else \
+	    echo "report: report/report.pdf. For the submission zip: make zip PENN_KEY=yourkey"; \
+	fi
+
+# --- environment -----------------------------------------------------------------------------
+
+$(PY):
+	@if [ -z "$(BOOT_PYTHON)" ]; then echo "make: need python3.11 (or python3) on PATH" >&2; exit 1; fi
+	@echo "creating $(VENV) with $(BOOT_PYTHON) ($$($(BOOT_PYTHON) --version))"
+	$(BOOT_PYTHON) -m venv $(VENV)
+
+# Stamp file: pip runs again only when a requirements file changes (or the venv is new).
+$(INSTALLED): requirements.txt requirements-dev.txt | $(PY)
+	@echo "installing requirements-dev.txt into $(VENV)"
+	$(PY) -m pip install --disable-pip-version-check --no-input --quiet -r requirements-dev.txt
+	@touch $@
+
+install: $(INSTALLED)
+
+# --- data ------------------------------------------------------------------------------------
+
+# Runs on every make (a fraction of a second when the data is unchanged): validates the three
+# datasets and rewrites a dataset's stamp only when its content, provenance or folder changed;
+# make re-reads the stamps' times afterwards, so only the parts whose data changed rerun.
+# (A pattern rule with several targets runs its recipe once for all of them, in any GNU make.)
+$(BUILD)/data-random.% $(BUILD)/data-line.% $(BUILD)/data-detection.%: FORCE | $(INSTALLED)
+	$(PY) tools/check_data.py --data-dir $(DATA) --stamps $(BUILD)
+
+check-data: $(DATA_STAMPS)
+
+# Stamps are written whole (atomically) or not at all: never delete them when a recipe fails.
+.PRECIOUS: $(DATA_STAMPS) $(BUILD)/args-%.txt
+
+# $(BUILD)/args-<part>.txt holds a script's arguments, rewritten only when they change.
+$(BUILD)/args-%.txt: FORCE
+	@mkdir -p $(BUILD)
+	@if ! printf '%s\n' '$(ARGS_$*)' | cmp -s - $@; then printf '%s\n' '$(ARGS_$*)' > $@; fi
+
+# --- the four parts ----------------------------------------------------------------------------
+
+$(FIG)/part1_loss_gradient.json: part1_loss_gradient.py | $(INSTALLED)
+	$(PY) part1_loss_gradient.py $(ARGS_part1)
+
+$(FIG)/part2_fc.json: part2_fc.py part1_loss_gradient.py $(BUILD)/data-random.json \
+                      $(BUILD)/args-part2.txt | $(INSTALLED)
+	$(PY) part2_fc.py $(ARGS_part2)
+
+# Part 3.1 compares itself with part 2 (reading its results when present): part 2 runs first
+# (order-only, so a new part 2 run alone does not rerun part 3).
+$(FIG)/part3_line.json: part3_line.py part2_fc.py part1_loss_gradient.py $(BUILD)/data-line.json \
+                        $(BUILD)/args-part3_line.txt | $(INSTALLED) $(FIG)/part2_fc.json
+	$(PY) part3_line.py $(ARGS_part3_line)
+
+$(FIG)/part3_detection.json: part3_detection.py part3_line.py part2_fc.py part1_loss_gradient.py \
+                             $(BUILD)/data-detection.json $(BUILD)/args-part3_detection.txt \
+                             | $(INSTALLED) $(FIG)/part3_line.json
+	$(PY) part3_detection.py $(ARGS_part3_detection)
+
+# --- report and zip ----------------------------------------------------------------------------
+
+# tools/build_report.py compiles to a temporary file in report/ and renames it into place.
+report/report.pdf: $(REPORT_SOURCES) $(RESULTS) tools/build_report.py | $(INSTALLED)
+	$(PY) tools/build_report.py report/report.typ $@
+
+# The key is checked before the long build, so a typo fails at once.
+check-penn-key: | $(INSTALLED)
+	@if [ -n "$${PENN_KEY-}" ]; then $(PY) tools/make_zip.py --check-key --penn-key "$$PENN_KEY"; fi
+
+require-penn-key:
+	@if [ -z "$${PENN_KEY-}" ]; then echo "make zip: give your PennKey: make zip PENN_KEY=yourkey" >&2; exit 2; fi
+
+zip: require-penn-key check-penn-key report/report.pdf | $(INSTALLED)
+	$(PY) tools/make_zip.py --penn-key "$$PENN_KEY"
+
+# --- checks ------------------------------------------------------------------------------------
+
+lint: $(INSTALLED)
+	$(PY) -m ruff check .
+
+test: lint
+	$(PY) -m pytest
+
+bench: $(INSTALLED)
+	$(PY) benchmarks/bench_part2.py
+	$(PY) benchmarks/bench_part3.py
+
+# --- housekeeping ------------------------------------------------------------------------------
+
+clean:
+	rm -f $(FIG)/*.png $(FIG)/*.json $(FIG)/.*.png $(FIG)/.*.json
+	rm -f report/report.pdf report/.report.*.pdf.tmp 1_*.zip .1_*.zip.tmp
+	rm -rf $(BUILD)
+
+distclean: clean
+	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+help:
+	@sed -n '3,16s/^# \{0,1\}//p' Makefile
+
+FORCE:

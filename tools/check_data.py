@@ -1,0 +1,83 @@
+"""Check the three datasets with the scripts' own loader; keep make's record of what was checked.
+
+    python tools/check_data.py [--data-dir DIR] [--stamps DIR]
+
+Validates random, line and detection in --data-dir through part2_fc.load_dataset (the checks every
+script makes) and prints each one's provenance. Bad data: one line naming the file, exit status 2,
+no stamp written. For each dataset it keeps a stamp, <stamps>/data-<name>.json (data folder,
+provenance, sha256 of each file), rewritten only when one of those changes. The Makefile makes each
+part's results depend on its dataset's stamp, so a part reruns exactly when its data changed, also
+when course files are copied in with old timestamps or DATA names another folder.
+
+When every file still has the sha256 its stamp recorded, the data is the data that passed the last
+check: that is reported without loading the scripts (importing torch costs seconds), which keeps a
+`make all` with nothing to do quick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from part1_loss_gradient import Parser, run_main, write_json  # noqa: E402
+
+DATASETS = ("random", "line", "detection")
+
+
+def read_stamp(path: Path) -> dict | None:
+    """The record a stamp holds, or None when there is none or it cannot be read."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def still_checked(record: dict | None, data_dir: Path) -> bool:
+    """True when `record` is for `data_dir` and every file it lists still has the recorded sha256."""
+    if not record or record.get("data_dir") != str(data_dir) or not record.get("sha256"):
+        return False
+    for rel, digest in record["sha256"].items():
+        path = data_dir / rel
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            return False
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = Parser(prog="check_data.py", description="Check the datasets; keep make's data stamps.")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="folder holding the datasets")
+    parser.add_argument("--stamps", type=Path, default=Path("build"), help="folder for the stamp files")
+    args = parser.parse_args(argv)
+
+    stamps = {name: args.stamps / f"data-{name}.json" for name in DATASETS}
+    records = {name: read_stamp(path) for name, path in stamps.items()}
+    if all(still_checked(record, args.data_dir) for record in records.values()):
+        for name, record in records.items():
+            provenance = record["provenance"]
+            print(f"data: {name:<9} {provenance:<11} unchanged since its last check ({args.data_dir})")
+        return 0
+
+    from part2_fc import load_dataset  # the scripts' own loader and checks (imports torch)
+
+    fresh = {}
+    for name in DATASETS:
+        dataset = load_dataset(args.data_dir, name)
+        fresh[name] = {"data_dir": str(args.data_dir), "provenance": dataset.provenance,
+                       "sha256": dataset.sha256}
+        n, h, w = dataset.images.shape
+        print(f"data: {name:<9} {dataset.provenance:<11} {n} images {h}x{w}, checked ({args.data_dir})")
+    for name, record in fresh.items():  # written only once all three passed
+        if records[name] != record:
+            write_json(stamps[name], record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

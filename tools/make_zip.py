@@ -1,0 +1,131 @@
+"""Build the submission zip `1_<penn_key>.zip`: the report PDF and the four part scripts, at its root.
+
+    python tools/make_zip.py --penn-key abc123 [--out DIR] [--root DIR] [--check-key]
+
+The zip holds exactly report.pdf (from report/report.pdf) and part1_loss_gradient.py, part2_fc.py,
+part3_line.py, part3_detection.py. It refuses, with one line and exit status 2, a penn key that is
+not lowercase letters and digits, and a PDF that is missing or older than anything it was built from
+(the four scripts, report/report.typ, the four figures/*.json results files), so a stale report is
+never handed in. The zip is deterministic (sorted members, fixed timestamps and permissions: same
+files, same bytes) and written atomically (temporary file, then rename), so a failure leaves any
+earlier zip whole.
+
+Standard library only, and it never imports the scripts it packages: packaging must not run them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import NoReturn
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ("part1_loss_gradient.py", "part2_fc.py", "part3_line.py", "part3_detection.py")
+REPORT_PDF = "report/report.pdf"
+# What the PDF is built from, besides the scripts (paths relative to the repository root).
+REPORT_INPUTS = (
+    "report/report.typ",
+    "figures/part1_loss_gradient.json",
+    "figures/part2_fc.json",
+    "figures/part3_line.json",
+    "figures/part3_detection.json",
+)
+PENN_KEY = re.compile(r"[a-z0-9]+")
+ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can store: no build time leaks in
+
+
+class InputError(Exception):
+    """Bad input (a flag or a file); the message is one line naming it."""
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors become InputError (one line, exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(message)
+
+
+def check_penn_key(key: str) -> str:
+    """Return `key` if it is non-empty lowercase letters and digits, else raise InputError."""
+    if not key:
+        raise InputError("--penn-key is empty; give your PennKey, e.g. --penn-key abc123")
+    if not PENN_KEY.fullmatch(key):
+        raise InputError(f"--penn-key {key!r}: use lowercase letters and digits only, e.g. abc123")
+    return key
+
+
+def check_fresh(root: Path) -> None:
+    """Raise InputError unless the PDF and everything it is built from exist and the PDF is newest."""
+    needed = [REPORT_PDF, *SCRIPTS, *REPORT_INPUTS]
+    missing = [rel for rel in needed if not (root / rel).is_file()]
+    if missing:
+        raise InputError(f"missing in {root}: {', '.join(missing)}; run `make all` first")
+    pdf = root / REPORT_PDF
+    if not pdf.read_bytes().startswith(b"%PDF-"):
+        raise InputError(f"{pdf}: not a PDF file; rebuild it with `make all`")
+    pdf_time = pdf.stat().st_mtime_ns
+    newer = [rel for rel in (*SCRIPTS, *REPORT_INPUTS) if (root / rel).stat().st_mtime_ns > pdf_time]
+    if newer:
+        raise InputError(f"{pdf} is older than {', '.join(newer)}; rebuild it with `make all` "
+                         "so the report shows what the scripts now compute")
+
+
+def zip_members(root: Path) -> dict[str, bytes]:
+    """Name inside the zip -> file contents: the PDF and the four scripts, all at the zip's root."""
+    members = {name: (root / name).read_bytes() for name in SCRIPTS}
+    members["report.pdf"] = (root / REPORT_PDF).read_bytes()
+    return members
+
+
+def write_zip(path: Path, members: dict[str, bytes]) -> None:
+    """Write a deterministic zip of `members` to `path` through a temporary file in its folder."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".zip.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w") as archive:
+            for name in sorted(members):
+                info = zipfile.ZipInfo(name, date_time=ZIP_DATE_TIME)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.create_system = 3  # Unix, so the permission bits below are honoured
+                info.external_attr = 0o100644 << 16  # regular file, rw-r--r--
+                archive.writestr(info, members[name], compresslevel=9)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(prog="make_zip.py", description="Build the submission zip 1_<penn_key>.zip.")
+    parser.add_argument("--penn-key", required=True, help="your PennKey: lowercase letters and digits")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT, help="folder for the zip (default: repo root)")
+    parser.add_argument("--root", type=Path, default=REPO_ROOT,
+                        help="repository holding the scripts, figures/ and report/ (default: this one)")
+    parser.add_argument("--check-key", action="store_true",
+                        help="only validate --penn-key and exit (make runs this before the long build)")
+    args = parser.parse_args(argv)
+
+    key = check_penn_key(args.penn_key)
+    if args.check_key:
+        return 0
+    if not args.out.is_dir():
+        raise InputError(f"--out {args.out}: no such folder")
+    check_fresh(args.root)
+    members = zip_members(args.root)
+    target = args.out / f"1_{key}.zip"
+    write_zip(target, members)
+    print(f"wrote {target} ({target.stat().st_size:,} bytes): {', '.join(sorted(members))}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except InputError as err:
+        print(f"make_zip.py: error: {err}", file=sys.stderr)
+        sys.exit(2)
