@@ -5,8 +5,11 @@ PART2_DOC_PLACEHOLDER
 
 from __future__ import annotations
 
+import argparse
 import hashlib
-from collections.abc import Callable
+import sys
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from part1_loss_gradient import InputError
+from part1_loss_gradient import (
+    InputError,
+    Parser,
+    library_versions,
+    positive,
+    run_main,
+    save_figure,
+    use_headless_matplotlib,
+    write_json,
+)
 
 aten = torch.ops.aten  # autograd's own backward kernels, used by the batched engine
 
@@ -216,6 +228,7 @@ class TrainConfig:
     init_std: float = 0.1  # std of the truncated normal weights
     init_bias: float = 0.1  # every bias starts at this constant
     hidden: int = 4  # units in the hidden layer (Figure 3)
+    diverge_factor: float = 5.0  # a run diverged when its loss exceeds this times its initial loss
 
 
 def init_fc_params(seed: int, n_in: int, cfg: TrainConfig) -> dict[str, torch.Tensor]:
@@ -294,6 +307,12 @@ def empty_history(max_iters: int, n_runs: int) -> np.ndarray:
     return np.full((max_iters + 1, n_runs), np.nan)
 
 
+def is_diverged(loss: torch.Tensor, initial_loss: torch.Tensor, factor: float) -> torch.Tensor:
+    """A run diverged when its loss (NaN where a logit or the loss was not finite) is not finite
+    or has grown past `factor` times its loss at iteration 0. Works elementwise on any shape."""
+    return ~torch.isfinite(loss) | (loss > factor * initial_loss)
+
+
 def train_plain(model: FCNet, x: torch.Tensor, y: torch.Tensor, loss_kind: str, cfg: TrainConfig) -> Runs:
     """Train one model with optim.SGD on the full batch x (B, n_in), labels y (B,)."""
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
@@ -301,11 +320,12 @@ def train_plain(model: FCNet, x: torch.Tensor, y: torch.Tensor, loss_kind: str, 
     for t in range(cfg.max_iters + 1):
         logits = model(x)
         loss = loss_from_logits(loss_kind, logits, y)
-        if not (torch.isfinite(logits).all() and torch.isfinite(loss)):
-            runs.diverged_at[0] = t  # recorded as NaN loss and accuracy at iteration t
+        if torch.isfinite(logits).all() and torch.isfinite(loss):
+            runs.accuracies[t, 0] = accuracy_from_logits(logits, y).item()
+            runs.losses[t, 0] = loss.item()
+        if is_diverged(torch.tensor(runs.losses[t, 0]), torch.tensor(runs.losses[0, 0]), cfg.diverge_factor):
+            runs.diverged_at[0] = t
             break
-        runs.accuracies[t, 0] = accuracy_from_logits(logits, y).item()
-        runs.losses[t, 0] = loss.item()
         if runs.accuracies[t, 0] == 1.0:
             runs.iterations[0] = t
             break
@@ -385,7 +405,7 @@ def stack_losses(
     logits: torch.Tensor, y: torch.Tensor, ce: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss and accuracy (T, S) of S runs over T iterations from their logits (T, B, S); NaN
-    where a run diverged (a non-finite logit or loss)."""
+    where a logit or the loss was not finite."""
     z = logits.transpose(1, 2)  # (T, S, B)
     loss = torch.where(ce, loss_from_logits("ce", z, y), loss_from_logits("l2", z, y))
     bad = ~(torch.isfinite(z).all(-1) & torch.isfinite(loss))
@@ -393,10 +413,8 @@ def stack_losses(
     return loss.masked_fill(bad, nan), accuracy_from_logits(z, y).masked_fill(bad, nan)
 
 
-def first_stop(losses: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
-    """Per run, the first iteration (row) that reached its stop rule (done) or diverged (NaN
-    loss), else -1. losses, done: (T, S)."""
-    stop = done | torch.isnan(losses)
+def first_stop(stop: torch.Tensor) -> torch.Tensor:
+    """Per run (column of stop (T, S) bool), the first row where stop holds, else -1."""
     first = stop.to(torch.int8).argmax(0)
     return torch.where(stop.any(0), first, -1)
 
@@ -423,6 +441,7 @@ def train_stack(
     rows = torch.arange(n_runs)  # which run each stacked row is
     runs = Runs([None] * n_runs, [None] * n_runs, empty_history(cfg.max_iters, n_runs),
                 empty_history(cfg.max_iters, n_runs))
+    initial_loss = None  # (S,) each run's loss at iteration 0, for the divergence rule
     t0 = 0
     while t0 <= cfg.max_iters and len(rows):
         t1 = min(t0 + chunk, cfg.max_iters + 1)
@@ -432,19 +451,21 @@ def train_stack(
             if t < cfg.max_iters:
                 torch._foreach_add_(list(p.values()), list(grads.values()), alpha=-cfg.lr)
         losses, accs = stack_losses(logits, y, ce)
-        stop = first_stop(losses, accs == 1.0).numpy()
+        initial_loss = losses[0] if initial_loss is None else initial_loss
+        diverged = is_diverged(losses, initial_loss, cfg.diverge_factor)
+        stop = first_stop(diverged | (accs == 1.0)).numpy()
         after_stop = np.arange(t1 - t0)[:, None] > np.where(stop < 0, t1, stop)
         cols = rows.numpy()
         runs.losses[t0:t1, cols] = np.where(after_stop, np.nan, losses.numpy())
         runs.accuracies[t0:t1, cols] = np.where(after_stop, np.nan, accs.numpy())
-        for r, t_stop in zip(cols[stop >= 0].tolist(), (t0 + stop[stop >= 0]).tolist(), strict=True):
-            if np.isnan(runs.losses[t_stop, r]):
-                runs.diverged_at[r] = t_stop
+        for i in np.flatnonzero(stop >= 0):
+            if diverged[stop[i], i]:
+                runs.diverged_at[cols[i]] = t0 + int(stop[i])
             else:
-                runs.iterations[r] = t_stop
+                runs.iterations[cols[i]] = t0 + int(stop[i])
         keep = torch.from_numpy(stop < 0)
         p = {k: v[..., keep] for k, v in p.items()}
-        ce, rows = ce[keep], rows[keep]
+        ce, rows, initial_loss = ce[keep], rows[keep], initial_loss[keep]
         t0 = t1
         if log and (t0 % 1000 == 0 or not len(rows) or t0 > cfg.max_iters):
             log(f"  {activation} hidden units, iteration {t0 - 1:>6}: {len(rows)}/{n_runs} runs training")
@@ -477,3 +498,345 @@ def train_batched(
             out[s] = Runs(runs.iterations[cols], runs.diverged_at[cols],
                           runs.losses[:, cols], runs.accuracies[:, cols])
     return {s: out[s] for s in settings}
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics over seeds and figures (2.5), shared with part 3.
+# ---------------------------------------------------------------------------------------------
+
+
+def summarize_stops(iterations: list[int | None], diverged_at: list[int | None]) -> dict[str, Any]:
+    """Distribution of iterations to the stop rule over seeds. A run that never stopped counts as
+    slower than every run that did, so a quantile that falls among those runs is None ("not
+    reached"), never a made-up number."""
+    n = len(iterations)
+    reached = sorted(i for i in iterations if i is not None)
+    ranked = np.array(reached + [np.inf] * (n - len(reached)))
+
+    def quantile(q: float) -> float | None:
+        value = float(np.quantile(ranked, q, method="inverted_cdf"))
+        return value if np.isfinite(value) else None
+
+    return {
+        "n_seeds": n,
+        "reached": len(reached),
+        "reach_rate": len(reached) / n,
+        "diverged": sum(d is not None for d in diverged_at),
+        "median": quantile(0.5),
+        "q1": quantile(0.25),
+        "q3": quantile(0.75),
+        "p10": quantile(0.1),
+        "p90": quantile(0.9),
+        "min": reached[0] if reached else None,
+        "max_reached": reached[-1] if reached else None,
+        "mean_reached": float(np.mean(reached)) if reached else None,
+    }
+
+
+def rank_key(summary: dict[str, Any]) -> tuple[float, float]:
+    """Order for "which setting is fastest": the median iterations (not reached = infinite), then
+    the share of seeds that never reached the stop."""
+    median = summary["median"]
+    return (np.inf if median is None else median, 1 - summary["reach_rate"])
+
+
+def share_stopped(iterations: list[int | None], max_iters: int) -> np.ndarray:
+    """(max_iters + 1,) share of runs whose stop rule held by iteration t."""
+    counts = np.zeros(max_iters + 1)
+    for i in iterations:
+        if i is not None:
+            counts[i] += 1
+    return np.cumsum(counts) / len(iterations)
+
+
+def plot_curve(values: np.ndarray, ylabel: str, title: str, path: Path, stop: int | None) -> None:
+    """One run's loss or accuracy (max_iters + 1,) against iteration, NaN after the stop ignored;
+    the stop iteration is marked."""
+    import matplotlib.pyplot as plt
+
+    t = np.flatnonzero(~np.isnan(values))
+    fig, ax = plt.subplots(figsize=(5, 3.4), layout="constrained")
+    ax.plot(t, values[t], lw=1.5)
+    if stop is not None:
+        ax.axvline(stop, color="tab:red", ls="--", lw=1, label=f"100% at iteration {stop}")
+        ax.legend(loc="best", fontsize=8)
+    ax.set(xlabel="iteration (SGD updates)", ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def plot_share_stopped(iterations: dict[str, list[int | None]], max_iters: int, title: str,
+                       ylabel: str, path: Path) -> None:
+    """The share of seeds that reached the stop rule against iteration, one line per label."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8), layout="constrained")
+    t = np.arange(max_iters + 1)
+    for label, its in iterations.items():
+        ax.step(t, 100 * share_stopped(its, max_iters), where="post", lw=1.8,
+                label=f"{label} ({sum(i is not None for i in its)}/{len(its)})")
+    ax.set(xlabel="iteration (SGD updates)", ylabel=ylabel, title=title, ylim=(-2, 102))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center right", fontsize=8)
+    save_figure(fig, path)
+
+
+def plot_median_band(curves: dict[str, np.ndarray], ylabel: str, title: str, path: Path,
+                     log_y: bool = False) -> None:
+    """Median over seeds with the interquartile band, curves (max_iters + 1, S) per label. After a
+    run stopped its last value is held, so every seed counts at every iteration."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8), layout="constrained")
+    for label, values in curves.items():
+        held = hold_last(values)
+        t = np.flatnonzero(~np.isnan(held).all(1))
+        q1, med, q3 = np.nanquantile(held[t], [0.25, 0.5, 0.75], axis=1)
+        (line,) = ax.plot(t, med, lw=1.5, label=label)
+        ax.fill_between(t, q1, q3, color=line.get_color(), alpha=0.2, lw=0)
+    ax.set(xlabel="iteration (SGD updates)", ylabel=ylabel, title=title)
+    if log_y:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    save_figure(fig, path)
+
+
+def hold_last(values: np.ndarray) -> np.ndarray:
+    """(T, S) with each column's NaN tail filled by its last finite value."""
+    held = values.copy()
+    for s in range(held.shape[1]):
+        finite = np.flatnonzero(np.isfinite(held[:, s]))
+        if finite.size:
+            held[finite[-1] + 1:, s] = held[finite[-1], s]
+    return held
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line, shared with part 3: the handout's training settings, each a flag.
+# ---------------------------------------------------------------------------------------------
+
+
+def add_training_args(parser: Parser) -> None:
+    """Flags every training script has; defaults are the handout's."""
+    add = parser.add_argument
+    add("--data-dir", type=Path, default=Path("data"), help="folder with the course-layout .npy files")
+    add("--out", type=Path, default=Path("figures"), help="folder for the figures and the results JSON")
+    add("--seeds", type=positive(int), default=1, help="number of seeds (paired across settings)")
+    add("--first-seed", type=non_negative_int, default=0, help="seeds are first-seed, first-seed + 1, ...")
+    add("--lr", type=positive(float), default=0.1, help="SGD learning rate (handout: 0.1)")
+    add("--max-iters", type=non_negative_int, default=10_000, help="cap on SGD updates (handout: 10,000)")
+    add("--init-std", type=positive(float), default=0.1,
+        help="std of the truncated normal weights, redrawn beyond 2 std (handout: 0.1)")
+    add("--init-bias", type=float, default=0.1, help="initial value of every bias (handout: 0.1)")
+    add("--engine", choices=("batched", "plain"), default="batched",
+        help="batched: all seeds trained together; plain: nn.Module + optim.SGD, one seed at a time")
+    add("--diverge-factor", type=positive(float), default=5.0,
+        help="a run diverged when its loss exceeds this many times its initial loss (or is not finite)")
+    add("--quiet", action="store_true", help="no progress lines")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def seed_list(args: argparse.Namespace) -> list[int]:
+    return list(range(args.first_seed, args.first_seed + args.seeds))
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse an --out that exists but is not a folder, before anything is computed."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+
+
+def results_header(script: str, args: argparse.Namespace, dataset: Dataset) -> dict[str, Any]:
+    """What every results file says about how it was made: the flags, the seeds, the data, the
+    library versions. The same command on the same data gives the same header."""
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items())}
+    config.pop("quiet", None)
+    return {
+        "script": script,
+        "command": f"python {script} " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name == script
+        else None,
+        "config": config,
+        "seeds": seed_list(args),
+        "data": dataset.record(),
+        "versions": library_versions(),
+    }
+
+
+def make_logger(args: argparse.Namespace) -> Callable[[str], None] | None:
+    return None if args.quiet else (lambda line: print(line, flush=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# 2.1-2.5: the four settings, the single run the handout asks for, and the seed statistics.
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = Parser(description="Part 2: the 16-4-1 network on the random dataset, four settings (2.1-2.5).")
+    add_training_args(parser)
+    parser.add_argument("--hidden", type=positive(int), default=4, help="hidden units (Figure 3: 4)")
+    parser.add_argument("--settings", default=",".join(SETTINGS),
+                        help="comma-separated subset of " + ", ".join(SETTINGS))
+    args = parser.parse_args(argv)
+    args.settings = args.settings.split(",")
+    unknown = [s for s in args.settings if s not in SETTINGS]
+    if unknown or len(set(args.settings)) != len(args.settings):
+        raise InputError(f"--settings: unknown or repeated setting {unknown or args.settings}; "
+                         f"choose from {', '.join(SETTINGS)}")
+    return args
+
+
+def train_settings(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor,
+                   cfg: TrainConfig) -> dict[str, Runs]:
+    """Every setting x every seed, with the engine the flags chose."""
+    seeds, log = seed_list(args), make_logger(args)
+    if args.engine == "batched":
+        return train_batched(args.settings, seeds, x, y, cfg, log)
+    out = {}
+    for setting in args.settings:
+        per_seed = [train_plain(plain_model(setting, seed, x.shape[1], cfg), x, y, SETTINGS[setting][1], cfg)
+                    for seed in seeds]
+        out[setting] = Runs(
+            [r.iterations[0] for r in per_seed], [r.diverged_at[0] for r in per_seed],
+            np.concatenate([r.losses for r in per_seed], axis=1),
+            np.concatenate([r.accuracies for r in per_seed], axis=1),
+        )
+        if log:
+            log(f"  {setting}: {len(seeds)} seeds done")
+    return out
+
+
+def describe(iterations: int | None, diverged_at: int | None, final_accuracy: float | None) -> str:
+    """A run's outcome in words, for the printed tables."""
+    if iterations is not None:
+        return f"{iterations} iterations"
+    if diverged_at is not None:
+        return f"diverged at iteration {diverged_at}"
+    return f"not reached (final accuracy {100 * (final_accuracy or 0):.1f}%)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    check_out_dir(args.out)
+    data = load_dataset(args.data_dir, "random")
+    use_headless_matplotlib()
+    torch.manual_seed(args.first_seed)  # nothing below draws from it; weights come from seed_generator
+    cfg = TrainConfig(lr=args.lr, max_iters=args.max_iters, init_std=args.init_std,
+                      init_bias=args.init_bias, hidden=args.hidden, diverge_factor=args.diverge_factor)
+    x = torch.tensor(data.images.reshape(len(data.images), -1), dtype=DTYPE)  # (64, 16)
+    y = torch.tensor(data.labels, dtype=DTYPE)  # (64,)
+    print(f"Part 2: {len(args.settings)} settings x {args.seeds} seed(s) on {data.data_dir} "
+          f"({data.provenance}), {args.engine} engine")
+    started = time.perf_counter()
+    runs = train_settings(args, x, y, cfg)
+    seconds = time.perf_counter() - started
+
+    results = results_header("part2_fc.py", args, data)
+    results["iteration_rule"] = ITERATION_RULE
+    results["settings"] = {}
+    figures = []
+    for setting, r in runs.items():
+        activation, loss, question = SETTINGS[setting]
+        finals_acc = [r.final(r.accuracies, s) for s in range(args.seeds)]
+        finals_loss = [r.final(r.losses, s) for s in range(args.seeds)]
+        # 2.1-2.4: the single run (the first seed) as the handout asks for it
+        name = f"{activation} + {'L2' if loss == 'l2' else 'cross-entropy'}"
+        stop = r.iterations[0]
+        loss_png, acc_png = f"part2_{setting}_loss.png", f"part2_{setting}_accuracy.png"
+        plot_curve(r.losses[:, 0], f"{'L2' if loss == 'l2' else 'cross-entropy'} loss",
+                   f"{question} {name}: loss", args.out / loss_png, stop)
+        plot_curve(100 * r.accuracies[:, 0], "training accuracy (%)",
+                   f"{question} {name}: accuracy", args.out / acc_png, stop)
+        figures += [loss_png, acc_png]
+        results["settings"][setting] = {
+            "question": question,
+            "activation": activation,
+            "loss": loss,
+            "label": name,
+            "iterations": r.iterations,
+            "diverged": [d is not None for d in r.diverged_at],
+            "diverged_at": r.diverged_at,
+            "final_accuracy": finals_acc,
+            "final_loss": finals_loss,
+            "summary": summarize_stops(r.iterations, r.diverged_at),
+            "single": {"seed": args.first_seed, "iterations": stop, "diverged_at": r.diverged_at[0],
+                       "final_accuracy": finals_acc[0], "final_loss": finals_loss[0],
+                       "loss_figure": loss_png, "accuracy_figure": acc_png},
+        }
+
+    # 2.5: rank the settings, by the single run and by the distribution over seeds
+    settings = results["settings"]
+    single_order = sorted(settings, key=lambda s: (settings[s]["single"]["iterations"] is None,
+                                                   settings[s]["single"]["iterations"] or 0))
+    seed_order = sorted(settings, key=lambda s: rank_key(settings[s]["summary"]))
+    results["ranking"] = {"single_seed": single_order, "many_seeds": seed_order}
+    results["paired_faster"] = paired_faster({s: r.iterations for s, r in runs.items()})
+    if args.seeds > 1:
+        labels = {s: settings[s]["label"] for s in settings}
+        plot_share_stopped({labels[s]: runs[s].iterations for s in seed_order}, args.max_iters,
+                           f"2.5 Share of {args.seeds} seeds at 100% training accuracy",
+                           "seeds at 100% accuracy (%)", args.out / "part2_share_reached.png")
+        plot_median_band({labels[s]: runs[s].losses for s in seed_order}, "loss (median, IQR band)",
+                         f"2.5 Training loss over {args.seeds} seeds", args.out / "part2_loss_band.png",
+                         log_y=True)
+        figures += ["part2_share_reached.png", "part2_loss_band.png"]
+    results["figures"] = figures
+    write_json(args.out / "part2_fc.json", results)
+    print_summary(results, seconds, args.out)
+    return 0
+
+
+ITERATION_RULE = (
+    "iterations to 100% = the number of SGD updates made before the first full-batch evaluation "
+    "at 100% training accuracy; iteration t evaluates the weights after t updates, and its "
+    "forward pass also gives the gradient of update t + 1; null = not reached within the cap"
+)
+
+
+def paired_faster(iterations: dict[str, list[int | None]]) -> dict[str, dict[str, float]]:
+    """share[a][b] = share of seeds where setting a reached 100% in strictly fewer iterations than
+    setting b from the same initial weights (not reached counts as infinitely slow)."""
+    def key(i: int | None) -> float:
+        return np.inf if i is None else i
+
+    return {
+        a: {b: float(np.mean([key(i) < key(j) for i, j in zip(ia, ib, strict=True)]))
+            for b, ib in iterations.items() if b != a}
+        for a, ia in iterations.items()
+    }
+
+
+def print_summary(results: dict[str, Any], seconds: float, out: Path) -> None:
+    """The 2.5 table a person reads at the end of the run."""
+    settings = results["settings"]
+    n = len(results["seeds"])
+    print(f"\n2.5 ranking ({n} seed(s), {seconds:.1f} s of training):")
+    print(f"  {'setting':<12} {'seed ' + str(results['seeds'][0]):<34} "
+          + (f"{'median':>7} {'IQR':>13} {'reached':>9}" if n > 1 else ""))
+    for s in results["ranking"]["many_seeds"]:
+        one, summ = settings[s]["single"], settings[s]["summary"]
+        line = f"  {s:<12} {describe(one['iterations'], one['diverged_at'], one['final_accuracy']):<34} "
+        if n > 1:
+            def fmt(v: float | None) -> str:
+                return "-" if v is None else f"{v:.0f}"
+            line += (f"{fmt(summ['median']):>7} {fmt(summ['q1']) + '-' + fmt(summ['q3']):>13} "
+                     f"{summ['reached']:>4}/{n:<4}")
+            if summ["diverged"]:
+                line += f" ({summ['diverged']} diverged)"
+        print(line)
+    print(f"Wrote {len(results['figures'])} figures and part2_fc.json to {out}/")
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
