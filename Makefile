@@ -143,7 +143,7 @@ bench: $(INSTALLED)
 
 clean:
 	rm -f $(FIG)/*.png $(FIG)/*.json $(FIG)/.*.png $(FIG)/.*.json
-	rm -f report/report.pdf report/.report.*.pdf.tmp 1_*.zip .1_*.zip.tmp
+	rm -f report/report.pdf report/.report.*.pdf* 1_*.zip .1_*.zip*
 	rm -rf $(BUILD)
 
 distclean: clean

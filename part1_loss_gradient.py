@@ -118,7 +118,7 @@ def positive(kind: type = float) -> Callable[[str], Any]:
     return parse
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write `path` through a temporary file in the same folder, then rename it into place.
 
     A crash or Ctrl-C mid-write leaves the previous file whole (os.replace is atomic on POSIX).
@@ -139,14 +139,14 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 def write_json(path: Path, data: Any) -> None:
     """Write `data` as deterministic JSON (sorted keys, fixed indent), atomically."""
     text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    _atomic_write(path, lambda tmp: tmp.write_text(text))
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def save_figure(fig: Any, path: Path) -> None:
     """Save a matplotlib figure atomically, without a timestamp (same data, same bytes), and close it."""
     import matplotlib.pyplot as plt
 
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=150, metadata={"Software": None}))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=150, metadata={"Software": None}))
     plt.close(fig)
 
 

@@ -41,7 +41,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # the shared helpers live in the top-level part scripts
 
-from part1_loss_gradient import _atomic_write  # noqa: E402
+from part1_loss_gradient import atomic_write  # noqa: E402
 
 SEED = 680  # the course number; each dataset draws from its own stream (SEED, index)
 N_IMAGES = 64
@@ -177,7 +177,7 @@ def write_all(out: Path, verbose: bool = True) -> dict[str, str]:
     digests = {}
     for rel, array in make_all().items():
         data = npy_bytes(array)
-        _atomic_write(out / rel, lambda tmp, data=data: tmp.write_bytes(data))
+        atomic_write(out / rel, lambda tmp, data=data: tmp.write_bytes(data))
         digests[rel] = hashlib.sha256(data).hexdigest()
         if verbose:
             print(f"wrote {out / rel}  {array.shape} {array.dtype}  sha256 {digests[rel]}")

@@ -10,21 +10,20 @@ never handed in. The zip is deterministic (sorted members, fixed timestamps and 
 files, same bytes) and written atomically (temporary file, then rename), so a failure leaves any
 earlier zip whole.
 
-Standard library only, and it never imports the scripts it packages: packaging must not run them.
+It borrows only part 1's small command-line and atomic-write helpers (no training code runs).
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import re
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import NoReturn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+from part1_loss_gradient import InputError, Parser, atomic_write, run_main  # noqa: E402
+
 SCRIPTS = ("part1_loss_gradient.py", "part2_fc.py", "part3_line.py", "part3_detection.py")
 REPORT_PDF = "report/report.pdf"
 # What the PDF is built from, besides the scripts (paths relative to the repository root).
@@ -37,17 +36,6 @@ REPORT_INPUTS = (
 )
 PENN_KEY = re.compile(r"[a-z0-9]+")
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can store: no build time leaks in
-
-
-class InputError(Exception):
-    """Bad input (a flag or a file); the message is one line naming it."""
-
-
-class Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors become InputError (one line, exit status 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise InputError(message)
 
 
 def check_penn_key(key: str) -> str:
@@ -83,21 +71,18 @@ def zip_members(root: Path) -> dict[str, bytes]:
 
 
 def write_zip(path: Path, members: dict[str, bytes]) -> None:
-    """Write a deterministic zip of `members` to `path` through a temporary file in its folder."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".zip.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w") as archive:
+    """Write a deterministic zip of `members` to `path`, atomically."""
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w") as archive:
             for name in sorted(members):
                 info = zipfile.ZipInfo(name, date_time=ZIP_DATE_TIME)
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.create_system = 3  # Unix, so the permission bits below are honoured
                 info.external_attr = 0o100644 << 16  # regular file, rw-r--r--
                 archive.writestr(info, members[name], compresslevel=9)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,8 +109,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except InputError as err:
-        print(f"make_zip.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_main(main))
