@@ -13,12 +13,13 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import typst
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from part1_loss_gradient import atomic_write  # noqa: E402
 
 
 def page_count(pdf: bytes) -> int | None:
@@ -31,19 +32,14 @@ def compile_atomically(source: Path, target: Path, root: Path) -> bytes:
     """Compile `source` into `target` through a temporary file; return the PDF bytes."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     timestamp = int(epoch) if epoch else None
-    compiler = typst.Compiler(str(source), root=str(root), ignore_system_fonts=True)
+    # The report leaves out a part whose results file is not there yet (Typst cannot test for a file).
+    present = ",".join(sorted(p.name for p in (root / "figures").glob("*.json")))
+    compiler = typst.Compiler(str(source), root=str(root), ignore_system_fonts=True,
+                              sys_inputs={"results": present})
     pdf, warnings = compiler.compile_with_warnings(format="pdf", timestamp=timestamp)
     for warning in warnings:
         print(getattr(warning, "diagnostic", None) or f"warning: {warning.message}", file=sys.stderr)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".pdf.tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(pdf)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, lambda tmp: tmp.write_bytes(pdf))
     return pdf
 
 
