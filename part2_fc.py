@@ -549,7 +549,8 @@ def share_stopped(iterations: list[int | None], max_iters: int) -> np.ndarray:
     return np.cumsum(counts) / len(iterations)
 
 
-def plot_curve(values: np.ndarray, ylabel: str, title: str, path: Path, stop: int | None) -> None:
+def plot_curve(values: np.ndarray, ylabel: str, title: str, path: Path, stop: int | None,
+               log_y: bool = False) -> None:
     """One run's loss or accuracy (max_iters + 1,) against iteration, NaN after the stop ignored;
     the stop iteration is marked."""
     import matplotlib.pyplot as plt
@@ -561,6 +562,8 @@ def plot_curve(values: np.ndarray, ylabel: str, title: str, path: Path, stop: in
         ax.axvline(stop, color="tab:red", ls="--", lw=1, label=f"100% at iteration {stop}")
         ax.legend(loc="best", fontsize=8)
     ax.set(xlabel="iteration (SGD updates)", ylabel=ylabel, title=title)
+    if log_y:
+        ax.set_yscale("log")
     ax.grid(alpha=0.3)
     save_figure(fig, path)
 
@@ -622,13 +625,15 @@ def add_training_args(parser: Parser) -> None:
     add = parser.add_argument
     add("--data-dir", type=Path, default=Path("data"), help="folder with the course-layout .npy files")
     add("--out", type=Path, default=Path("figures"), help="folder for the figures and the results JSON")
-    add("--seeds", type=positive(int), default=1, help="number of seeds (paired across settings)")
-    add("--first-seed", type=non_negative_int, default=0, help="seeds are first-seed, first-seed + 1, ...")
+    add("--seeds", type=bounded_int(1, MAX_SEEDS), default=1, help="number of seeds (paired across settings)")
+    add("--first-seed", type=bounded_int(0, MAX_FIRST_SEED), default=0,
+        help="seeds are first-seed, first-seed + 1, ...")
     add("--lr", type=positive(float), default=0.1, help="SGD learning rate (handout: 0.1)")
-    add("--max-iters", type=non_negative_int, default=10_000, help="cap on SGD updates (handout: 10,000)")
+    add("--max-iters", type=bounded_int(0, 100_000), default=10_000,
+        help="cap on SGD updates (handout: 10,000)")
     add("--init-std", type=positive(float), default=0.1,
         help="std of the truncated normal weights, redrawn beyond 2 std (handout: 0.1)")
-    add("--init-bias", type=float, default=0.1, help="initial value of every bias (handout: 0.1)")
+    add("--init-bias", type=finite_float, default=0.1, help="initial value of every bias (handout: 0.1)")
     add("--engine", choices=("batched", "plain"), default="batched",
         help="batched: all seeds trained together; plain: nn.Module + optim.SGD, one seed at a time")
     add("--diverge-factor", type=positive(float), default=5.0,
@@ -636,14 +641,33 @@ def add_training_args(parser: Parser) -> None:
     add("--quiet", action="store_true", help="no progress lines")
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: a whole number >= 0."""
+MAX_SEEDS = 10**6
+MAX_FIRST_SEED = 2**62  # so that every seed fits torch's 64-bit generator seed
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """argparse type: a whole number in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def finite_float(text: str) -> float:
+    """argparse type: any finite number."""
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return value
 
 
@@ -723,7 +747,7 @@ def describe(iterations: int | None, diverged_at: int | None, final_accuracy: fl
         return f"{iterations} iterations"
     if diverged_at is not None:
         return f"diverged at iteration {diverged_at}"
-    return f"not reached (final accuracy {100 * (final_accuracy or 0):.1f}%)"
+    return f"not reached, final accuracy {100 * (final_accuracy or 0):.1f}%"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

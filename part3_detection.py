@@ -79,7 +79,6 @@ from part3_line import (
     WIDTH_TOLERANCE,
     ConvRuns,
     add_conv_args,
-    check_conv_args,
     fmt,
     horizon,
     network_record,
@@ -103,7 +102,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add_conv_args(parser)  # --padding
     parser.add_argument("--lr-reg", type=positive(float), default=0.001,
                         help="learning rate of the width's L2 loss (handout: 0.001); --lr: the classifier's")
-    return check_conv_args(parser, parser.parse_args(argv))
+    return parser.parse_args(argv)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -109,23 +109,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     description="Part 3.1: the conv net of Figure 5 on the line dataset.")
     add_training_args(parser)  # --data-dir --out --seeds --first-seed --lr --max-iters --init-std ...
     add_conv_args(parser)
-    return check_conv_args(parser, parser.parse_args(argv))
+    return parser.parse_args(argv)
 
 
 def add_conv_args(parser: Parser) -> None:
     """The flag both part-3 scripts add to part 2's: how the convolutions pad."""
     parser.add_argument("--padding", choices=tuple(PADDINGS), default="valid",
                         help="valid: no padding, 16 -> 10 -> 4 pixels (default); same: keep the size")
-
-
-def check_conv_args(parser: Parser, args: argparse.Namespace) -> argparse.Namespace:
-    """Checks part 2's flags leave to the caller: --init-bias must be a finite number, and every
-    seed must fit torch's 64-bit generator seed."""
-    if not np.isfinite(args.init_bias):
-        parser.error(f"argument --init-bias: {args.init_bias} is not a finite number")
-    if args.first_seed + args.seeds - 1 >= 2**63:
-        parser.error("argument --first-seed: the seeds must stay below 2^63 (torch's generator seed)")
-    return args
 
 
 # ---------------------------------------------------------------------------------------------
