@@ -22,6 +22,7 @@ from torch import nn
 from part1_loss_gradient import (
     InputError,
     Parser,
+    finite_float,
     library_versions,
     positive,
     run_main,
@@ -658,17 +659,6 @@ def bounded_int(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
-
-
-def finite_float(text: str) -> float:
-    """argparse type: any finite number."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not np.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
 
 
 def seed_list(args: argparse.Namespace) -> list[int]:

@@ -72,6 +72,7 @@ from torch import nn
 from part1_loss_gradient import InputError, Parser, run_main, save_figure, use_headless_matplotlib, write_json
 from part2_fc import (
     DTYPE,
+    ITERATION_RULE,
     Dataset,
     Runs,
     add_training_args,
@@ -632,11 +633,6 @@ def part2_comparison(out: Path) -> dict[str, Any] | None:
 # 3.1: train, plot, save, summarise.
 # ---------------------------------------------------------------------------------------------
 
-ITERATION_RULE = (
-    "iterations to 100% = the number of SGD updates made before the first full-batch evaluation "
-    "at 100% training accuracy; iteration t evaluates the weights after t updates, and its "
-    "forward pass also gives the gradient of update t + 1; null = not reached within the cap"
-)
 
 
 def config_from_args(args: argparse.Namespace) -> ConvConfig:
