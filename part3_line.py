@@ -634,7 +634,6 @@ def part2_comparison(out: Path) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------------------------------
 
 
-
 def config_from_args(args: argparse.Namespace) -> ConvConfig:
     return ConvConfig(lr=args.lr, lr_reg=getattr(args, "lr_reg", ConvConfig.lr_reg),
                       max_iters=args.max_iters, init_std=args.init_std, init_bias=args.init_bias,
