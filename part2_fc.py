@@ -734,7 +734,7 @@ def train_settings(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor,
 def describe(iterations: int | None, diverged_at: int | None, final_accuracy: float | None) -> str:
     """A run's outcome in words, for the printed tables."""
     if iterations is not None:
-        return f"{iterations} iterations"
+        return f"{iterations} iteration{'s' * (iterations != 1)}"
     if diverged_at is not None:
         return f"diverged at iteration {diverged_at}"
     return f"not reached, final accuracy {100 * (final_accuracy or 0):.1f}%"
