@@ -831,6 +831,11 @@ def paired_faster(iterations: dict[str, list[int | None]]) -> dict[str, dict[str
     }
 
 
+def fmt(value: float | None) -> str:
+    """An iteration count for a printed summary ("-" = not reached)."""
+    return "-" if value is None else f"{value:.0f}"
+
+
 def print_summary(results: dict[str, Any], seconds: float, out: Path) -> None:
     """The 2.5 table a person reads at the end of the run."""
     settings = results["settings"]
@@ -842,8 +847,6 @@ def print_summary(results: dict[str, Any], seconds: float, out: Path) -> None:
         one, summ = settings[s]["single"], settings[s]["summary"]
         line = f"  {s:<12} {describe(one['iterations'], one['diverged_at'], one['final_accuracy']):<34} "
         if n > 1:
-            def fmt(v: float | None) -> str:
-                return "-" if v is None else f"{v:.0f}"
             line += (f"{fmt(summ['median']):>7} {fmt(summ['q1']) + '-' + fmt(summ['q3']):>13} "
                      f"{summ['reached']:>4}/{n:<4}")
             if summ["diverged"]:

@@ -79,6 +79,7 @@ from part2_fc import (
     check_out_dir,
     describe,
     empty_history,
+    fmt,
     is_diverged,
     load_dataset,
     loss_from_logits,
@@ -740,11 +741,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json(args.out / LINE_RESULTS_FILE, results)
     print_summary(results, seconds, args.out)
     return 0
-
-
-def fmt(value: float | None) -> str:
-    """An iteration count for the printed summary ("-" = not reached)."""
-    return "-" if value is None else f"{value:.0f}"
 
 
 def summary_line(summary: dict[str, Any]) -> str:
