@@ -198,7 +198,7 @@ def check(out: Path) -> int:
                 problems.append(f"{committed}: missing")
             elif committed.read_bytes() != fresh:
                 problems.append(f"{committed}: differs from what the generator writes")
-    from part2_fc import STANDIN_SHA256
+    from part1_loss_gradient import STANDIN_SHA256
 
     if digests != STANDIN_SHA256:
         problems.append("part2_fc.py: STANDIN_SHA256 does not match the generated files")

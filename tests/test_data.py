@@ -13,8 +13,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from part1_loss_gradient import InputError
-from part2_fc import DATASET_FILES, STANDIN_SHA256, load_dataset
+from part1_loss_gradient import DATASET_FILES, STANDIN_SHA256, InputError, load_dataset
 
 ALL_FILES = [rel for files in DATASET_FILES.values() for rel in files.values()]
 

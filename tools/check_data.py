@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"data: {name:<9} {provenance:<11} unchanged since its last check ({args.data_dir})")
         return 0
 
-    from part2_fc import load_dataset  # the scripts' own loader and checks (imports torch)
+    from part1_loss_gradient import load_dataset  # the scripts' own loader and checks (imports torch)
 
     fresh = {}
     for name in DATASETS:
