@@ -10,10 +10,13 @@ y-axis, both on [-extent, extent] (centred at 0, as the handout asks); `--grid` 
 odd so that w = 0 and b = 0 lie on the grid. Arrays are (grid, grid): rows = bias, columns =
 weight. All quantities are dimensionless.
 
+The last section of this file, fenced off, holds the plumbing that parts 2 and 3 import (one-line
+errors, atomic writes, the data loader); part 1 itself reads top to bottom before it.
+
 Why extent 4 by default. With x = 1 every surface depends on w and b only through z = w + b, so
 the grid covers z in [-8, 8]. There about 40% of the grid is saturated (yhat < 0.05 or
 > 0.95; sigmoid(8) = 0.99966), which is where L2 and cross-entropy part ways, while the active
-band |z| < 3, where the L2 gradient has its two bumps (largest |dL2/dw| = 0.096 at |z| = 1.32),
+band |z| < 3, where the L2 gradient has its two bumps (largest |dL2/dw| about 0.096, near |z| = 1.3),
 still covers more than half of the grid and is resolved by dozens of grid points. The handout's
 own Figure 2 uses extent 2: there only 7% of the grid is saturated and the collapse of the L2
 gradient hardly shows; from extent 8 on, the active band shrinks to a thin diagonal stripe.
@@ -480,14 +483,14 @@ def print_summary(results: dict[str, Any]) -> None:
         stats = losses[key]
         mean_saturated = stats["grad_abs_mean_saturated"]
         print(f"  {label}: loss {stats['loss_min']:.3g}..{stats['loss_max']:.3g}; "
-              f"max |dL/dw| {stats['grad_abs_max']:.3g} at z = {stats['grad_abs_max_z']:.3g}; "
+              f"max |dL/dw| {stats['grad_abs_max']:.4g} at |z| = {abs(stats['grad_abs_max_z']):.3g}; "
               f"|dL/dw| < 1% of max on {stats['share_grad_below_1pct']:.0%} of the grid; "
               "mean |dL/dw| where saturated "
               + ("n/a" if mean_saturated is None else f"{mean_saturated:.3g}"))
     for name, corner in results["corners"].items():
         ratio = corner["ratio_ce_to_l2"]
         print(f"  corner {name} (z = {corner['z']:g}): dL2/dw = {corner['l2_grad']:.3g}, "
-              f"dCE/dw = {corner['ce_grad']:.3g}, |CE|/|L2| = "
+              f"dCE/dw = {corner['ce_grad']:.4g}, |CE|/|L2| = "
               + ("n/a (L2 gradient is 0)" if ratio is None else f"{ratio:,.0f}" if ratio < 1e6
                  else f"{ratio:.3g}"))
 
