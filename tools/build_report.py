@@ -4,7 +4,17 @@ Defaults: report/report.typ -> report/report.pdf, with the repository root as Ty
 source can read figures/*.png and figures/*.json). The PDF is compiled to a temporary file in the
 target's folder and renamed into place, so an error or Ctrl-C never leaves a half-written PDF and
 the previous one stays whole. Only Typst's bundled fonts are used, so the PDF looks the same on
-every machine. SOURCE_DATE_EPOCH (seconds), when set, fixes the PDF's date: same inputs, same bytes.
+every machine.
+
+Front matter: --name, --penn-key and --collaborators (make all NAME=... PENN_KEY=...
+COLLABORATORS=...) go to the title block; left empty, the report prints a marked placeholder.
+
+Same results, same bytes: the PDF carries no creation date unless SOURCE_DATE_EPOCH (seconds) is
+set, in which case that date is written. Nothing else in the PDF depends on the clock, so a rebuild
+from the same results files (and the same front matter) gives the same PDF byte for byte.
+
+--figures DIR builds from the results in another folder (for instance results edited by hand):
+the sources and DIR's results and figures are copied into a temporary Typst root.
 """
 
 from __future__ import annotations
@@ -12,7 +22,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import typst
@@ -28,19 +40,45 @@ def page_count(pdf: bytes) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def compile_atomically(source: Path, target: Path, root: Path) -> bytes:
-    """Compile `source` into `target` through a temporary file; return the PDF bytes."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    timestamp = int(epoch) if epoch else None
-    # The report leaves out a part whose results file is not there yet (Typst cannot test for a file).
+def report_inputs(root: Path, name: str = "", penn_key: str = "", collaborators: str = "",
+                  dated: bool = False) -> dict[str, str]:
+    """Typst's sys.inputs: the results files present under root/figures and the front matter.
+
+    The report leaves out a part whose results file is not there (Typst cannot test for a file).
+    """
     present = ",".join(sorted(p.name for p in (root / "figures").glob("*.json")))
+    return {"results": present, "name": name.strip(), "penn_key": penn_key.strip(),
+            "collaborators": collaborators.strip(), "dated": "yes" if dated else "no"}
+
+
+def compile_report(source: Path, root: Path, fmt: str = "pdf", **front: str) -> bytes:
+    """Compile `source` (inside `root`) to `fmt` ("pdf" or "html"); warnings go to stderr."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    timestamp = int(epoch) if epoch.isdigit() else None
     compiler = typst.Compiler(str(source), root=str(root), ignore_system_fonts=True,
-                              sys_inputs={"results": present})
-    pdf, warnings = compiler.compile_with_warnings(format="pdf", timestamp=timestamp)
+                              sys_inputs=report_inputs(root, dated=timestamp is not None, **front))
+    kwargs = {"timestamp": timestamp} if timestamp is not None else {}
+    output, warnings = compiler.compile_with_warnings(format=fmt, **kwargs)
     for warning in warnings:
-        print(getattr(warning, "diagnostic", None) or f"warning: {warning.message}", file=sys.stderr)
-    atomic_write(target, lambda tmp: tmp.write_bytes(pdf))
-    return pdf
+        if fmt == "pdf":
+            print(getattr(warning, "diagnostic", None) or f"warning: {warning.message}", file=sys.stderr)
+    return output
+
+
+def answer_pages(source: Path, root: Path, **front: str) -> int | None:
+    """Pages before the appendix: the report labels the appendix's first page <appendix-page>."""
+    found = typst.query(str(source), "<appendix-page>", field="value", one=True, root=str(root),
+                        ignore_system_fonts=True, sys_inputs=report_inputs(root, **front))
+    return int(found) - 1 if found.strip().isdigit() else None
+
+
+def staged_root(source: Path, figures: Path, into: Path) -> Path:
+    """Copy the report sources and the results folder `figures` into a fresh Typst root `into`."""
+    (into / "report").mkdir(parents=True)
+    for typ in source.parent.glob("*.typ"):
+        shutil.copy2(typ, into / "report" / typ.name)
+    shutil.copytree(figures, into / "figures", ignore=shutil.ignore_patterns(".*"))
+    return into / "report" / source.name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,21 +89,43 @@ def main(argv: list[str] | None = None) -> int:
                         help="PDF to write (default report/report.pdf)")
     parser.add_argument("--root", type=Path, default=ROOT,
                         help="folder the source may read files from (default: the repository root)")
+    parser.add_argument("--figures", type=Path, default=None,
+                        help="results folder to build from instead of ROOT/figures")
+    parser.add_argument("--name", default="", help="the author's name for the title block")
+    parser.add_argument("--penn-key", default="", help="the author's PennKey for the title block")
+    parser.add_argument("--collaborators", default="",
+                        help='collaborators, at most two, as one string ("none" when there are none)')
+    parser.add_argument("--html", type=Path, default=None,
+                        help="also write Typst's HTML export of the same source and inputs here")
     args = parser.parse_args(argv)
     if not args.source.is_file():
         print(f"build_report.py: error: {args.source}: no such file", file=sys.stderr)
         return 2
+    if args.figures is not None and not args.figures.is_dir():
+        print(f"build_report.py: error: --figures {args.figures}: no such folder", file=sys.stderr)
+        return 2
+    front = {"name": args.name, "penn_key": args.penn_key, "collaborators": args.collaborators}
     args.target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        pdf = compile_atomically(args.source, args.target, args.root)
-    except typst.TypstError as err:
-        print(getattr(err, "diagnostic", None) or f"error: {err}", file=sys.stderr)
-        print(f"build_report.py: error: {args.source} did not compile; {args.target} left as it was",
-              file=sys.stderr)
-        return 1
+    with tempfile.TemporaryDirectory(prefix="report-") as tmp:
+        source, root = args.source.resolve(), args.root.resolve()
+        if args.figures is not None:
+            source, root = staged_root(source, args.figures.resolve(), Path(tmp) / "root"), Path(tmp) / "root"
+        try:
+            pdf = compile_report(source, root, **front)
+            html = compile_report(source, root, fmt="html", **front) if args.html else None
+            answers = answer_pages(source, root, **front)
+        except typst.TypstError as err:
+            print(getattr(err, "diagnostic", None) or f"error: {err}", file=sys.stderr)
+            print(f"build_report.py: error: {args.source} did not compile; {args.target} left as it was",
+                  file=sys.stderr)
+            return 1
+    atomic_write(args.target, lambda tmp: tmp.write_bytes(pdf))
+    if html is not None:
+        atomic_write(args.html, lambda tmp: tmp.write_bytes(html))
     pages = page_count(pdf)
     shown = "? pages" if pages is None else f"{pages} page{'s' * (pages != 1)}"
-    print(f"wrote {args.target} ({shown}, {len(pdf):,} bytes)")
+    before = "" if answers is None else f"; {answers} before the appendix"
+    print(f"wrote {args.target} ({shown}{before}, {len(pdf):,} bytes)")
     return 0
 
 
