@@ -113,9 +113,25 @@ $(FIG)/part3_detection.json: part3_detection.py part3_line.py part2_fc.py part1_
 
 # --- report and zip ----------------------------------------------------------------------------
 
-# tools/build_report.py compiles to a temporary file in report/ and renames it into place.
-report/report.pdf: $(REPORT_SOURCES) $(RESULTS) tools/build_report.py | $(INSTALLED)
-	$(PY) tools/build_report.py report/report.typ $@
+# The title block: make all NAME="Your Name" PENN_KEY=yourkey COLLABORATORS="A. B, C. D" (at most
+# two; "none" if none). Unset, the PDF shows a marked placeholder. NAME is taken from the command
+# line only: some systems (WSL) set NAME to the machine's name in the environment.
+NAME := $(if $(filter command line,$(origin NAME)),$(NAME),)
+COLLABORATORS ?=
+export NAME COLLABORATORS
+
+# $(BUILD)/args-report.txt holds the title block's inputs, rewritten only when they change, so a new
+# name rebuilds the PDF and nothing else.
+$(BUILD)/args-report.txt: FORCE
+	@mkdir -p $(BUILD)
+	@if ! printf '%s\n' "$$NAME" "$$PENN_KEY" "$$COLLABORATORS" | cmp -s - $@; then \
+	    printf '%s\n' "$$NAME" "$$PENN_KEY" "$$COLLABORATORS" > $@; fi
+
+# tools/build_report.py compiles to a temporary file in report/ and renames it into place. The PDF
+# carries no date (same results, same bytes) unless SOURCE_DATE_EPOCH is set.
+report/report.pdf: $(REPORT_SOURCES) $(RESULTS) tools/build_report.py $(BUILD)/args-report.txt | $(INSTALLED)
+	$(PY) tools/build_report.py --name "$$NAME" --penn-key "$$PENN_KEY" \
+	    --collaborators "$$COLLABORATORS" report/report.typ $@
 
 # The key is checked before the long build, so a typo fails at once.
 check-penn-key: | $(INSTALLED)
