@@ -1,89 +1,73 @@
-"""Part 3.1: the convolutional network of Figure 5 on the line dataset (handout question 3.1).
+"""Part 3.1: the conv net of the handout's Figure 4 on the line dataset (question 3.1).
 
-    python part3_line.py [--data-dir data] [--out figures/] [--seeds 1] [--padding valid] ...
+    python part3_line.py [--seeds 20] [--holdout 16] [--padding valid] [--workers 2] [--out figures/]
 
-The network (handout Figure 5), for 1-channel H x W images (the size is read from the data: the
-course's files are 16 x 16, although the handout's text says 8 x 8):
+How fast does the conv net learn to tell "square left of the bar" (label 1) from "square right of
+the bar" (label 0)? With --holdout N: does it learn a rule (right on images it never saw) or
+memorise the 64 images?
 
+The network (Figure 4), for H x W images (read from the data; the course's are 16 x 16):
     image (1, H, W) -> conv 7x7, 16 kernels -> ReLU -> conv 7x7, 8 kernels -> ReLU
                     -> flatten -> fully connected -> 1 logit -> sigmoid -> cross-entropy
+Stride 1, no pooling. --padding valid (default): 16 -> 10 -> 4 pixels, the FC layer sees 128
+inputs; --padding same keeps the size. 3.2 (part3_detection.py) adds the width head: a second FC
+off the same features, one linear unit.
 
-Stride 1 and no pooling. The figure gives no padding; by default none (`--padding valid`, what
-most published solutions used): 16 -> 10 -> 4 pixels, so the FC layer sees 8 * 4 * 4 = 128
-inputs; images smaller than 13 x 13 are refused. `--padding same` keeps the size (3 pixels of
-zeros on each side): 16 -> 16 -> 16, 2048 FC inputs; it also works for 8 x 8 images.
-Part 3.2 (part3_detection.py) adds a second FC layer off the same 128 features: 1 unit, linear,
-the object's width. ConvNet below carries that head when asked (`regression=True`).
+Training as the handout fixes it: weights truncated normal (std 0.1, redrawn beyond 2 std), biases
+0.1, plain SGD at lr 0.1 on the full batch, at most 10,000 updates, stop at the first 100% training
+accuracy. Iterations = SGD updates made before the first evaluation at 100% (part 2's rule). A run
+diverges when its loss is not finite (--diverge-factor F: also when above F times its initial loss).
 
-Initialisation and training as the handout fixes them (as in part 2, whose code this imports):
-weights truncated normal, mean 0, std 0.1, redrawn beyond 2 std; every bias 0.1; plain SGD,
-lr 0.1, no momentum, the full batch of all N = 64 images at every step, at most 10,000 updates.
-Seed s draws its weights from its own generator (part 2's seed_generator), in a fixed order:
-conv1.weight (16, 1, 7, 7), conv2.weight (8, 16, 7, 7), fc.weight (1, F), then, with the
-regression head, reg.weight (1, F). So 3.1 and 3.2 start the same trunk from the same seed.
+Many seeds: torch.func.vmap over the one ConvNet (stack_module_state, functional_call,
+grad_and_value), optim.SGD on the stacked weights, and a seed that stops leaves the stack. Seed k's
+numbers do not depend on its company: one torch thread per process (the thread count changes
+float32 convolutions), and a stack never holds a single seed (vmap over one seed runs another
+convolution kernel than over two or more, so a lone seed trains beside a copy of itself that is
+thrown away). --workers processes share the seeds.
 
-Iterations are counted as in part 2: "iterations to 100%" = the number of SGD updates made
-before the first full-batch evaluation at 100% training accuracy (iteration t evaluates the
-weights after t updates; its forward pass also gives the gradient of update t + 1). A run stops
-there, after --max-iters updates, or when it diverges (a non-finite output or loss, or a loss
-above --diverge-factor times its initial loss, part 2's rule; in 3.2 "loss" is the objective
-CE + (lr_reg / lr) L2 that SGD minimises); diverged runs are reported as such.
-
-Two engines give the same numbers seed for seed (float64; the tests check it):
-    --engine plain    the reference: nn.Module + optim.SGD, one seed after another.
-    --engine batched  (default) every seed at once: the seeds' weights are stacked and one set
-                      of large matrix products runs all of them, see "Training many seeds at once".
-
-Outputs in --out (PNG figures; seed = --first-seed for the single-run figures):
-    part3_line_loss.png, part3_line_accuracy.png   3.1: loss and accuracy against iteration
-    part3_line_kernels.png        the 16 first-layer 7x7 kernels after training (one colour scale)
-                                  and their change from the initial weights
-    part3_line_feature_maps.png   conv1 and conv2 feature maps (after ReLU) of the first image of
-                                  each class
-    part3_line_share_reached.png  (--seeds > 1) share of seeds at 100% against iteration
-    part3_line_loss_band.png      (--seeds > 1) median loss with the interquartile band
-    part3_line.json               the results (sorted keys, no timestamps: same command, same bytes):
-        script, command, config, seeds, data, versions   (part 2's results header)
-        iteration_rule, network {image_size, padding, feature_maps, fc_inputs, parameters}
-        iterations [int | null per seed], diverged [bool], diverged_at [int | null],
-        final_accuracy, final_loss [per seed, at the stop], summary (part 2's summarize_stops),
-        single {seed, iterations, diverged_at, final_accuracy, final_loss}, figures [file names],
-        comparison_part2: medians and reach rates read from <out>/part2_fc.json (null if absent;
-            an unreadable one is refused before anything is trained)
-Long runs print a progress line every 10 s; the end prints a short summary.
+Outputs in --out: part3_line_{loss,accuracy,kernels,feature_maps}.png (the typical seed: the median
+iteration count), part3_line_{share_reached,loss_band}.png (--seeds > 1), part3_line.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import multiprocessing
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
-from part1_loss_gradient import InputError, Parser, run_main, save_figure, use_headless_matplotlib, write_json
-from part2_fc import (
-    DTYPE,
-    ITERATION_RULE,
+from part1_loss_gradient import (
     Dataset,
-    Runs,
-    add_training_args,
+    InputError,
+    Parser,
+    bounded_int,
     check_out_dir,
-    describe,
-    empty_history,
-    fmt,
-    is_diverged,
     load_dataset,
+    positive,
+    run_main,
+    save_figure,
+    use_headless_matplotlib,
+    write_json,
+)
+from part2_fc import (
+    ITERATION_RULE,
+    accuracy_from_logits,
+    add_training_args,
+    describe,
+    fmt,
     loss_from_logits,
-    make_logger,
     plot_curve,
     plot_median_band,
     plot_share_stopped,
@@ -93,88 +77,72 @@ from part2_fc import (
     summarize_stops,
     truncated_normal,
 )
-from part2_fc import accuracy_from_logits as class_accuracy
 
-LINE_RESULTS_FILE = "part3_line.json"
-PART2_RESULTS = "part2_fc.json"
-KERNEL = 7  # Figure 5: 7x7 kernels in both conv layers, stride 1
-CHANNELS = (16, 8)  # Figure 5: 16 kernels, then 8
-PADDINGS = {"valid": 0, "same": KERNEL // 2}  # zeros added on each side of every map
-WIDTH_TOLERANCE = 0.5  # 3.2: a width prediction is correct when |prediction - width| < 0.5 (strict)
+RESULTS_FILE = "part3_line.json"
+TORCH_THREADS = 1  # per process, whatever the number of seeds: float32 convolutions depend on it
+KERNEL, CHANNELS = 7, (16, 8)  # Figure 4: 16 kernels of 7x7, then 8
+PADDINGS = {"valid": 0, "same": KERNEL // 2}  # zeros added on each side before each convolution
 LINE_CLASSES = {0: "square right of the bar", 1: "square left of the bar"}  # the data's meaning
-PROGRESS_SECONDS = 10.0  # long runs print a progress line this often
+HOLDOUT_SEED = 0  # the generator that picks the held-out images (fixed: the same split every run)
+PROGRESS_SECONDS = 10.0
+
+
+def add_part3_args(parser: Parser) -> None:
+    """The flags of both part-3 scripts: part 2's training flags plus these."""
+    add_training_args(parser)  # --data-dir --out --seeds --first-seed --lr --max-iters --init-std ...
+    add = parser.add_argument
+    add("--padding", choices=tuple(PADDINGS), default="valid",
+        help="valid: no padding, 16 -> 10 -> 4 pixels (default); same: keep the size")
+    add("--workers", type=bounded_int(1, 64), default=2, help="processes sharing the seeds (default 2)")
+    for flag, options in {
+        "--dtype": {"choices": ("float32", "float64"), "default": "float32",
+                    "help": "float32 (default) or float64 (exactness checks)"},
+        "--device": {"choices": ("cpu", "cuda"), "default": "cpu", "help": "cpu (default) or cuda"},
+        "--diverge-factor": {"type": positive(float), "default": None,
+                             "help": "opt-in: a loss above F times its initial loss also counts as diverged"},
+    }.items():
+        with contextlib.suppress(argparse.ArgumentError):  # part 2's shared flags may have it already
+            add(flag, **options)
+    parser.set_defaults(diverge_factor=None)  # diverged = loss not finite, unless asked for more
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """The flags, all checked here before anything is computed or written."""
-    parser = Parser(prog="part3_line.py",
-                    description="Part 3.1: the conv net of Figure 5 on the line dataset.")
-    add_training_args(parser)  # --data-dir --out --seeds --first-seed --lr --max-iters --init-std ...
-    add_conv_args(parser)
+    parser = Parser(prog="part3_line.py", description="Part 3.1: the conv net of Figure 4 on line images.")
+    add_part3_args(parser)
+    parser.add_argument("--holdout", type=bounded_int(0, 10**6), default=0,
+                        help="hold out N images (half of each class), report accuracy on them (0 = off)")
     return parser.parse_args(argv)
 
 
-def add_conv_args(parser: Parser) -> None:
-    """The flag both part-3 scripts add to part 2's: how the convolutions pad."""
-    parser.add_argument("--padding", choices=tuple(PADDINGS), default="valid",
-                        help="valid: no padding, 16 -> 10 -> 4 pixels (default); same: keep the size")
-
-
 # ---------------------------------------------------------------------------------------------
-# The network of Figure 5. Shared with 3.2 (part3_detection.py imports everything from here).
+# The network of Figure 4 (3.2's width head is a flag of the same module).
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Geometry:
-    """Sizes through the network, in pixels: H x W input, H1 x W1 conv1 maps, H2 x W2 conv2 maps."""
-
-    image: tuple[int, int]
-    pad: int  # zeros added on each side before each convolution
-    conv1: tuple[int, int]
-    conv2: tuple[int, int]
-
-    @property
-    def n_features(self) -> int:
-        """Inputs of the FC layer(s): the 8 conv2 maps, flattened."""
-        return CHANNELS[1] * self.conv2[0] * self.conv2[1]
-
-
-def conv_geometry(image: tuple[int, int], padding: str) -> Geometry:
-    """Geometry of H x W images; InputError when two 7x7 convolutions leave nothing."""
-    pad = PADDINGS[padding]
-    shrink = KERNEL - 1 - 2 * pad  # each convolution takes this many pixels off H and W
+def conv_sizes(image: tuple[int, int], padding: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(H1, W1) of the conv1 maps and (H2, W2) of the conv2 maps; InputError when nothing is left."""
+    shrink = KERNEL - 1 - 2 * PADDINGS[padding]  # pixels each convolution takes off H and W
     h, w = image
     if min(h, w) - 2 * shrink < 1:
         raise InputError(f"--padding {padding}: the images are {h}x{w} pixels, too small for two "
                          f"{KERNEL}x{KERNEL} convolutions without padding (need at least "
                          f"{2 * shrink + 1}x{2 * shrink + 1}); use --padding same")
-    return Geometry(image, pad, (h - shrink, w - shrink), (h - 2 * shrink, w - 2 * shrink))
-
-
-@dataclass(frozen=True)
-class ConvConfig:
-    """Training of part 3; every field is a flag."""
-
-    lr: float = 0.1  # plain SGD step size (handout)
-    lr_reg: float = 0.001  # 3.2 only: learning rate of the width's L2 loss (handout)
-    max_iters: int = 10_000  # cap on SGD updates (handout)
-    init_std: float = 0.1  # std of the truncated normal weights (handout)
-    init_bias: float = 0.1  # every bias starts here (handout)
-    diverge_factor: float = 5.0  # diverged: loss above this times the initial loss (part 2's rule)
+    return (h - shrink, w - shrink), (h - 2 * shrink, w - 2 * shrink)
 
 
 class ConvNet(nn.Module):
-    """Figure 5. x (B, 1, H, W) -> logits (B,) and, with the regression head (3.2), the predicted
-    widths (B,) in pixels, else None. The sigmoid is applied in the loss (part 2's
-    loss_from_logits), so the logit's sign is the prediction."""
+    """Figure 4. x (B, 1, H, W) -> (logits (B,), predicted widths (B,) or None). The sigmoid is in
+    the loss, so the logit's sign is the prediction. width_head (3.2): a second FC layer off the
+    same features, one linear unit, the object's width in pixels."""
 
-    def __init__(self, geo: Geometry, regression: bool = False) -> None:
+    def __init__(self, image: tuple[int, int], padding: str = "valid", width_head: bool = False) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1, CHANNELS[0], KERNEL, padding=geo.pad, dtype=DTYPE)
-        self.conv2 = nn.Conv2d(CHANNELS[0], CHANNELS[1], KERNEL, padding=geo.pad, dtype=DTYPE)
-        self.fc = nn.Linear(geo.n_features, 1, dtype=DTYPE)  # classifier: 1 logit
-        self.reg = nn.Linear(geo.n_features, 1, dtype=DTYPE) if regression else None  # width, linear
+        pad = PADDINGS[padding]
+        h2, w2 = conv_sizes(image, padding)[1]
+        self.conv1 = nn.Conv2d(1, CHANNELS[0], KERNEL, padding=pad)
+        self.conv2 = nn.Conv2d(CHANNELS[0], CHANNELS[1], KERNEL, padding=pad)
+        self.fc = nn.Linear(CHANNELS[1] * h2 * w2, 1)  # the classifier
+        self.reg = nn.Linear(CHANNELS[1] * h2 * w2, 1) if width_head else None  # 3.2: the width
 
     def feature_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The ReLU outputs of conv1 (B, 16, H1, W1) and conv2 (B, 8, H2, W2)."""
@@ -182,15 +150,36 @@ class ConvNet(nn.Module):
         return a1, torch.relu(self.conv2(a1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        features = self.feature_maps(x)[1].flatten(1)  # (B, F), F ordered (channel, row, column)
+        features = self.feature_maps(x)[1].flatten(1)
         width = self.reg(features).squeeze(1) if self.reg is not None else None
         return self.fc(features).squeeze(1), width
 
 
-def initial_model(seed: int, geo: Geometry, cfg: ConvConfig, regression: bool = False) -> ConvNet:
-    """A ConvNet holding seed `seed`'s initial weights: truncated normal weights drawn in the
-    order the layers are declared (conv1, conv2, fc, reg), every bias cfg.init_bias."""
-    net = ConvNet(geo, regression)
+@dataclass(frozen=True)
+class Config:
+    """Everything a training run needs besides the data and the seeds (plain values: it travels
+    to the worker processes)."""
+
+    image: tuple[int, int]
+    padding: str = "valid"
+    width_head: bool = False
+    lr: float = 0.1  # SGD step (handout)
+    lr_reg: float = 0.001  # 3.2: the width loss's learning rate (handout)
+    max_iters: int = 10_000  # cap on SGD updates (handout)
+    init_std: float = 0.1  # truncated normal weights (handout)
+    init_bias: float = 0.1  # every bias (handout)
+    diverge_factor: float | None = None  # opt-in: loss above this times its initial loss = diverged
+    dtype: str = "float32"
+    device: str = "cpu"
+    label: str = "3.1"  # names the study in progress lines
+    log: bool = False
+
+
+def initial_model(seed: int, cfg: Config) -> ConvNet:
+    """Seed `seed`'s ConvNet: truncated normal weights from the seed's own generator, drawn in the
+    order the layers are declared (conv1, conv2, fc, then the width head), every bias init_bias.
+    So 3.1 and 3.2 start the same trunk and classifier from the same seed."""
+    net = ConvNet(cfg.image, cfg.padding, cfg.width_head).to(getattr(torch, cfg.dtype))
     gen = seed_generator(seed)
     with torch.no_grad():
         for name, param in net.named_parameters():
@@ -198,436 +187,280 @@ def initial_model(seed: int, geo: Geometry, cfg: ConvConfig, regression: bool = 
                 param.copy_(truncated_normal(tuple(param.shape), cfg.init_std, gen))
             else:
                 param.fill_(cfg.init_bias)
-    return net
-
-
-# 3.2's pieces, here because one training loop serves both tasks: the width's loss and accuracy.
-
-
-def width_l2(pred: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch (last axis) of (predicted width - true width)^2, pixels^2."""
-    return ((pred - widths) ** 2).mean(-1)
-
-
-def width_accuracy(pred: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
-    """Share (last axis) of predictions within WIDTH_TOLERANCE of the truth; strictly within:
-    an error of exactly 0.5 pixels counts as wrong."""
-    return ((pred - widths).abs() < WIDTH_TOLERANCE).to(DTYPE).mean(-1)
-
-
-def evaluate(logits: torch.Tensor, pred_widths: torch.Tensor | None, y: torch.Tensor,
-             widths: torch.Tensor | None, cfg: ConvConfig) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Every run's numbers over the batch (last axis of logits and pred_widths: (B,) or (S, B)).
-
-    Returns the metrics (shape without the batch axis) and `finite` (all outputs finite):
-        ce        mean cross-entropy of the classifier
-        accuracy  classification accuracy
-        l2, reg_accuracy   (with the width head) the width's L2 loss and accuracy
-        objective what SGD minimises: ce, plus (lr_reg / lr) * l2 with the width head. One SGD
-                  step of size lr on it moves every weight by lr * dCE + lr_reg * dL2: the
-                  classifier learns at lr, the width regressor at lr_reg, and the shared conv
-                  layers get both (3.2).
-    """
-    metrics = {"ce": loss_from_logits("ce", logits, y), "accuracy": class_accuracy(logits, y)}
-    finite = torch.isfinite(logits).all(-1)
-    metrics["objective"] = metrics["ce"]
-    if pred_widths is not None:
-        assert widths is not None
-        metrics["l2"] = width_l2(pred_widths, widths)
-        metrics["reg_accuracy"] = width_accuracy(pred_widths, widths)
-        metrics["objective"] = metrics["ce"] + (cfg.lr_reg / cfg.lr) * metrics["l2"]
-        finite = finite & torch.isfinite(pred_widths).all(-1)
-    return metrics, finite & torch.isfinite(metrics["objective"])
+    return net.to(cfg.device)
 
 
 # ---------------------------------------------------------------------------------------------
-# 3.1 Training, one seed at a time: the plain loop (nn.Module + optim.SGD), the reference.
-#
-# Both engines record through record_iteration, so they apply the same stop and divergence rules.
-# Without the width head a run stops at 100% classification accuracy (3.1), with it at 100%
-# regression accuracy (3.2, the handout's rule).
+# The loss (3.1: cross-entropy; 3.2 passes its own task) and the SGD step.
 # ---------------------------------------------------------------------------------------------
+
+# A task: (logits, predicted widths or None, batch, cfg) -> 0-d tensors, among them "objective"
+# (what SGD minimises) and "done" (1 where the stop rule holds). Batch: x (B, 1, H, W), y (B,), ...
+Task = Callable[[torch.Tensor, Any, dict[str, torch.Tensor], Config], dict[str, torch.Tensor]]
+
+
+def classification_task(logits: torch.Tensor, widths: torch.Tensor | None, batch: dict[str, torch.Tensor],
+                        cfg: Config) -> dict[str, torch.Tensor]:
+    """3.1: mean cross-entropy; stop at 100% classification accuracy."""
+    ce = loss_from_logits("ce", logits, batch["y"])
+    accuracy = accuracy_from_logits(logits, batch["y"]).to(ce.dtype)
+    return {"objective": ce, "ce": ce, "accuracy": accuracy, "done": (accuracy == 1).to(ce.dtype)}
+
+
+def seed_objective(params: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], model: nn.Module,
+                   task: Task, cfg: Config) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One seed's objective (what grad_and_value differentiates) and its metrics, from its weights."""
+    logits, widths = functional_call(model, params, (batch["x"],))
+    metrics = task(logits, widths, batch, cfg)
+    outputs = [logits] + ([widths] if widths is not None else [])
+    finite = torch.stack([torch.isfinite(o).all() for o in outputs] + [torch.isfinite(metrics["objective"])])
+    metrics["finite"] = finite.all().to(logits.dtype)
+    return metrics["objective"], metrics
 
 
 @dataclass
-class ConvRuns(Runs):
-    """S runs (part 2's Runs: losses = cross-entropy, accuracies = classification accuracy, each
-    (max_iters + 1, S), NaN after the stop) plus, with the width head, l2 and reg_accuracies in
-    the same layout, and each run's weights at its stop (ConvNet state_dict names)."""
+class SeedRun:
+    """One seed's run: its curves (metric -> value at iterations 0..stop), how it ended, and its
+    weights at the stop (ConvNet state_dict names, on the CPU)."""
 
-    l2: np.ndarray | None = None
-    reg_accuracies: np.ndarray | None = None
-    final_params: list[dict[str, torch.Tensor]] = field(default_factory=list)
-
-    @classmethod
-    def empty(cls, n_runs: int, max_iters: int, regression: bool) -> ConvRuns:
-        def history() -> np.ndarray:
-            return empty_history(max_iters, n_runs)
-
-        return cls([None] * n_runs, [None] * n_runs, history(), history(),
-                   history() if regression else None, history() if regression else None,
-                   [{} for _ in range(n_runs)])
-
-    def histories(self) -> dict[str, np.ndarray]:
-        """Metric name (as evaluate names it) -> its (max_iters + 1, S) history."""
-        out = {"ce": self.losses, "accuracy": self.accuracies}
-        if self.l2 is not None and self.reg_accuracies is not None:
-            out |= {"l2": self.l2, "reg_accuracy": self.reg_accuracies}
-        return out
+    seed: int
+    curves: dict[str, np.ndarray] = field(default_factory=dict)
+    reached: bool = False
+    diverged: bool = False
+    params: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
-    def stop_metric(self) -> np.ndarray:
-        """The history the stop rule watches: regression accuracy with the width head, else
-        classification accuracy."""
-        return self.reg_accuracies if self.reg_accuracies is not None else self.accuracies
+    def stop(self) -> int:
+        """The last iteration evaluated: the stop, the divergence or the cap."""
+        return len(self.curves["objective"]) - 1
 
-    def stop_iteration(self, s: int) -> int:
-        """The last iteration run s evaluated: where it reached the stop rule, diverged, or the cap."""
-        for t in (self.iterations[s], self.diverged_at[s]):
-            if t is not None:
-                return t
-        return len(self.losses) - 1
+    @property
+    def iterations(self) -> int | None:
+        return self.stop if self.reached else None
 
+    @property
+    def diverged_at(self) -> int | None:
+        return self.stop if self.diverged else None
 
-def record_iteration(runs: ConvRuns, t: int, cols: np.ndarray, metrics: dict[str, torch.Tensor],
-                     finite: torch.Tensor, initial_objective: torch.Tensor, cfg: ConvConfig) -> np.ndarray:
-    """Store iteration t of the runs `cols` (numbers as evaluate gives them, one per run) and
-    apply the stop rules; returns, per run, whether it stops here (reached, diverged or cap)."""
-    ok = finite.reshape(-1).numpy()
-    for name, history in runs.histories().items():
-        history[t, cols] = np.where(ok, metrics[name].detach().reshape(-1).numpy(), np.nan)
-    objective = metrics["objective"].detach().reshape(-1).masked_fill(~finite.reshape(-1), np.nan)
-    diverged = is_diverged(objective, initial_objective.reshape(-1), cfg.diverge_factor).numpy()
-    reached = ~diverged & (runs.stop_metric[t, cols] == 1.0)
-    for col in cols[diverged]:
-        runs.diverged_at[col] = t
-    for col in cols[reached]:
-        runs.iterations[col] = t
-    return diverged | reached | (t == cfg.max_iters)
+    def final(self, metric: str) -> float | None:
+        """The metric at the last iteration where it was finite (None if never)."""
+        finite = self.curves[metric][np.isfinite(self.curves[metric])]
+        return float(finite[-1]) if finite.size else None
 
 
-def train_one(net: ConvNet, x: torch.Tensor, y: torch.Tensor, widths: torch.Tensor | None,
-              cfg: ConvConfig) -> ConvRuns:
-    """Train one model by optim.SGD on the full batch: x (B, 1, H, W), labels y (B,), widths (B,)
-    (used only when the model has the width head)."""
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr)
-    runs = ConvRuns.empty(1, cfg.max_iters, net.reg is not None)
-    cols = np.zeros(1, dtype=np.int64)
-    initial = None
-    for t in range(cfg.max_iters + 1):
-        logits, pred_widths = net(x)
-        metrics, finite = evaluate(logits, pred_widths, y, widths, cfg)
-        if initial is None:
-            initial = metrics["objective"].detach().masked_fill(~finite, np.nan)
-        if record_iteration(runs, t, cols, metrics, finite, initial, cfg)[0]:
-            break
-        opt.zero_grad()
-        metrics["objective"].backward()
-        opt.step()
-    runs.final_params[0] = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    return runs
-
-
-def train_plain(seeds: list[int], x: torch.Tensor, y: torch.Tensor, widths: torch.Tensor | None,
-                geo: Geometry, cfg: ConvConfig, regression: bool,
-                log: Callable[[str], None] | None = None) -> ConvRuns:
-    """Every seed with train_one, one after another; results side by side as one ConvRuns."""
-    per_seed = []
-    for seed in seeds:
-        started = time.perf_counter()
-        per_seed.append(train_one(initial_model(seed, geo, cfg, regression), x, y, widths, cfg))
-        if log:
-            r = per_seed[-1]
-            log(f"  seed {seed}: {describe(r.iterations[0], r.diverged_at[0], r.final(r.stop_metric, 0))}"
-                f" ({time.perf_counter() - started:.1f} s)")
-    runs = ConvRuns.empty(len(seeds), cfg.max_iters, regression)
-    for s, one in enumerate(per_seed):
-        runs.iterations[s], runs.diverged_at[s] = one.iterations[0], one.diverged_at[0]
-        for name, history in runs.histories().items():
-            history[:, s] = one.histories()[name][:, 0]
-        runs.final_params[s] = one.final_params[0]
-    return runs
-
-
-# ---------------------------------------------------------------------------------------------
-# Training many seeds at once: the same loop on stacked weights (--engine batched).
-#
-# Seed s's weights are row s of each stacked tensor (names as in ConvNet). Per step:
-# - conv1: the input never changes, so its 7x7 patches are cut out once (im2col); conv1 of all
-#   seeds is then one matrix product (B * H1 * W1, 49) @ (49, S * 16).
-# - conv2, no padding: each seed's conv2 is a linear map from its 16 x H1 x W1 conv1 maps to its
-#   8 x H2 x W2 outputs; written as a matrix (zeros where the kernel does not reach, about half
-#   of it for 16 x 16 images), all seeds' conv2 is one batched matrix product. Despite the extra
-#   zeros that runs about 1.5x faster than a grouped convolution (one group per seed): torch has
-#   no fast float64 convolution on the CPU, it loops over images and groups.
-#   With --padding same that matrix would be mostly zeros: there the grouped convolution does it.
-# - the FC heads: one batched matrix product each.
-# Autograd differentiates the sum of the seeds' objectives; seed s's weights only touch seed s's
-# objective, so each gets exactly its own gradient; the update is optim.SGD's (w -= lr * grad).
-# Seeds that stopped are dropped from the stack.
-# ---------------------------------------------------------------------------------------------
-
-
-def image_patches(x: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    """x (B, 1, H, W) -> every 7x7 patch conv1 sees, (B * H1 * W1, 49), rows ordered (image,
-    row, column), columns as conv1.weight flattens its 7x7."""
-    patches = F.unfold(F.pad(x, (geo.pad,) * 4), KERNEL)  # (B, 49, H1 * W1)
-    return patches.transpose(1, 2).reshape(-1, KERNEL * KERNEL)
-
-
-class Conv2Matrix(torch.autograd.Function):
-    """Stacked conv2 kernels w2 (S, 8, 16, 7, 7) -> one matrix per seed, (S, H1 * W1 * 16,
-    H2 * W2 * 8), such that conv2 (no padding) of conv1 maps a flattened (row, column, channel)
-    is a @ matrix, output columns ordered (row, column, channel). Column (i, j, o) holds kernel o
-    placed at output pixel (i, j), zeros where it does not reach.
-
-    An autograd Function because autograd's generic path for "copy the kernel to H2 * W2 places"
-    (pad + stack) costs as much as the matrix products; here the backward is just the sum of the
-    placed copies' gradients."""
-
-    @staticmethod
-    def forward(ctx: Any, w2: torch.Tensor, geo: Geometry) -> torch.Tensor:
-        ctx.geo = geo
-        S, c2, c1 = w2.shape[:3]
-        (h1, w1), (h2, w2_) = geo.conv1, geo.conv2
-        kernel = w2.permute(0, 3, 4, 2, 1).contiguous()  # (S, 7, 7, 16 in, 8 out); contiguous copies faster
-        matrix = w2.new_zeros(S, h1, w1, c1, h2, w2_, c2)
-        for i in range(h2):
-            for j in range(w2_):
-                matrix[:, i:i + KERNEL, j:j + KERNEL, :, i, j, :] = kernel
-        return matrix.view(S, h1 * w1 * c1, h2 * w2_ * c2)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (h1, w1), (h2, w2_) = ctx.geo.conv1, ctx.geo.conv2
-        g = grad.view(len(grad), h1, w1, CHANNELS[0], h2, w2_, CHANNELS[1])
-        kernel = sum(g[:, i:i + KERNEL, j:j + KERNEL, :, i, j, :] for i in range(h2) for j in range(w2_))
-        return kernel.permute(0, 4, 3, 1, 2), None
-
-
-def stacked_forward(p: dict[str, torch.Tensor], patches: torch.Tensor,
-                    geo: Geometry) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """ConvNet.forward for S stacked seeds: logits (S, B) and widths (S, B) or None."""
-    S, c1, c2 = len(p["conv1.weight"]), CHANNELS[0], CHANNELS[1]
-    (h1, w1), (h2, w2) = geo.conv1, geo.conv2
-    B = patches.shape[0] // (h1 * w1)
-    z1 = patches @ p["conv1.weight"].reshape(S * c1, -1).T + p["conv1.bias"].reshape(-1)
-    a1 = torch.relu(z1).view(B, h1, w1, S, c1)
-    if geo.pad == 0:
-        a1 = a1.permute(3, 0, 1, 2, 4).reshape(S, B, h1 * w1 * c1)
-        z2 = torch.bmm(a1, Conv2Matrix.apply(p["conv2.weight"], geo))
-        z2 = z2 + p["conv2.bias"].repeat(1, h2 * w2)[:, None]
-        order = (0, 1, 3, 2)  # features come out (row, column, channel): reorder the FC weights
-    else:
-        a1 = a1.permute(0, 3, 4, 1, 2).reshape(B, S * c1, h1, w1)
-        z2 = F.conv2d(a1, p["conv2.weight"].reshape(S * c2, c1, KERNEL, KERNEL),
-                      p["conv2.bias"].reshape(-1), padding=geo.pad, groups=S)
-        z2 = z2.reshape(B, S, -1).transpose(0, 1)
-        order = (0, 1, 2, 3)
-    features = torch.relu(z2)  # (S, B, F)
-
-    def head(name: str) -> torch.Tensor:
-        weight = p[f"{name}.weight"].view(S, 1, c2, h2 * w2).permute(order).reshape(S, 1, -1)
-        return (features @ weight.transpose(1, 2)).squeeze(2) + p[f"{name}.bias"]
-
-    return head("fc"), (head("reg") if "reg.weight" in p else None)
-
-
-def train_batched(seeds: list[int], x: torch.Tensor, y: torch.Tensor, widths: torch.Tensor | None,
-                  geo: Geometry, cfg: ConvConfig, regression: bool,
-                  log: Callable[[str], None] | None = None) -> ConvRuns:
-    """Every seed at once; equals train_plain seed for seed (same stops, curves to rounding)."""
-    nets = [initial_model(seed, geo, cfg, regression).state_dict() for seed in seeds]
-    p = {name: torch.stack([net[name] for net in nets]).requires_grad_() for name in nets[0]}
-    patches = image_patches(x, geo)
-    runs = ConvRuns.empty(len(seeds), cfg.max_iters, regression)
-    rows = np.arange(len(seeds))  # which seed each stacked row holds
-    initial = None
+def train_group(seeds: list[int], cfg: Config, batch: dict[str, np.ndarray], task: Task) -> list[SeedRun]:
+    """Train `seeds` as one vmap stack, each to its stop; batch: numpy arrays, x (B, 1, H, W)."""
+    torch.set_num_threads(TORCH_THREADS)
+    dtype = getattr(torch, cfg.dtype)
+    data = {k: torch.tensor(v, dtype=dtype, device=cfg.device) for k, v in batch.items()}
+    nets = [initial_model(seed, cfg) for seed in seeds]
+    template = ConvNet(cfg.image, cfg.padding, cfg.width_head).to("meta")
+    step = vmap(grad_and_value(partial(seed_objective, model=template, task=task, cfg=cfg), has_aux=True),
+                in_dims=(0, None))
+    runs = [SeedRun(seed) for seed in seeds]
+    lists: list[dict[str, list[float]]] = [{} for _ in seeds]
+    active = list(range(len(seeds)))  # which seed each stack row trains
+    params, opt, initial = {}, None, {}
     started = last_log = time.perf_counter()
     for t in range(cfg.max_iters + 1):
-        logits, pred_widths = stacked_forward(p, patches, geo)
-        metrics, finite = evaluate(logits, pred_widths, y, widths, cfg)
-        if initial is None:
-            initial = metrics["objective"].detach().masked_fill(~finite, np.nan)
-        stopped = record_iteration(runs, t, rows, metrics, finite, initial, cfg)
-        for i in np.flatnonzero(stopped):
-            runs.final_params[rows[i]] = {k: v[i].detach().clone() for k, v in p.items()}
-        if stopped.all():
+        if opt is None:  # (re)build the stack: plain SGD has no state, so nothing else is lost
+            rows = active + active[:1] * (len(active) == 1)  # never a stack of one: pad with a copy
+            params = {k: v.detach() for k, v in stack_module_state([nets[i] for i in rows])[0].items()}
+            opt = torch.optim.SGD(params.values(), lr=cfg.lr)
+        grads, (_, metrics) = step(params, data)
+        names = sorted(metrics)
+        values = torch.stack([metrics[k] for k in names]).tolist()  # (metric, row): one transfer
+        stopped = []
+        for row, i in enumerate(active):
+            m = {k: values[j][row] for j, k in enumerate(names)}
+            initial.setdefault(i, m["objective"])
+            diverged = m["finite"] != 1 or (cfg.diverge_factor is not None
+                                            and m["objective"] > cfg.diverge_factor * initial[i])
+            for k in names:
+                lists[i].setdefault(k, []).append(m[k] if m["finite"] == 1 else float("nan"))
+            if diverged or m["done"] == 1 or t == cfg.max_iters:
+                runs[i].diverged, runs[i].reached = diverged, not diverged and m["done"] == 1
+                runs[i].params = {k: v[row].detach().cpu().clone() for k, v in params.items()}
+                stopped.append(i)
+        if len(stopped) == len(active):
             break
-        keep = torch.from_numpy(~stopped)
-        grads = torch.autograd.grad(metrics["objective"][keep].sum(), list(p.values()))
-        with torch.no_grad():
-            torch._foreach_add_(list(p.values()), list(grads), alpha=-cfg.lr)
-        if stopped.any():
-            p = {k: v.detach()[keep].requires_grad_() for k, v in p.items()}
-            rows, initial = rows[~stopped], initial[keep]
-        if log and time.perf_counter() - last_log > PROGRESS_SECONDS:
+        for name, p in params.items():
+            p.grad = grads[name]
+        opt.step()
+        if stopped:  # the stopped seeds leave the stack
+            for i in active:
+                nets[i].load_state_dict({k: v[active.index(i)] for k, v in params.items()})
+            active, opt = [i for i in active if i not in stopped], None
+        if cfg.log and time.perf_counter() - last_log > PROGRESS_SECONDS:
             last_log = time.perf_counter()
-            log(f"  iteration {t + 1:>6}: {len(rows)}/{len(seeds)} seeds still training "
-                f"({last_log - started:.0f} s)")
+            print(f"  {cfg.label}, seeds {seeds[0]}..{seeds[-1]}: iteration {t + 1}, {len(active)}/"
+                  f"{len(seeds)} still training ({last_log - started:.0f} s)", flush=True)
+    for run, curves in zip(runs, lists, strict=True):
+        run.curves = {k: np.array(v) for k, v in curves.items()}
     return runs
 
 
-ENGINES = {"batched": train_batched, "plain": train_plain}
+@dataclass(frozen=True)
+class Study:
+    """Seeds to train with one config, data and task."""
+
+    seeds: list[int]
+    cfg: Config
+    batch: dict[str, np.ndarray]
+    task: Task
+
+
+def run_studies(studies: dict[str, Study], workers: int) -> dict[str, list[SeedRun]]:
+    """Train every study, each split over `workers` stacks, run by that many single-thread
+    processes (this one and spawned ones: spawn is safe with torch). Results in seed order."""
+    jobs = [(name, s.seeds[w::workers]) for name, s in studies.items() for w in range(workers)
+            if s.seeds[w::workers]]
+    args = [(seeds, studies[name].cfg, studies[name].batch, studies[name].task) for name, seeds in jobs]
+    if workers == 1 or any(s.cfg.device != "cpu" for s in studies.values()):
+        parts = [train_group(*a) for a in args]
+    else:  # job j goes to worker j % workers; worker 0 is this process (torch is loaded already)
+        with ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            others = {j: pool.submit(train_group, *a) for j, a in enumerate(args) if j % workers}
+            mine = {j: train_group(*a) for j, a in enumerate(args) if j % workers == 0}
+            parts = [mine[j] if j in mine else others[j].result() for j in range(len(args))]
+    out: dict[str, list[SeedRun]] = {name: [] for name in studies}
+    for (name, _), runs in zip(jobs, parts, strict=True):
+        out[name] += runs
+    return {name: sorted(runs, key=lambda r: r.seed) for name, runs in out.items()}
 
 
 # ---------------------------------------------------------------------------------------------
-# What the network learned: the first-layer kernels and the feature maps (beyond the handout).
+# The typical run, the held-out control and what the conv2 maps respond to.
 # ---------------------------------------------------------------------------------------------
 
 
-def trained_model(runs: ConvRuns, s: int, geo: Geometry) -> ConvNet:
-    """A ConvNet holding run s's weights at its stop."""
-    net = ConvNet(geo, regression=runs.l2 is not None)
-    net.load_state_dict(runs.final_params[s])
+def typical_run(runs: list[SeedRun]) -> tuple[SeedRun, float]:
+    """The seed with the median iteration count (lower median, not reached = slowest, ties: the
+    smallest seed) and the share of seeds that needed fewer iterations."""
+    def key(r: SeedRun) -> float:
+        return np.inf if r.iterations is None else r.iterations
+
+    pick = sorted(runs, key=lambda r: (key(r), r.seed))[(len(runs) - 1) // 2]
+    return pick, sum(key(r) < key(pick) for r in runs) / len(runs)
+
+
+def holdout_split(labels: np.ndarray, n_test: int) -> np.ndarray:
+    """Sorted indices of n_test held-out images, half from each class, drawn by a fixed generator."""
+    counts = [int((labels == c).sum()) for c in (0, 1)]
+    if n_test % 2 or n_test // 2 >= min(counts):
+        raise InputError(f"--holdout {n_test}: must be even and leave images of both classes to "
+                         f"train on (class counts {counts[0]} and {counts[1]})")
+    rng = np.random.default_rng(HOLDOUT_SEED)
+    picks = [rng.permutation(np.flatnonzero(labels == c))[:n_test // 2] for c in (0, 1)]
+    return np.sort(np.concatenate(picks))
+
+
+def trained_model(run: SeedRun, cfg: Config) -> ConvNet:
+    """A ConvNet (CPU) holding the run's weights at its stop."""
+    net = ConvNet(cfg.image, cfg.padding, cfg.width_head).to(getattr(torch, cfg.dtype))
+    net.load_state_dict(run.params)
     return net
 
 
-def symmetric_limit(values: np.ndarray) -> float:
-    """Colour-scale limit: the largest finite |value| (1 when there is none), so 0 is the middle."""
-    finite = np.abs(values[np.isfinite(values)])
-    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+def conv2_class_means(net: ConvNet, x: torch.Tensor, labels: np.ndarray) -> dict[str, list[float]]:
+    """Per class, the mean of each conv2 map (after ReLU) over that class's images and positions."""
+    with torch.no_grad():
+        maps = net.feature_maps(x)[1].mean((2, 3)).double().numpy()  # (B, 8)
+    return {str(c): maps[labels == c].mean(0).tolist() for c in (0, 1) if (labels == c).any()}
 
 
-def mosaic(maps: np.ndarray, cols: int) -> np.ndarray:
-    """Tile maps (N, h, w) into one image, `cols` per row, one pixel of NaN between tiles;
-    row-major, so tile k sits at row k // cols, column k % cols."""
+# ---------------------------------------------------------------------------------------------
+# Figures: the kernels and the feature maps of the typical run (curves: part 2's plot functions).
+# ---------------------------------------------------------------------------------------------
+
+
+def mosaic(ax: Any, maps: np.ndarray, cols: int, cmap: str, vmin: float, vmax: float) -> Any:
+    """Tile maps (N, h, w) on ax, `cols` per row, white gaps between tiles; numbered from 1."""
     n, h, w = maps.shape
     rows = -(-n // cols)
-    out = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan)
+    tiles = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan)
     for k in range(n):
         r, c = divmod(k, cols)
-        out[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = maps[k]
-    return out
-
-
-def show_mosaic(ax: Any, maps: np.ndarray, cols: int, cmap: str, vmin: float, vmax: float,
-                first: int = 1) -> Any:
-    """Draw mosaic(maps, cols) on ax, each tile framed and numbered (from `first`) on the axes'
-    ticks; the gaps and non-finite values are white."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    n, h, w = maps.shape
-    colours = plt.get_cmap(cmap).with_extremes(bad="white")
-    image = ax.imshow(np.ma.masked_invalid(mosaic(maps, cols)), cmap=colours, vmin=vmin, vmax=vmax,
-                      interpolation="nearest")
-    for k in range(n):
-        r, c = divmod(k, cols)
-        ax.add_patch(Rectangle((c * (w + 1) - 0.5, r * (h + 1) - 0.5), w, h, fill=False, lw=0.6,
-                               edgecolor="0.35", clip_on=False))
-    rows = -(-n // cols)
+        tiles[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = maps[k]
+    image = ax.imshow(np.ma.masked_invalid(tiles), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_xticks([c * (w + 1) + (w - 1) / 2 for c in range(min(cols, n))],
-                  [str(first + c) for c in range(min(cols, n))], fontsize=6)
+                  [str(c + 1) for c in range(min(cols, n))], fontsize=6)
     ax.set_yticks([r * (h + 1) + (h - 1) / 2 for r in range(rows)],
-                  [f"{first + r * cols}-{min(first + (r + 1) * cols, first + n) - 1}" for r in range(rows)],
-                  fontsize=6)
+                  [f"{r * cols + 1}-" for r in range(rows)], fontsize=6)
     ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
     return image
 
 
-def plot_kernels(kernels: np.ndarray, initial: np.ndarray, title: str, path: Path) -> None:
-    """The 16 conv1 kernels (16, 7, 7) after training, and how far each moved from its initial
-    weights; one colour scale per panel (blue < 0 < red), non-finite values grey."""
+def plot_kernels(net: ConvNet, initial: ConvNet, title: str, path: Path) -> None:
+    """The 16 conv1 kernels at the stop and their change from the initial weights (blue < 0 < red)."""
     import matplotlib.pyplot as plt
 
+    after = net.conv1.weight.detach()[:, 0].double().numpy()
+    change = after - initial.conv1.weight.detach()[:, 0].double().numpy()
     fig, axes = plt.subplots(2, 1, figsize=(7.5, 5.2), layout="constrained")
-    for ax, values, label in ((axes[0], kernels, "after training"),
-                              (axes[1], kernels - initial, "change from the initial weights")):
-        limit = symmetric_limit(values)
-        image = show_mosaic(ax, values, 8, "coolwarm", -limit, limit)
-        ax.set_title(f"{label} (kernels 1-{len(values)}, {KERNEL}x{KERNEL} each)", fontsize=9)
-        fig.colorbar(image, ax=ax, shrink=0.9)
+    for ax, values, label in ((axes[0], after, "after training"), (axes[1], change, "change from the start")):
+        limit = float(np.abs(values).max()) or 1.0
+        fig.colorbar(mosaic(ax, values, 8, "coolwarm", -limit, limit), ax=ax, shrink=0.9)
+        ax.set_title(f"conv1 kernels {label}", fontsize=9)
     fig.suptitle(title, fontsize=10)
     save_figure(fig, path)
 
 
 def plot_feature_maps(net: ConvNet, x: torch.Tensor, samples: list[tuple[int, str]], title: str,
                       path: Path) -> None:
-    """For each (image index, caption), one row: the input, its 16 conv1 maps and its 8 conv2 maps
-    after ReLU; each layer on one colour scale shared by all samples (0 = white)."""
+    """Per (image index, caption): the image, its 16 conv1 maps and its 8 conv2 maps after ReLU."""
     import matplotlib.pyplot as plt
 
     with torch.no_grad():
-        maps = [m.numpy() for m in net.feature_maps(x[[i for i, _ in samples]])]
-    limits = [symmetric_limit(m) for m in maps]
+        maps = [m.double().numpy() for m in net.feature_maps(x[[i for i, _ in samples]])]
     fig, axes = plt.subplots(len(samples), 3, figsize=(11, 2.3 * len(samples) + 0.5), squeeze=False,
                              width_ratios=(1, 3.6, 1.6), layout="constrained")
     for row, (index, caption) in enumerate(samples):
-        ax = axes[row, 0]
-        ax.imshow(x[index, 0].numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(f"image {index}\n{caption}", fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for layer, (m, limit, cols) in enumerate(zip(maps, limits, (8, 4), strict=True)):
-            ax = axes[row, layer + 1]
-            image = show_mosaic(ax, m[row], cols, "Greys", 0, limit)
-            ax.set_title(f"conv{layer + 1} + ReLU: {m.shape[1]} maps of {m.shape[2]}x{m.shape[3]}",
-                         fontsize=8)
+        axes[row, 0].imshow(x[index, 0].double().numpy(), cmap="gray_r", vmin=0, vmax=1)
+        axes[row, 0].set(title=f"image {index}\n{caption}", xticks=[], yticks=[])
+        axes[row, 0].title.set_fontsize(8)
+        for layer, (m, cols) in enumerate(zip(maps, (8, 4), strict=True)):
+            image = mosaic(axes[row, layer + 1], m[row], cols, "Greys", 0, float(m.max()) or 1.0)
+            axes[row, layer + 1].set_title(f"conv{layer + 1} + ReLU, maps 1-{m.shape[1]}", fontsize=8)
             if row == len(samples) - 1:
                 fig.colorbar(image, ax=axes[:, layer + 1], shrink=0.8, location="bottom", aspect=30)
     fig.suptitle(title, fontsize=10)
     save_figure(fig, path)
 
 
-def first_of_each_class(labels: np.ndarray, names: dict[int, str],
-                        widths: np.ndarray | None = None) -> list[tuple[int, str]]:
-    """(index, caption) of the first image of each class, class 0 first; the caption names the
-    class and, for the detection set, the width."""
-    samples = []
-    for c, name in names.items():
-        if (labels == c).any():
-            i = int(np.flatnonzero(labels == c)[0])
-            width = "" if widths is None else f", width {widths[i]:g}"
-            samples.append((i, f"label {c}: {name}{width}"))
-    return samples
+def first_of_each_class(labels: np.ndarray, names: dict[int, str]) -> list[tuple[int, str]]:
+    """(index, caption) of the first image of each class."""
+    return [(int(np.flatnonzero(labels == c)[0]), f"label {c}: {name}") for c, name in names.items()
+            if (labels == c).any()]
 
 
-def horizon(runs: ConvRuns) -> int:
-    """The x-range of the many-seed figures: the last iteration any run evaluated, plus 5% (so a
-    last step shows), within the cap."""
-    last = max(runs.stop_iteration(s) for s in range(len(runs.iterations)))
-    return min(len(runs.losses) - 1, last + max(2, last // 20))
+def curves_table(runs: list[SeedRun], metric: str) -> np.ndarray:
+    """(T, S) metric of every seed, NaN after its stop; T = 5% past the last stop (within the cap)."""
+    last = max(r.stop for r in runs)
+    table = np.full((last + max(2, last // 20) + 1, len(runs)), np.nan)
+    for s, r in enumerate(runs):
+        table[:r.stop + 1, s] = r.curves[metric]
+    return table
 
 
-# ---------------------------------------------------------------------------------------------
-# Comparison with part 2 (read from its results file when it is in --out).
-# ---------------------------------------------------------------------------------------------
+def log_scale(values: np.ndarray) -> bool:
+    """Log axis when the positive values span more than a decade."""
+    v = values[np.isfinite(values) & (values > 0)]
+    return bool(v.size) and v.max() > 10 * v.min()
 
 
-def read_results(path: Path) -> dict[str, Any] | None:
-    """A results JSON of an earlier part, None when absent; InputError when it is unreadable."""
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{path}: not a readable results file ({err}); rerun that part or delete "
-                         "the file") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: not a results file (expected a JSON object)")
-    return data
-
-
-def part2_comparison(out: Path) -> dict[str, Any] | None:
-    """Per part-2 setting: its single-seed iterations and its median, quartiles and reach rate."""
-    path = out / PART2_RESULTS
-    data = read_results(path)
-    if data is None:
-        return None
-    try:
-        settings = {
-            name: {"label": s.get("label", name), "single_iterations": s["single"]["iterations"],
-                   **{k: s["summary"][k] for k in ("n_seeds", "median", "q1", "q3", "reach_rate")}}
-            for name, s in data["settings"].items()
-        }
-        provenance = data["data"]["provenance"]
-    except (KeyError, TypeError, AttributeError) as err:
-        raise InputError(f"{path}: not a part-2 results file (missing {err}); rerun part2_fc.py "
-                         "or delete it") from None
-    return {"file": PART2_RESULTS, "data_provenance": provenance, "settings": settings}
+def typical_figures(run: SeedRun, percentile: float, cfg: Config, data: Dataset, out: Path, prefix: str,
+                    question: str, classes: dict[int, str], stop_metric: str = "accuracy") -> list[str]:
+    """Kernels and feature maps of the typical run; returns the file names."""
+    net = trained_model(run, cfg)
+    state = (f"seed {run.seed}, median of the seeds ({100 * percentile:.0f}% needed fewer), at the stop: "
+             + describe(run.iterations, run.diverged_at, run.final(stop_metric)))
+    plot_kernels(net, initial_model(run.seed, replace(cfg, device="cpu")), f"{question} {state}",
+                 out / f"{prefix}_kernels.png")
+    x = torch.tensor(data.images[:, None], dtype=getattr(torch, cfg.dtype))
+    plot_feature_maps(net, x, first_of_each_class(data.labels, classes), f"{question} feature maps, {state}",
+                      out / f"{prefix}_feature_maps.png")
+    return [f"{prefix}_kernels.png", f"{prefix}_feature_maps.png"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -635,141 +468,138 @@ def part2_comparison(out: Path) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def config_from_args(args: argparse.Namespace) -> ConvConfig:
-    return ConvConfig(lr=args.lr, lr_reg=getattr(args, "lr_reg", ConvConfig.lr_reg),
-                      max_iters=args.max_iters, init_std=args.init_std, init_bias=args.init_bias,
-                      diverge_factor=args.diverge_factor)
+def config_from_args(args: argparse.Namespace, data: Dataset, **changes: Any) -> Config:
+    """The Config of the flags, checked (image size, device) before anything is trained."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available here; use --device cpu")
+    image = tuple(data.images.shape[1:])
+    conv_sizes(image, args.padding)
+    cfg = Config(image=image, padding=args.padding, lr=args.lr, lr_reg=getattr(args, "lr_reg", 0.001),
+                 max_iters=args.max_iters, init_std=args.init_std, init_bias=args.init_bias,
+                 diverge_factor=args.diverge_factor, dtype=args.dtype, device=args.device, log=not args.quiet)
+    return replace(cfg, **changes)
 
 
-def prepare(args: argparse.Namespace, dataset_name: str) -> tuple[Dataset, Geometry]:
-    """Everything that can reject the input, before any training or writing."""
-    check_out_dir(args.out)
-    data = load_dataset(args.data_dir, dataset_name)
-    geo = conv_geometry(data.images.shape[1:], args.padding)
-    return data, geo
+def batch_of(data: Dataset, rows: np.ndarray | slice = slice(None)) -> dict[str, np.ndarray]:
+    """The training batch: x (B, 1, H, W), y (B,) and, for the detection set, widths (B,)."""
+    batch = {"x": data.images[rows][:, None], "y": data.labels[rows]}
+    return batch | ({"widths": data.widths[rows]} if data.widths is not None else {})
 
 
-def train_seeds(args: argparse.Namespace, data: Dataset, geo: Geometry, regression: bool) -> ConvRuns:
-    """Every seed of the flags, with the engine they chose (the caller times it; timings are
-    printed, never written to the results file)."""
-    torch.manual_seed(args.first_seed)  # nothing draws from it; each seed has its own generator
-    x = torch.tensor(data.images[:, None], dtype=DTYPE)  # (B, 1, H, W)
-    y = torch.tensor(data.labels, dtype=DTYPE)  # (B,)
-    widths = torch.tensor(data.widths, dtype=DTYPE) if regression and data.widths is not None else None
-    engine = ENGINES[args.engine]
-    return engine(seed_list(args), x, y, widths, geo, config_from_args(args), regression, make_logger(args))
+def network_record(cfg: Config) -> dict[str, Any]:
+    (h1, w1), (h2, w2) = conv_sizes(cfg.image, cfg.padding)
+    net = ConvNet(cfg.image, cfg.padding, cfg.width_head)
+    return {"image_size": list(cfg.image), "padding": cfg.padding, "pad_pixels": PADDINGS[cfg.padding],
+            "kernel": KERNEL, "feature_maps": [[CHANNELS[0], h1, w1], [CHANNELS[1], h2, w2]],
+            "fc_inputs": CHANNELS[1] * h2 * w2,
+            "parameters": sum(p.numel() for p in net.parameters())}
 
 
-def network_record(geo: Geometry, regression: bool) -> dict[str, Any]:
-    """The network's shapes, for the results file."""
-    net = ConvNet(geo, regression)
-    return {
-        "image_size": list(geo.image),
-        "padding": {0: "valid"}.get(geo.pad, "same"),
-        "pad_pixels": geo.pad,
-        "kernel": KERNEL,
-        "feature_maps": [[CHANNELS[0], *geo.conv1], [CHANNELS[1], *geo.conv2]],
-        "fc_inputs": geo.n_features,
-        "parameters": sum(p.numel() for p in net.parameters()),
-    }
-
-
-def single_run_figures(runs: ConvRuns, data: Dataset, geo: Geometry, args: argparse.Namespace,
-                       prefix: str, question: str, classes: dict[int, str]) -> list[str]:
-    """Kernels and feature maps of the single run (seed --first-seed); returns the file names."""
-    net = trained_model(runs, 0, geo)
-    initial = initial_model(args.first_seed, geo, config_from_args(args), runs.l2 is not None)
-    state = describe(runs.iterations[0], runs.diverged_at[0], runs.final(runs.stop_metric, 0))
-    kernels, feature_maps = f"{prefix}_kernels.png", f"{prefix}_feature_maps.png"
-    plot_kernels(net.conv1.weight.detach()[:, 0].numpy(), initial.conv1.weight.detach()[:, 0].numpy(),
-                 f"{question} conv1 kernels, seed {args.first_seed} at the stop ({state})",
-                 args.out / kernels)
-    x = torch.tensor(data.images[:, None], dtype=DTYPE)
-    plot_feature_maps(net, x, first_of_each_class(data.labels, classes, data.widths),
-                      f"{question} feature maps, seed {args.first_seed} at the stop ({state})",
-                      args.out / feature_maps)
-    return [kernels, feature_maps]
+def run_record(runs: list[SeedRun]) -> dict[str, Any]:
+    """Per-seed stops and the summary (part 2's summarize_stops)."""
+    iterations, diverged_at = [r.iterations for r in runs], [r.diverged_at for r in runs]
+    return {"iterations": iterations, "summary": summarize_stops(iterations, diverged_at)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    data, geo = prepare(args, "line")
-    comparison = part2_comparison(args.out)
+    check_out_dir(args.out)
+    data = load_dataset(args.data_dir, "line")
+    cfg = config_from_args(args, data)
+    test_rows = holdout_split(data.labels, args.holdout) if args.holdout else None
     use_headless_matplotlib()
-    print(f"Part 3.1: {args.seeds} seed(s) on {data.data_dir}/line ({data.provenance}, "
-          f"{geo.image[0]}x{geo.image[1]} images), padding {args.padding}, {args.engine} engine")
+    torch.set_num_threads(TORCH_THREADS)
+    seeds = seed_list(args)
+    studies = {"main": Study(seeds, cfg, batch_of(data), classification_task)}
+    if test_rows is not None:
+        train_rows = np.setdiff1d(np.arange(len(data.labels)), test_rows)
+        studies["holdout"] = Study(seeds, replace(cfg, label="3.1 holdout"), batch_of(data, train_rows),
+                                   classification_task)
+    workers = min(args.workers, len(seeds))
+    print(f"Part 3.1: {len(seeds)} seed(s) on {data.data_dir}/line ({data.provenance}), padding "
+          f"{args.padding}, {args.dtype} on {args.device}, {workers} worker(s)", flush=True)
     started = time.perf_counter()
-    runs = train_seeds(args, data, geo, regression=False)
+    trained = run_studies(studies, workers)
     seconds = time.perf_counter() - started
+    runs = trained["main"]
 
-    # 3.1: the single run the handout asks for (seed --first-seed)
-    stop = runs.iterations[0]
+    # 3.1: the typical run (median iterations), then the seeds together
+    one, percentile = typical_run(runs)
     figures = ["part3_line_loss.png", "part3_line_accuracy.png"]
-    plot_curve(runs.losses[:, 0], "cross-entropy loss", "3.1 Line dataset: training loss",
-               args.out / figures[0], stop)
-    plot_curve(100 * runs.accuracies[:, 0], "training accuracy (%)", "3.1 Line dataset: training accuracy",
-               args.out / figures[1], stop)
-    figures += single_run_figures(runs, data, geo, args, "part3_line", "3.1", LINE_CLASSES)
-    if args.seeds > 1:
-        end = horizon(runs)
-        plot_share_stopped({"conv net, line dataset": runs.iterations}, end,
-                           f"3.1 Share of {args.seeds} seeds at 100% training accuracy",
+    plot_curve(one.curves["ce"], "cross-entropy loss", f"3.1 Line dataset: training loss, seed {one.seed}",
+               args.out / figures[0], one.iterations, log_y=log_scale(one.curves["ce"]))
+    plot_curve(100 * one.curves["accuracy"], "training accuracy (%)",
+               f"3.1 Line dataset: training accuracy, seed {one.seed}", args.out / figures[1], one.iterations)
+    figures += typical_figures(one, percentile, cfg, data, args.out, "part3_line", "3.1", LINE_CLASSES)
+    if len(runs) > 1:
+        ce = curves_table(runs, "ce")
+        plot_share_stopped({"conv net, line dataset": [r.iterations for r in runs]}, len(ce) - 1,
+                           f"3.1 Share of {len(runs)} seeds at 100% training accuracy",
                            "seeds at 100% accuracy (%)", args.out / "part3_line_share_reached.png")
-        plot_median_band({"cross-entropy": runs.losses[:end + 1]}, "loss (median, IQR band)",
-                         f"3.1 Training loss over {args.seeds} seeds", args.out / "part3_line_loss_band.png",
+        plot_median_band({"cross-entropy": ce}, "loss (median, IQR band)",
+                         f"3.1 Training loss over {len(runs)} seeds", args.out / "part3_line_loss_band.png",
                          log_y=True)
         figures += ["part3_line_share_reached.png", "part3_line_loss_band.png"]
 
-    n = args.seeds
-    finals_acc = [runs.final(runs.accuracies, s) for s in range(n)]
-    finals_loss = [runs.final(runs.losses, s) for s in range(n)]
-    results = results_header("part3_line.py", args, data)
+    x = torch.tensor(data.images[:, None], dtype=getattr(torch, cfg.dtype))
+    results = results_header("part3_line.py", args, data) | run_record(runs)
     results |= {
         "iteration_rule": ITERATION_RULE,
-        "network": network_record(geo, regression=False),
-        "iterations": runs.iterations,
-        "diverged": [d is not None for d in runs.diverged_at],
-        "diverged_at": runs.diverged_at,
-        "final_accuracy": finals_acc,
-        "final_loss": finals_loss,
-        "summary": summarize_stops(runs.iterations, runs.diverged_at),
-        "single": {"seed": args.first_seed, "iterations": stop, "diverged_at": runs.diverged_at[0],
-                   "final_accuracy": finals_acc[0], "final_loss": finals_loss[0]},
+        "network": network_record(cfg),
+        "torch_threads": TORCH_THREADS,
+        "workers": workers,
+        "diverged": [r.diverged for r in runs],
+        "diverged_at": [r.diverged_at for r in runs],
+        "final_accuracy": [r.final("accuracy") for r in runs],
+        "final_loss": [r.final("ce") for r in runs],
+        "single": {"seed": one.seed, "percentile": percentile, "iterations": one.iterations,
+                   "diverged_at": one.diverged_at, "final_accuracy": one.final("accuracy"),
+                   "final_loss": one.final("ce")},
+        "conv2_class_means": conv2_class_means(trained_model(one, cfg), x, data.labels),
+        "holdout": None if test_rows is None else holdout_record(trained["holdout"], cfg, x, data, test_rows),
         "figures": figures,
-        "comparison_part2": comparison,
     }
-    write_json(args.out / LINE_RESULTS_FILE, results)
+    write_json(args.out / RESULTS_FILE, results)
     print_summary(results, seconds, args.out)
     return 0
 
 
+def holdout_record(runs: list[SeedRun], cfg: Config, x: torch.Tensor, data: Dataset,
+                   test_rows: np.ndarray) -> dict[str, Any]:
+    """Accuracy on the held-out images of each seed trained on the others (at its stop)."""
+    y = torch.tensor(data.labels[test_rows])
+    accuracy = []
+    for r in runs:
+        with torch.no_grad():
+            logits = trained_model(r, cfg)(x[test_rows])[0].double()
+        accuracy.append(float(((logits > 0) == (y == 1)).double().mean()))
+    chance = max(float((y == 0).double().mean()), float((y == 1).double().mean()))
+    return {"n_train": len(data.labels) - len(test_rows), "n_test": len(test_rows),
+            "test_indices": test_rows.tolist(), "test_accuracy": accuracy,
+            "iterations": [r.iterations for r in runs],
+            "summary": {"median": float(np.median(accuracy)), "mean": float(np.mean(accuracy)),
+                        "min": min(accuracy), "max": max(accuracy), "chance": chance}}
+
+
 def summary_line(summary: dict[str, Any]) -> str:
-    """One line on a distribution of iterations over seeds (part 2's summarize_stops); a quantile
-    that falls among seeds which never reached the stop is printed as "-"."""
-    line = (f"median {fmt(summary['median'])} (IQR [{fmt(summary['q1'])}, {fmt(summary['q3'])}], "
-            f"p10-p90 [{fmt(summary['p10'])}, {fmt(summary['p90'])}]), reached "
-            f"{summary['reached']}/{summary['n_seeds']}")
+    """One line on a distribution of iterations over seeds ("-" = among seeds that never stopped)."""
+    line = (f"median {fmt(summary['median'])} (IQR [{fmt(summary['q1'])}, {fmt(summary['q3'])}]), "
+            f"reached {summary['reached']}/{summary['n_seeds']}")
     return line + (f", {summary['diverged']} diverged" if summary["diverged"] else "")
 
 
 def print_summary(results: dict[str, Any], seconds: float, out: Path) -> None:
-    """What a person reads at the end of the run."""
-    single, n = results["single"], len(results["seeds"])
-    print(f"\n3.1 line dataset, {n} seed(s), {seconds:.1f} s of training:")
-    print(f"  seed {single['seed']}: "
-          + describe(single["iterations"], single["diverged_at"], single["final_accuracy"])
-          + " to 100% training accuracy" * (single["iterations"] is not None))
-    if n > 1:
-        print(f"  {n} seeds: {summary_line(results['summary'])}")
-    comparison = results["comparison_part2"]
-    if comparison is None:
-        print(f"  part 2: no {PART2_RESULTS} in {out}/ to compare with (run part2_fc.py --out {out})")
-    else:
-        print(f"  part 2 ({comparison['data_provenance']}, iterations to 100% on the random dataset):")
-        for name, s in comparison["settings"].items():
-            print(f"    {name:<12} single seed {fmt(s['single_iterations']):>6}; over {s['n_seeds']} seeds "
-                  f"median {fmt(s['median'])}, reached {100 * s['reach_rate']:.0f}%")
-    print(f"Wrote {len(results['figures'])} figures and {LINE_RESULTS_FILE} to {out}/")
+    single = results["single"]
+    print(f"\n3.1 line dataset, {len(results['seeds'])} seed(s), {seconds:.1f} s of training:")
+    print(f"  typical seed {single['seed']}: "
+          + describe(single["iterations"], single["diverged_at"], single["final_accuracy"]))
+    print(f"  all seeds: {summary_line(results['summary'])}")
+    if results["holdout"]:
+        h = results["holdout"]
+        print(f"  held out {h['n_test']} images (trained on {h['n_train']}): test accuracy median "
+              f"{100 * h['summary']['median']:.1f}% (min {100 * h['summary']['min']:.1f}%, chance "
+              f"{100 * h['summary']['chance']:.0f}%)")
+    print(f"Wrote {len(results['figures'])} figures and {RESULTS_FILE} to {out}/")
 
 
 if __name__ == "__main__":
