@@ -1,50 +1,33 @@
-"""Tests for part3_line.py: network shapes, initialisation, the stop rule, batched == plain, the CLI.
+"""Tests for part3_line.py: shapes, initialisation, the engine against a plain nn.Module + optim.SGD
+loop (float64), seed invariance (float32), the stop and divergence rules, the held-out control, the CLI.
 
-Tolerances (float64): the batched engine computes the same sums as nn.Conv2d in another order
-(matrix products instead of convolutions), so values agree to rounding, which SGD then carries
-along: |batched - plain| <= 1e-12 + 1e-9 |plain| over the short runs tested here.
+Tolerance (float64): the engine (vmap, grouped convolutions) and the plain loop sum in different
+orders, so curves agree to rounding carried along by SGD: within 1e-9 relative over 30 iterations.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import part3_line as p3
-from part1_loss_gradient import InputError, run_main
-from part2_fc import DTYPE, load_dataset, seed_generator, truncated_normal
+from part1_loss_gradient import InputError, load_dataset, run_main
+from part2_fc import seed_generator, truncated_normal
 
-ENGINE_TOL = {"rtol": 1e-9, "atol": 1e-12}
-# (image size, padding) -> (conv1 maps, conv2 maps, FC inputs)
-GEOMETRIES = {
-    (16, "valid"): ((10, 10), (4, 4), 128),
-    (16, "same"): ((16, 16), (16, 16), 2048),
-    (8, "same"): ((8, 8), (8, 8), 512),
-    (13, "valid"): ((7, 7), (1, 1), 8),
+GEOMETRIES = {  # (image size, padding) -> (conv1 maps, conv2 maps)
+    (16, "valid"): ((10, 10), (4, 4)),
+    (16, "same"): ((16, 16), (16, 16)),
+    (13, "valid"): ((7, 7), (1, 1)),
 }
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Run on one torch thread: on this shared 2-core machine two threads stall whenever another
-    process holds a core (nn.Conv2d in float64 then runs up to 50x slower). Results do not
-    depend on it (the tolerances above cover the summation order)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def line_tensors(data_dir: Path, crop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The line images x (64, 1, H, W) (top-left crop x crop when given) and labels y (64,)."""
-    data = load_dataset(data_dir, "line")
-    images = data.images if crop is None else data.images[:, :crop, :crop]
-    return torch.tensor(images[:, None], dtype=DTYPE), torch.tensor(data.labels, dtype=DTYPE)
+def line_batch(data_dir: Path) -> dict[str, np.ndarray]:
+    return p3.batch_of(load_dataset(data_dir, "line"))
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -57,137 +40,158 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 
 @pytest.mark.parametrize(("size", "padding"), list(GEOMETRIES))
-@pytest.mark.parametrize("regression", [False, True])
-def test_output_shapes_plain_and_stacked(size: int, padding: str, regression: bool) -> None:
-    conv1, conv2, n_features = GEOMETRIES[(size, padding)]
-    geo = p3.conv_geometry((size, size), padding)
-    assert (geo.conv1, geo.conv2, geo.n_features) == (conv1, conv2, n_features)
-    x = torch.rand(5, 1, size, size, generator=torch.Generator().manual_seed(0), dtype=DTYPE)
-    nets = [p3.initial_model(seed, geo, p3.ConvConfig(), regression) for seed in (3, 4, 5)]
-    a1, a2 = nets[0].feature_maps(x)
+def test_shapes(size: int, padding: str) -> None:
+    conv1, conv2 = GEOMETRIES[(size, padding)]
+    assert p3.conv_sizes((size, size), padding) == (conv1, conv2)
+    net = p3.initial_model(0, p3.Config(image=(size, size), padding=padding, width_head=True))
+    x = torch.rand(5, 1, size, size)
+    a1, a2 = net.feature_maps(x)
     assert a1.shape == (5, 16, *conv1) and a2.shape == (5, 8, *conv2)
-    logits, widths = nets[0](x)
-    assert logits.shape == (5,)
-    assert (widths is None) != regression and (widths is None or widths.shape == (5,))
-    # the stacked forward of the batched engine gives each seed's own outputs
-    stacked = {k: torch.stack([net.state_dict()[k] for net in nets]) for k in nets[0].state_dict()}
-    s_logits, s_widths = p3.stacked_forward(stacked, p3.image_patches(x, geo), geo)
-    assert s_logits.shape == (3, 5)
-    with torch.no_grad():
-        for s, net in enumerate(nets):
-            one_logits, one_widths = net(x)
-            torch.testing.assert_close(s_logits[s], one_logits, rtol=1e-12, atol=1e-14)
-            if regression:
-                assert s_widths is not None and one_widths is not None
-                torch.testing.assert_close(s_widths[s], one_widths, rtol=1e-12, atol=1e-14)
-            else:
-                assert s_widths is None
+    logits, widths = net(x)
+    assert logits.shape == (5,) and widths is not None and widths.shape == (5,)
+    assert net.fc.in_features == 8 * conv2[0] * conv2[1]
 
 
-@pytest.mark.parametrize("image", [(8, 8), (12, 16), (16, 12)])
-def test_valid_padding_refuses_images_below_13_pixels(image: tuple[int, int]) -> None:
+def test_valid_padding_refuses_small_images() -> None:
     with pytest.raises(InputError, match=r"too small .*need at least 13x13.*--padding same"):
-        p3.conv_geometry(image, "valid")
-    assert p3.conv_geometry(image, "same").n_features == 8 * image[0] * image[1]
-
-
-def test_conv2_matrix_gradient_is_the_sum_over_its_copies() -> None:
-    geo = p3.conv_geometry((16, 16), "valid")
-    w2 = torch.randn(2, 8, 16, 7, 7, dtype=DTYPE, requires_grad=True)
-    upstream = torch.randn(2, 10 * 10 * 16, 4 * 4 * 8, dtype=DTYPE)
-    (p3.Conv2Matrix.apply(w2, geo) * upstream).sum().backward()
-    reference = w2.detach().clone().requires_grad_()
-    # the same matrix built by autograd-tracked indexing, entry by entry
-    matrix = torch.zeros(2, 10, 10, 16, 4, 4, 8, dtype=DTYPE)
-    for i in range(4):
-        for j in range(4):
-            matrix[:, i:i + 7, j:j + 7, :, i, j, :] = reference.permute(0, 3, 4, 2, 1)
-    torch.testing.assert_close(matrix.view(2, 1600, 128), p3.Conv2Matrix.apply(w2, geo), rtol=0, atol=0)
-    (matrix.view(2, 1600, 128) * upstream).sum().backward()
-    assert w2.grad is not None and reference.grad is not None
-    torch.testing.assert_close(w2.grad, reference.grad, rtol=1e-13, atol=1e-13)
+        p3.conv_sizes((12, 16), "valid")
 
 
 def test_initialisation_order_bounds_and_biases() -> None:
-    geo = p3.conv_geometry((16, 16), "valid")
-    cfg = p3.ConvConfig()
-    net = p3.initial_model(7, geo, cfg)
+    cfg = p3.Config(image=(16, 16))
+    net = p3.initial_model(7, cfg)
+    assert all(p.dtype == torch.float32 for p in net.parameters())
     gen = seed_generator(7)  # the documented draw order: conv1, conv2, fc weights
     for layer in (net.conv1, net.conv2, net.fc):
-        expected = truncated_normal(tuple(layer.weight.shape), 0.1, gen)
-        torch.testing.assert_close(layer.weight.detach(), expected, rtol=0, atol=0)
-        assert torch.all(layer.bias == 0.1)
-    weights = torch.cat([p.detach().flatten() for n, p in net.named_parameters() if n.endswith("weight")])
-    assert weights.abs().max() <= 0.2 and abs(float(weights.std()) - 0.088) < 0.01  # 2-std truncation
-    # the width head comes last, so 3.1 and 3.2 start the same trunk from the same seed
-    with_head = p3.initial_model(7, geo, cfg, regression=True).state_dict()
-    for name, value in net.state_dict().items():
+        expected = truncated_normal(tuple(layer.weight.shape), 0.1, gen).float()
+        assert torch.equal(layer.weight.detach(), expected) and torch.all(layer.bias == 0.1)
+        assert layer.weight.abs().max() <= 0.2
+    with_head = p3.initial_model(7, p3.Config(image=(16, 16), width_head=True)).state_dict()
+    for name, value in net.state_dict().items():  # the width head comes last: same trunk
         assert torch.equal(with_head[name], value)
-    assert not torch.equal(with_head["reg.weight"], with_head["fc.weight"])
 
 
-# --- training ---------------------------------------------------------------------------------
+# --- the engine against an independent reference -----------------------------------------------
 
 
-def manual_stop(x: torch.Tensor, y: torch.Tensor, seed: int, geo: p3.Geometry, max_iters: int) -> int | None:
-    """Updates before the first 100% accuracy, by the most direct loop: nn.Module, BCE, SGD."""
-    net = p3.initial_model(seed, geo, p3.ConvConfig())
+class ReferenceNet(nn.Module):
+    """The conv net of Figure 4 written out again: conv 7x7x16, ReLU, conv 7x7x8, ReLU, FC."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 16, 7), nn.Conv2d(16, 8, 7)
+        self.fc = nn.Linear(128, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv2(torch.relu(self.conv1(x)))).flatten(1)).squeeze(1)
+
+
+def reference_curves(seed: int, batch: dict[str, np.ndarray], iters: int) -> tuple[list[float], list[float]]:
+    """Cross-entropy and accuracy at iterations 0..iters by nn.Module + optim.SGD, float64."""
+    net = ReferenceNet().double()
+    net.load_state_dict(p3.initial_model(seed, p3.Config(image=(16, 16), dtype="float64")).state_dict())
+    x, y = torch.tensor(batch["x"]), torch.tensor(batch["y"])
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    for t in range(max_iters + 1):
-        logits = net(x)[0]
-        if bool(((logits > 0) == (y == 1)).all()):
-            return t
+    losses, accuracies = [], []
+    for _ in range(iters + 1):
+        logits = net(x)
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, y)
+        losses.append(loss.item())
+        accuracies.append(((logits > 0) == (y == 1)).double().mean().item())
         opt.zero_grad()
-        torch.nn.functional.binary_cross_entropy_with_logits(logits, y).backward()
+        loss.backward()
         opt.step()
-    return None
+    return losses, accuracies
 
 
-def test_stop_rule_counts_updates_before_the_first_100_percent(standin_dir: Path) -> None:
-    x, y = line_tensors(standin_dir)
-    geo = p3.conv_geometry((16, 16), "valid")
-    expected = manual_stop(x, y, 0, geo, 60)
-    assert expected is not None and expected > 5
-    for engine in (p3.train_plain, p3.train_batched):
-        runs = engine([0], x, y, None, geo, p3.ConvConfig(max_iters=60), False)
-        assert runs.iterations == [expected] and runs.diverged_at == [None]
-        acc = runs.accuracies[:, 0]
-        assert acc[expected] == 1.0 and (acc[:expected] < 1.0).all() and np.isnan(acc[expected + 1:]).all()
-        assert np.isfinite(runs.losses[:expected + 1, 0]).all()
-    # a cap below the stop: not reached, every iteration up to the cap recorded
-    capped = p3.train_batched([0], x, y, None, geo, p3.ConvConfig(max_iters=expected - 1), False)
-    assert capped.iterations == [None] and np.isfinite(capped.losses[:, 0]).all()
+def test_engine_equals_the_reference_loop_in_float64(standin_dir: Path) -> None:
+    batch = line_batch(standin_dir)
+    cfg = p3.Config(image=(16, 16), dtype="float64", max_iters=30)
+    runs = p3.train_group([0, 1], cfg, batch, p3.classification_task)
+    for run in runs:
+        losses, accuracies = reference_curves(run.seed, batch, run.stop)
+        np.testing.assert_allclose(run.curves["ce"], losses, rtol=1e-9, atol=0)
+        np.testing.assert_array_equal(run.curves["accuracy"], accuracies)
+        reached = [t for t, a in enumerate(accuracies) if a == 1.0]
+        assert run.iterations == (reached[0] if reached else None)
 
 
-@pytest.mark.parametrize(("crop", "padding"), [(None, "valid"), (8, "same")])
-def test_batched_equals_plain_seed_for_seed(standin_dir: Path, crop: int | None, padding: str) -> None:
-    x, y = line_tensors(standin_dir, crop)
-    geo = p3.conv_geometry(tuple(x.shape[2:]), padding)
-    cfg = p3.ConvConfig(max_iters=40 if crop is None else 10)
-    seeds = [0, 1, 2] if crop is None else [0, 1]
-    plain = p3.train_plain(seeds, x, y, None, geo, cfg, False)
-    batched = p3.train_batched(seeds, x, y, None, geo, cfg, False)
-    assert batched.iterations == plain.iterations and batched.diverged_at == plain.diverged_at
-    if crop is None:
-        assert plain.iterations[0] is not None and None in plain.iterations  # stops and caps both tested
-    for name, history in plain.histories().items():
-        np.testing.assert_allclose(batched.histories()[name], history, equal_nan=True, **ENGINE_TOL)
-    for s in range(len(seeds)):
-        for name, value in plain.final_params[s].items():
-            torch.testing.assert_close(batched.final_params[s][name], value, **ENGINE_TOL)
+# --- seed invariance (float32) -----------------------------------------------------------------
 
 
-def test_divergence_is_detected_per_seed_without_nan_in_the_record(standin_dir: Path) -> None:
-    x, y = line_tensors(standin_dir)
-    geo = p3.conv_geometry((16, 16), "valid")
-    cfg = p3.ConvConfig(lr=50.0, max_iters=30)
-    batched = p3.train_batched([0, 1], x, y, None, geo, cfg, False)
-    plain = p3.train_plain([0, 1], x, y, None, geo, cfg, False)
-    assert all(d is not None for d in batched.diverged_at)
-    assert batched.diverged_at == plain.diverged_at and batched.iterations == [None, None]
-    for s, t in enumerate(batched.diverged_at):
-        assert t is not None and np.isnan(batched.losses[t + 1:, s]).all()
-        assert np.isfinite(batched.losses[:t, s]).all()
+def test_a_seed_is_the_same_alone_in_company_and_across_workers(standin_dir: Path) -> None:
+    batch = line_batch(standin_dir)
+    cfg = p3.Config(image=(16, 16), max_iters=60)
+
+    def study(seeds: list[int], workers: int) -> dict[int, p3.SeedRun]:
+        runs = p3.run_studies({"s": p3.Study(seeds, cfg, batch, p3.classification_task)}, workers)["s"]
+        return {r.seed: r for r in runs}
+
+    alone, pair, many = study([3], 1), study([3, 9], 1), study(list(range(8)), 1)
+    spread = study(list(range(8)), 2)
+    stops = {r.stop for r in many.values()}
+    assert len(stops) > 2  # the others leave the stack at different times
+    for other in (pair[3], many[3], spread[3]):
+        assert other.stop == alone[3].stop and other.iterations == alone[3].iterations
+        for name, curve in alone[3].curves.items():
+            np.testing.assert_array_equal(other.curves[name], curve)
+        for name, value in alone[3].params.items():
+            assert torch.equal(other.params[name], value)
+    for seed in range(8):
+        np.testing.assert_array_equal(spread[seed].curves["ce"], many[seed].curves["ce"])
+
+
+# --- the rules ---------------------------------------------------------------------------------
+
+
+def test_stop_at_the_first_100_percent_and_the_cap(standin_dir: Path) -> None:
+    batch = line_batch(standin_dir)
+    (run,) = p3.train_group([0], p3.Config(image=(16, 16), max_iters=200), batch, p3.classification_task)
+    accuracy = run.curves["accuracy"]
+    assert run.iterations is not None and run.iterations == run.stop
+    assert accuracy[-1] == 1.0 and (accuracy[:-1] < 1.0).all() and np.isfinite(run.curves["ce"]).all()
+    # the weights returned are the ones evaluated at the stop: all 64 images right
+    with torch.no_grad():
+        logits = p3.trained_model(run, p3.Config(image=(16, 16)))(torch.tensor(batch["x"]).float())[0]
+    assert bool(((logits > 0) == torch.tensor(batch["y"] == 1)).all())
+    (capped,) = p3.train_group([0], p3.Config(image=(16, 16), max_iters=run.stop - 1), batch,
+                               p3.classification_task)
+    assert capped.iterations is None and capped.stop == run.stop - 1 and not capped.diverged
+
+
+def test_divergence_is_a_non_finite_loss_by_default_and_the_factor_opt_in(standin_dir: Path) -> None:
+    batch = line_batch(standin_dir)
+    (huge,) = p3.train_group([0], p3.Config(image=(16, 16), lr=1e6, max_iters=30), batch,
+                             p3.classification_task)
+    assert huge.diverged and huge.iterations is None and not np.isfinite(huge.curves["ce"][-1])
+    assert np.isfinite(huge.curves["ce"][:-1]).all()
+    # a finite loss never diverges by default; with a factor below 1 the initial loss itself exceeds
+    # factor x initial, so the opt-in rule stops the run at iteration 0
+    (plain,) = p3.train_group([0], p3.Config(image=(16, 16), max_iters=3), batch, p3.classification_task)
+    (strict,) = p3.train_group([0], p3.Config(image=(16, 16), max_iters=3, diverge_factor=0.5), batch,
+                               p3.classification_task)
+    assert not plain.diverged and strict.diverged_at == 0
+
+
+def test_typical_run_is_the_lower_median_with_ties_to_the_smallest_seed() -> None:
+    def fake(seed: int, stop: int | None) -> p3.SeedRun:
+        return p3.SeedRun(seed, {"objective": np.zeros((stop or 9) + 1)}, reached=stop is not None)
+
+    runs = [fake(0, 50), fake(1, None), fake(2, 30), fake(3, 30), fake(4, 70)]
+    one, share = p3.typical_run(runs)  # sorted: 30 (2), 30 (3), 50, 70, never -> the third
+    assert one.seed == 0 and share == 2 / 5
+    one, share = p3.typical_run(runs[1:])  # never, 30, 30, 70 -> lower median = second = seed 3
+    assert one.seed == 3 and share == 0  # no seed needed fewer than 30
+
+
+def test_holdout_split_is_balanced_disjoint_and_fixed(standin_dir: Path) -> None:
+    labels = load_dataset(standin_dir, "line").labels
+    rows = p3.holdout_split(labels, 16)
+    assert len(set(rows.tolist())) == 16 and (labels[rows] == 0).sum() == 8
+    assert np.array_equal(rows, p3.holdout_split(labels, 16))
+    for bad in (15, 2 * int(min((labels == 0).sum(), (labels == 1).sum()))):
+        with pytest.raises(InputError, match="--holdout"):
+            p3.holdout_split(labels, bad)
 
 
 # --- the command line -------------------------------------------------------------------------
@@ -195,73 +199,48 @@ def test_divergence_is_detected_per_seed_without_nan_in_the_record(standin_dir: 
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--seeds", "0"], "--seeds"),
-    (["--lr", "0"], "--lr"),
     (["--lr", "-1"], "--lr"),
     (["--padding", "full"], "--padding"),
-    (["--max-iters", "-1"], "--max-iters"),
-    (["--init-bias", "nan"], "--init-bias"),
-    (["--first-seed", str(2**63 - 1), "--seeds", "2"], "--first-seed"),
+    (["--dtype", "float16"], "--dtype"),
+    (["--workers", "0"], "--workers"),
+    (["--holdout", "7"], "--holdout"),
+    (["--diverge-factor", "0"], "--diverge-factor"),
     (["--data-dir", "no/such/folder"], "--data-dir"),
 ])
 def test_bad_flags_one_line_exit_2_nothing_written(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                   flags: list[str], message: str) -> None:
+                                                   standin_dir: Path, flags: list[str], message: str) -> None:
     out = tmp_path / "out"
-    code, stdout, stderr = run(["--out", str(out), *flags], capsys)
-    assert code == 2 and stdout == ""
-    assert len(stderr.strip().splitlines()) == 1 and message in stderr and "Traceback" not in stderr
-    assert not out.exists()
+    code, stdout, stderr = run(["--data-dir", str(standin_dir), "--out", str(out), *flags], capsys)
+    assert code == 2 and stdout == "" and len(stderr.strip().splitlines()) == 1 and message in stderr
+    assert "Traceback" not in stderr and not out.exists()
 
 
-def test_small_images_with_valid_padding_are_refused(tmp_path: Path, standin_dir: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    data = tmp_path / "data8" / "line"
-    data.mkdir(parents=True)
-    np.save(data / "line_imgs.npy", np.load(standin_dir / "line" / "line_imgs.npy")[:, 4:12, 4:12])
-    np.save(data / "line_labs.npy", np.load(standin_dir / "line" / "line_labs.npy"))
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_cuda_without_a_device_is_one_line(tmp_path: Path, standin_dir: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, stderr = run(["--data-dir", str(standin_dir), "--out", str(tmp_path / "o"), "--device", "cuda"],
+                          capsys)
+    assert code == 2 and "--device cuda" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_cli_json_layout_holdout_and_same_bytes_on_rerun(tmp_path: Path, standin_dir: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    code, _, stderr = run(["--data-dir", str(data.parent), "--out", str(out)], capsys)
-    assert code == 2 and "8x8 pixels, too small" in stderr and len(stderr.strip().splitlines()) == 1
-    assert not out.exists()
-    code, _, _ = run(["--data-dir", str(data.parent), "--out", str(out), "--padding", "same",
-                           "--max-iters", "3", "--quiet"], capsys)
-    assert code == 0 and json.loads((out / "part3_line.json").read_text())["network"]["fc_inputs"] == 512
-
-
-def test_cli_writes_figures_and_deterministic_json(tmp_path: Path, standin_dir: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "out"
-    argv = ["--data-dir", str(standin_dir), "--out", str(out), "--seeds", "2", "--max-iters", "30", "--quiet"]
+    argv = ["--data-dir", str(standin_dir), "--out", str(out), "--seeds", "3", "--max-iters", "15",
+            "--holdout", "16", "--workers", "1", "--quiet"]
     assert run(argv, capsys)[0] == 0
     first = (out / "part3_line.json").read_bytes()
     results = json.loads(first)
-    assert set(results["figures"]) == {
-        "part3_line_loss.png", "part3_line_accuracy.png", "part3_line_kernels.png",
-        "part3_line_feature_maps.png", "part3_line_share_reached.png", "part3_line_loss_band.png"}
     assert {p.name for p in out.iterdir()} == set(results["figures"]) | {"part3_line.json"}
-    assert results["seeds"] == [0, 1] and len(results["iterations"]) == 2
-    assert results["iterations"][0] == results["single"]["iterations"] == 26  # stand-in data, seed 0
-    assert results["summary"]["n_seeds"] == 2 and results["comparison_part2"] is None
-    assert results["network"]["fc_inputs"] == 128 and results["data"]["provenance"] == "stand-in"
+    assert "comparison_part2" not in results and "engine" not in results["config"]
+    assert results["torch_threads"] == 1 and results["workers"] == 1
+    assert results["config"]["dtype"] == "float32" and results["config"]["device"] == "cpu"
+    assert results["config"]["diverge_factor"] is None
+    assert len(results["iterations"]) == 3 and results["single"]["seed"] in results["seeds"]
+    assert set(results["conv2_class_means"]) == {"0", "1"} and len(results["conv2_class_means"]["0"]) == 8
+    holdout = results["holdout"]
+    assert holdout["n_test"] == 16 and holdout["n_train"] == 48 and len(holdout["test_indices"]) == 16
+    assert len(holdout["test_accuracy"]) == 3 and holdout["summary"]["chance"] == 0.5
+    assert set(holdout["summary"]) == {"median", "mean", "min", "max", "chance"}
     assert run(argv, capsys)[0] == 0
-    assert (out / "part3_line.json").read_bytes() == first  # same command, same bytes
-
-
-def test_comparison_reads_part2_results_and_refuses_a_broken_file(tmp_path: Path, standin_dir: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
-    summary = {"n_seeds": 3, "median": 120.0, "q1": 80.0, "q3": None, "reach_rate": 2 / 3}
-    part2 = {"data": {"provenance": "stand-in"},
-             "settings": {"relu-ce": {"label": "ReLU + cross-entropy", "single": {"iterations": 90},
-                                      "summary": summary}}}
-    (out / "part2_fc.json").write_text(json.dumps(part2))
-    argv = ["--data-dir", str(standin_dir), "--out", str(out), "--max-iters", "3", "--quiet"]
-    code, stdout, _ = run(argv, capsys)
-    assert code == 0 and "relu-ce" in stdout
-    comparison = json.loads((out / "part3_line.json").read_text())["comparison_part2"]
-    assert comparison["settings"]["relu-ce"] == {"label": "ReLU + cross-entropy", "single_iterations": 90,
-                                                 **summary}
-    (out / "part3_line.json").unlink()
-    (out / "part2_fc.json").write_text("{not json")
-    code, _, stderr = run(argv, capsys)
-    assert code == 2 and "part2_fc.json" in stderr and not (out / "part3_line.json").exists()
+    assert (out / "part3_line.json").read_bytes() == first
