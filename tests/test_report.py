@@ -448,3 +448,22 @@ def test_answers_fit_eight_pages_on_the_committed_results(tmp_path: Path) -> Non
     root = tmp_path / "root"
     source = build_report.staged_root(REPO_ROOT / "report" / "report.typ", figures, root)
     assert build_report.answer_pages(source, root) <= 8
+
+
+def test_report_builds_without_the_controls(small: dict[str, Any], tmp_path: Path) -> None:
+    """Results from runs without the controls and sweep (flags off) still give a whole report."""
+    root = tmp_path / "root"
+    shutil.copytree(small["root"] / "report", root / "report")
+    shutil.copytree(small["root"] / "figures", root / "figures")
+    optional = {
+        "part2_fc.json": ("lr_sweep", "controls"),
+        "part3_line.json": ("holdout", "conv2_class_means"),
+        "part3_detection.json": ("controls", "width_tolerance", "width_l2_fall_20x", "max_width_error"),
+    }
+    for name, keys in optional.items():
+        data = {k: v for k, v in small["results"][name].items() if k not in keys}
+        (root / "figures" / name).write_text(json.dumps(data))
+    text = report_text(root)
+    assert "Is the comparison fair?" not in text and "Learned rule or memorisation?" not in text
+    pdf = build_report.compile_report(root / "report" / "report.typ", root)
+    assert all(any(t.startswith(s + " ") for t in bookmarks(pdf)) for s in SECTIONS)
