@@ -159,6 +159,7 @@ LRS = [0.1, 1.0, 10.0]
 SWEEP_MEDIANS = {"sigmoid-l2": [140, 40, None], "sigmoid-ce": [340, 50, None], "relu-l2": [700, 30, None],
                  "relu-ce": [1100, 90, 20]}
 LINE_MEDIAN, CLS_MEDIAN, DET_MEDIAN, TOLERANCE, WORST = 50, 100, 1000, 0.25, 0.249996
+CAP = 10_000
 
 
 def lower_quantile(values: list[int | None], q: float) -> float | None:
@@ -193,6 +194,7 @@ def designed_part2(p2: dict[str, Any]) -> dict[str, Any]:
     n = len(SEEDS)
     p2["seeds"] = SEEDS
     p2["config"]["seeds"] = n
+    p2["config"]["max_iters"] = CAP
     inf = math.inf
     for key, its in DESIGN.items():
         s = p2["settings"][key]
@@ -467,3 +469,22 @@ def test_report_builds_without_the_controls(small: dict[str, Any], tmp_path: Pat
     assert "Is the comparison fair?" not in text and "Learned rule or memorisation?" not in text
     pdf = build_report.compile_report(root / "report" / "report.typ", root)
     assert all(any(t.startswith(s + " ") for t in bookmarks(pdf)) for s in SECTIONS)
+
+
+def test_a_median_beyond_the_cap_gives_a_lower_bound(edited: dict[str, Any], tmp_path: Path) -> None:
+    """When L2's median is not reached, the ratio L2 / CE is only known to exceed cap / CE's median."""
+    root = tmp_path / "root"
+    shutil.copytree(edited["root"], root)
+    p2 = edited["results"]["part2_fc.json"]
+    p2 = {**p2, "settings": {**p2["settings"]}}
+    relu_l2 = {**p2["settings"]["relu-l2"], "iterations": [None] * len(SEEDS)}
+    relu_l2["summary"] = summary(relu_l2["iterations"])
+    p2["settings"]["relu-l2"] = relu_l2
+    p2["controls"] = {**p2["controls"], "factors": [
+        {**f, "measured": None} if "relu-l2" in (f["numerator"], f["denominator"]) else f
+        for f in p2["controls"]["factors"]]}
+    (root / "figures" / "part2_fc.json").write_text(json.dumps(p2))
+    text = report_text(root)
+    bound = CAP / lower_quantile(DESIGN["relu-ce"], 0.5)
+    assert f"and >{sig2(bound)}× with ReLU units" in text
+    assert "Both are consistent with the constant factor" not in text
