@@ -266,7 +266,7 @@ def train_stack(setting: str, runs: Sequence[tuple[int, float]], x: torch.Tensor
     final_accuracy (at the last iteration up to the stop with a finite loss), dead_start, dead_end
     (dead hidden units at iteration 0 and at the stop)}; "band": (3, T) quartiles of the loss over the
     first band_runs runs at iterations 0..T-1 (a stopped run holds its last value), or None;
-    "curves": {"loss", "accuracy"} (T,) of each run's, when keep_curves (for a single run).
+    "curves": {"loss", "accuracy"} (T,) of the first run, when keep_curves.
     The loop only steps and keeps each iteration's logits; the stop rule is applied to a chunk of
     iterations at a time (fewer small operations per step). A run's path up to its stop does not
     depend on the steps it takes after it, which are discarded with the run.
@@ -316,7 +316,7 @@ def train_stack(setting: str, runs: Sequence[tuple[int, float]], x: torch.Tensor
             main = active < band_runs
             frame[:, active[main]] = held_loss[:, main]
             bands.append(np.nanquantile(frame, [0.25, 0.5, 0.75], axis=1))
-        if keep_curves:
+        if keep_curves and active[0] == 0:  # the first run's curves, while it trains
             curves.append(np.where(counts, np.stack([loss, acc]), np.nan)[:, :, 0])
         for i in np.flatnonzero(stop.any(0)):
             j, r = first[i], active[i]
@@ -333,9 +333,11 @@ def train_stack(setting: str, runs: Sequence[tuple[int, float]], x: torch.Tensor
     for record in out:  # plain floats for the results file; a loss never finite has no final value
         record.update({f: float(record[f]) if np.isfinite(record[f]) else None
                        for f in ("final_loss", "final_accuracy")})
+    if keep_curves:  # up to the first run's stop
+        end = next((out[0][k] for k in ("iterations", "diverged_at") if out[0][k] is not None), cfg.max_iters)
+        loss_curve, acc_curve = np.concatenate(curves, axis=1)[:, :end + 1]
     return {"runs": out, "band": np.concatenate(bands, axis=1) if bands else None,
-            "curves": dict(zip(("loss", "accuracy"), np.concatenate(curves, axis=1), strict=True))
-            if keep_curves else None}
+            "curves": {"loss": loss_curve, "accuracy": acc_curve} if keep_curves else None}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""Tests for part2_fc.py: initialisation, gradients, the stop rule, batched == plain, divergence, CLI.
+"""Tests for part2_fc.py: initialisation, the engine against an independent plain loop, seed
+invariance, gradients, the sweep, dead units, the half-rate control, divergence, the command line.
 
-All training is float64. "Same curves" means |batched - plain| <= 1e-12 (the two differ only in
-the order of floating-point sums); iteration counts must be equal.
+The reference is a plain nn.Module + optim.SGD loop written here, float64, one seed at a time; the
+engine runs with dtype float64 for the comparison. Expected values are derived, never observed.
 """
 
 from __future__ import annotations
@@ -12,222 +13,203 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 import part2_fc as p2
 
-CURVE_TOL = {"rtol": 1e-9, "atol": 1e-12}
+F64 = p2.TrainConfig(dtype=torch.float64)
 
 
 @pytest.fixture(scope="module")
-def random_data(standin_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    data = p2.load_dataset(standin_dir, "random")
-    return (torch.tensor(data.images.reshape(64, -1), dtype=p2.DTYPE),
-            torch.tensor(data.labels, dtype=p2.DTYPE))
+def data(standin_dir: Path) -> dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]]:
+    d = p2.load_dataset(standin_dir, "random")
+    return {dt: (torch.tensor(d.images.reshape(64, -1), dtype=dt), torch.tensor(d.labels, dtype=dt))
+            for dt in (torch.float32, torch.float64)}
 
 
-# --- initialisation ------------------------------------------------------------------------
+# --- the independent reference: the handout's network as two nn.Linear layers ----------------
+
+
+class Reference(nn.Module):
+    def __init__(self, seed: int, activation: str) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(16, 4, dtype=torch.float64), nn.Linear(4, 1, dtype=torch.float64)
+        self.act = nn.ReLU() if activation == "relu" else nn.Sigmoid()
+        w1, b1, w2, b2 = p2.initial_weights([seed], 16, F64)  # the same draws as the engine
+        with torch.no_grad():
+            self.fc1.weight.copy_(w1[0].T)
+            self.fc1.bias.copy_(b1[0, 0])
+            self.fc2.weight.copy_(w2[0].T)
+            self.fc2.bias.copy_(b2[0, 0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x))).squeeze(1)
+
+
+def reference_run(setting: str, seed: int, x, y, max_iters: int) -> tuple[int | None, list[float]]:
+    """Plain SGD at lr 0.1 until the first evaluation at 100% accuracy; (iterations, losses)."""
+    activation, loss_kind, _ = p2.SETTINGS[setting]
+    model = Reference(seed, activation)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses = []
+    for t in range(max_iters + 1):
+        z = model(x)
+        if loss_kind == "l2":
+            loss = F.mse_loss(torch.sigmoid(z), y)
+        else:
+            loss = F.binary_cross_entropy_with_logits(z, y)
+        losses.append(loss.item())
+        if bool(((torch.sigmoid(z) > 0.5) == (y > 0.5)).all()):
+            return t, losses
+        if t < max_iters:
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return None, losses
+
+
+@pytest.mark.parametrize("setting", list(p2.SETTINGS))
+def test_engine_curves_match_the_reference_loop(setting: str, data) -> None:
+    x, y = data[torch.float64]
+    cfg = p2.TrainConfig(dtype=torch.float64, max_iters=200)
+    engine = p2.train_stack(setting, [(1, 0.1)], x, y, cfg, keep_curves=True)
+    _, ref = reference_run(setting, 1, x, y, 200)
+    np.testing.assert_allclose(engine["curves"]["loss"], ref, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("setting", list(p2.SETTINGS))
+def test_engine_stops_where_the_reference_loop_stops(setting: str, data) -> None:
+    x, y = data[torch.float64]
+    seeds = [0, 1, 2]
+    engine = p2.train_stack(setting, [(s, 0.1) for s in seeds], x, y, F64)["runs"]
+    for seed, run in zip(seeds, engine, strict=True):
+        assert run["iterations"] == reference_run(setting, seed, x, y, 10_000)[0], (setting, seed)
+
+
+# --- initialisation -------------------------------------------------------------------------
 
 
 def test_truncated_normal_is_tensorflow_truncated_normal() -> None:
     w = p2.truncated_normal((200_000,), 0.1, p2.seed_generator(0))
-    assert w.dtype == p2.DTYPE
-    assert w.abs().max() <= 0.2  # redrawn beyond two standard deviations
-    assert w.abs().max() > 0.199  # ... and the tails reach the bound
+    assert w.abs().max() <= 0.2 and w.abs().max() > 0.199  # redrawn beyond 2 std; tails reach it
     assert abs(w.mean().item()) < 1e-3
-    # a N(0, 0.1^2) cut at +-2 std has std 0.1 * 0.8796
-    assert w.std().item() == pytest.approx(0.1 * 0.8796, rel=5e-3)
+    assert w.std().item() == pytest.approx(0.1 * 0.8796, rel=5e-3)  # std of N(0, 1) cut at +-2
 
 
-def test_init_is_paired_and_seeded() -> None:
+def test_initial_weights_are_paired_and_per_seed() -> None:
     cfg = p2.TrainConfig()
-    a, b, c = (p2.init_fc_params(s, 16, cfg) for s in (3, 3, 4))
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not torch.equal(a["w1"], c["w1"])
-    assert a["w1"].shape == (4, 16) and a["w2"].shape == (1, 4)
-    assert torch.all(a["b1"] == 0.1) and torch.all(a["b2"] == 0.1)
-    # seed k starts from the same weights in every setting
-    models = [p2.plain_model(s, 3, 16, cfg) for s in p2.SETTINGS]
-    assert all(torch.equal(m.fc1.weight, a["w1"]) and torch.equal(m.fc2.weight, a["w2"]) for m in models)
+    alone = p2.initial_weights([3], 16, cfg)
+    among = p2.initial_weights([5, 3, 4], 16, cfg)
+    assert all(torch.equal(a[0], b[1]) for a, b in zip(alone, among, strict=True))
+    assert not torch.equal(among[0][0], among[0][1])
+    assert [w.shape for w in among] == [(3, 16, 4), (3, 1, 4), (3, 4, 1), (3, 1, 1)]
+    assert torch.all(among[1] == torch.tensor(0.1, dtype=torch.float32)) and among[0].dtype == torch.float32
 
 
-# --- gradients and the update --------------------------------------------------------------
+# --- seed invariance, float32 ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
-def test_batched_gradients_match_autograd(activation: str, random_data) -> None:
-    x, y = random_data
-    p = p2.stack_params(list(range(6)), 16, p2.TrainConfig(init_std=1.0))
-    ce = torch.tensor([False, True] * 3)
-    logits, grads = p2.batched_grads(p, x, y, activation, ce)
-
-    leaves = {k: v.clone().requires_grad_(True) for k, v in p.items()}
-    z1 = torch.einsum("bd,dhs->bhs", x, leaves["w1"]) + leaves["b1"]
-    a1 = torch.relu(z1) if activation == "relu" else torch.sigmoid(z1)
-    z2 = (a1 * leaves["w2"]).sum(1) + leaves["b2"]
-    loss = torch.where(ce, p2.loss_from_logits("ce", z2.T, y), p2.loss_from_logits("l2", z2.T, y))
-    loss.sum().backward()  # runs are independent: the gradient of the sum is each run's own
-    torch.testing.assert_close(logits, z2.detach(), rtol=1e-12, atol=1e-14)
-    for k in p:
-        torch.testing.assert_close(grads[k], leaves[k].grad, rtol=1e-10, atol=1e-14)
+@pytest.mark.parametrize("setting", ["relu-ce", "sigmoid-ce"])
+def test_a_seed_is_the_same_alone_and_in_company(setting: str, data) -> None:
+    x, y = data[torch.float32]
+    cfg = p2.TrainConfig(max_iters=1500)
+    alone = p2.train_stack(setting, [(3, 0.1)], x, y, cfg, keep_curves=True)
+    # company: other seeds and rates (0.5, 3 stop early or diverge; 0.01 trains to the cap),
+    # dropped at other times, in chunks of another length
+    company = [(3, 0.1)] + [(s, lr) for s in range(8) for lr in (0.01, 0.5, 3.0)]
+    crowd = p2.train_stack(setting, company, x, y, cfg, keep_curves=True, chunk=7)
+    stops = {r["iterations"] for r in crowd["runs"][1:]}
+    assert len(stops) > 3  # the others really stop at different times
+    assert alone["runs"][0] == crowd["runs"][0]
+    for key in ("loss", "accuracy"):
+        np.testing.assert_array_equal(alone["curves"][key], crowd["curves"][key])
 
 
-def test_loss_gradients_match_finite_differences(random_data) -> None:
-    x, y = random_data
-    model = p2.plain_model("sigmoid-ce", 0, 16, p2.TrainConfig())
-    for kind in ("l2", "ce"):
-        model.zero_grad()
-        p2.loss_from_logits(kind, model(x), y).backward()
-        w = model.fc2.weight
-        h = 1e-6
-        for j in range(4):
-            with torch.no_grad():
-                w[0, j] += h
-                up = p2.loss_from_logits(kind, model(x), y).item()
-                w[0, j] -= 2 * h
-                down = p2.loss_from_logits(kind, model(x), y).item()
-                w[0, j] += h
-            assert w.grad[0, j].item() == pytest.approx((up - down) / (2 * h), rel=1e-6, abs=1e-10)
+def test_the_half_rate_is_exactly_sgd_at_half_the_rate(data) -> None:
+    x, y = data[torch.float32]
+    half = p2.train_stack("relu-ce", [(3, 0.05)], x, y, p2.TrainConfig(max_iters=600), keep_curves=True)
+    direct = p2.train_stack("relu-ce", [(3, 0.05)], x, y, p2.TrainConfig(lr=0.05, max_iters=600),
+                            keep_curves=True)
+    np.testing.assert_array_equal(half["curves"]["loss"], direct["curves"]["loss"])
 
 
-def test_ce_is_stable_for_huge_logits() -> None:
-    z = torch.tensor([[-800.0, 800.0, 0.0]], dtype=p2.DTYPE)
-    y = torch.tensor([1.0, 0.0, 1.0], dtype=p2.DTYPE)
-    loss = p2.loss_from_logits("ce", z, y)
-    assert torch.isfinite(loss).all()
-    assert loss.item() == pytest.approx((800 + 800 + np.log(2)) / 3)
+# --- gradients --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("setting", list(p2.SETTINGS))
-def test_one_batched_step_equals_optim_sgd(setting: str, random_data) -> None:
-    x, y = random_data
-    cfg = p2.TrainConfig(max_iters=1)
-    model = p2.plain_model(setting, 5, 16, cfg)
-    p2.train_plain(model, x, y, p2.SETTINGS[setting][1], cfg)  # one optim.SGD update
-    p = p2.stack_params([5], 16, cfg)
-    _, grads = p2.batched_grads(p, x, y, p2.SETTINGS[setting][0],
-                                torch.tensor([p2.SETTINGS[setting][1] == "ce"]))
-    torch.testing.assert_close(p["w1"][..., 0] - cfg.lr * grads["w1"][..., 0], model.fc1.weight.T.detach(),
-                               rtol=1e-12, atol=1e-15)
-    torch.testing.assert_close(p["b2"] - cfg.lr * grads["b2"], model.fc2.bias.detach(),
-                               rtol=1e-12, atol=1e-15)
+def test_autograd_gradients_match_finite_differences(setting: str, data) -> None:
+    x, y = data[torch.float64]
+    activation, loss_kind, _ = p2.SETTINGS[setting]
+    model = p2.FCNet(*p2.initial_weights([0, 1], 16, F64), activation)
+
+    def objective() -> torch.Tensor:
+        return p2.loss_from_logits(loss_kind, model(x), y).sum()
+
+    objective().backward()
+    h = 1e-6
+    for param in model.parameters():
+        flat, grad = param.data.view(-1), param.grad.view(-1)
+        for i in range(0, flat.numel(), max(1, flat.numel() // 7)):
+            flat[i] += h
+            up = objective().item()
+            flat[i] -= 2 * h
+            down = objective().item()
+            flat[i] += h
+            assert grad[i].item() == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-9)
 
 
-# --- the stop rule -------------------------------------------------------------------------
+# --- losses, dead units, divergence, statistics ---------------------------------------------
 
 
-def test_stop_rule_counts_updates_before_first_100_percent(random_data) -> None:
-    x, y = random_data
-    cfg = p2.TrainConfig(max_iters=3000)
-    runs = p2.train_plain(p2.plain_model("relu-ce", 0, 16, cfg), x, y, "ce", cfg)
-    t = runs.iterations[0]
-    assert t is not None and 0 < t < 3000
-    acc = runs.accuracies[:, 0]
-    assert acc[t] == 1.0 and np.all(acc[:t] < 1.0)  # the first evaluation at 100%
-    assert np.isnan(acc[t + 1:]).all()  # ... and training stopped there
-
-    # by hand: t updates of plain SGD, then the weights classify every image
-    model = p2.plain_model("relu-ce", 0, 16, cfg)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
-    for _ in range(t):
-        opt.zero_grad()
-        p2.loss_from_logits("ce", model(x), y).backward()
-        opt.step()
-    assert p2.accuracy_from_logits(model(x), y).item() == 1.0
+def test_losses_are_the_documented_formulas() -> None:
+    z = torch.tensor([[-800.0, 800.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)
+    assert p2.loss_from_logits("ce", z, y).item() == pytest.approx((800 + 800 + np.log(2)) / 3)
+    assert p2.loss_from_logits("l2", z, y).item() == pytest.approx((1 + 1 + 0.25) / 3)  # no 1/2
+    assert p2.accuracy_from_logits(z, y).item() == 0.0  # sigmoid(0) = 0.5 is not > 0.5
 
 
-def test_already_perfect_weights_stop_at_iteration_zero() -> None:
-    x = torch.tensor([[1.0], [-1.0]], dtype=p2.DTYPE)
-    y = torch.tensor([1.0, 0.0], dtype=p2.DTYPE)
-    model = p2.FCNet(1, 1, "relu")
-    with torch.no_grad():
-        model.fc1.weight.fill_(1.0)
-        model.fc1.bias.fill_(0.0)
-        model.fc2.weight.fill_(4.0)
-        model.fc2.bias.fill_(-1.0)
-    runs = p2.train_plain(model, x, y, "ce", p2.TrainConfig(max_iters=10))
-    assert runs.iterations == [0]
+def test_a_constructed_dead_unit_is_counted(data) -> None:
+    x, _ = data[torch.float64]  # binary images: every pixel >= 0
+    w1, b1, w2, b2 = p2.initial_weights([0], 16, F64)
+    w1[0, :, 2], b1[0, 0, 2] = -1.0, -1.0  # unit 2: pre-activation <= -1 on every image
+    assert p2.dead_units(p2.FCNet(w1, b1, w2, b2, "relu"), x).tolist() == [1]
+    assert p2.dead_units(p2.FCNet(w1, b1, w2, b2, "sigmoid"), x).tolist() == [0]
+    w1[0, :, 3], b1[0, 0, 3] = -1.0, -1.0
+    assert p2.dead_units(p2.FCNet(w1, b1, w2, b2, "relu"), x).tolist() == [2]
 
 
-def test_cap_means_not_reached(random_data) -> None:
-    x, y = random_data
-    runs = p2.train_batched(["sigmoid-l2"], [0, 1], x, y, p2.TrainConfig(max_iters=50))["sigmoid-l2"]
-    assert runs.iterations == [None, None] and runs.diverged_at == [None, None]
-    assert runs.losses.shape == (51, 2) and np.isfinite(runs.losses).all()
+def test_divergence_is_a_non_finite_loss_unless_the_factor_is_asked_for(data) -> None:
+    loss, initial = torch.tensor([np.inf, np.nan, 100.0, 0.5]), torch.ones(4)
+    assert p2.is_diverged(loss, initial, None).tolist() == [True, True, False, False]
+    assert p2.is_diverged(loss, initial, 5.0).tolist() == [True, True, True, False]
+    x, y = data[torch.float32]
+    # lr 1e30: the weights overflow, the loss stops being finite -> diverged, not a crash
+    runs = p2.train_stack("relu-ce", [(0, 1e30)], x, y, p2.TrainConfig(max_iters=50))["runs"]
+    assert runs[0]["diverged_at"] is not None and runs[0]["iterations"] is None
+    assert runs[0]["final_loss"] is not None  # the last finite loss is kept
+    # a factor below 1 makes iteration 0 itself "diverged": the opt-in rule is applied
+    cfg = p2.TrainConfig(max_iters=50, diverge_factor=0.5)
+    assert p2.train_stack("relu-ce", [(0, 0.1)], x, y, cfg)["runs"][0]["diverged_at"] == 0
+    default = p2.train_stack("relu-ce", [(0, 0.1)], x, y, p2.TrainConfig(max_iters=50))["runs"][0]
+    assert default["diverged_at"] is None
 
 
-# --- batched == plain, seed for seed -------------------------------------------------------
-
-
-def test_batched_equals_plain_seed_for_seed(random_data) -> None:
-    x, y = random_data
-    cfg = p2.TrainConfig(max_iters=900)
-    seeds = [0, 7]
-    batched = p2.train_batched(list(p2.SETTINGS), seeds, x, y, cfg)
-    reached = 0
-    for setting, runs in batched.items():
-        for k, seed in enumerate(seeds):
-            plain = p2.train_plain(p2.plain_model(setting, seed, 16, cfg), x, y, p2.SETTINGS[setting][1], cfg)
-            assert runs.iterations[k] == plain.iterations[0], (setting, seed)
-            assert runs.diverged_at[k] == plain.diverged_at[0]
-            np.testing.assert_allclose(runs.losses[:, k], plain.losses[:, 0], equal_nan=True, **CURVE_TOL)
-            np.testing.assert_array_equal(runs.accuracies[:, k], plain.accuracies[:, 0])
-            reached += plain.iterations[0] is not None
-    assert reached >= 2  # some runs stopped inside the cap, so the stop iteration itself was compared
-
-
-@pytest.mark.parametrize("chunk", [3, 64])
-def test_batched_result_does_not_depend_on_chunk(chunk: int, random_data) -> None:
-    x, y = random_data
-    cfg = p2.TrainConfig(max_iters=900)
-    ref = p2.train_stack("relu", torch.tensor([True, True, False]), p2.stack_params([0, 1, 2], 16, cfg),
-                         x, y, cfg, chunk=100)
-    got = p2.train_stack("relu", torch.tensor([True, True, False]), p2.stack_params([0, 1, 2], 16, cfg),
-                         x, y, cfg, chunk=chunk)
-    assert got.iterations == ref.iterations
-    # dropping stopped runs changes the matrix sizes, hence the order of the sums: rounding only
-    np.testing.assert_allclose(got.losses, ref.losses, equal_nan=True, **CURVE_TOL)
-
-
-# --- divergence ----------------------------------------------------------------------------
-
-
-def test_huge_learning_rate_is_reported_as_diverged_not_a_crash(random_data) -> None:
-    x, y = random_data
-    cfg = p2.TrainConfig(lr=50, max_iters=200)
-    batched = p2.train_batched(list(p2.SETTINGS), [0, 1], x, y, cfg)
-    for setting in ("sigmoid-ce", "relu-ce"):
-        assert all(d is not None for d in batched[setting].diverged_at), setting
-        assert batched[setting].iterations == [None, None]
-        plain = p2.train_plain(p2.plain_model(setting, 0, 16, cfg), x, y, "ce", cfg)
-        assert plain.diverged_at[0] == batched[setting].diverged_at[0]
-
-
-def test_non_finite_weights_are_divergence(random_data) -> None:
-    x, y = random_data
-    cfg = p2.TrainConfig(lr=1e308, max_iters=20)
-    runs = p2.train_batched(["relu-ce"], [0], x, y, cfg)["relu-ce"]
-    assert runs.diverged_at[0] is not None
-    assert runs.final(runs.losses, 0) is not None  # the last finite loss survives for the report
-
-
-# --- statistics ----------------------------------------------------------------------------
-
-
-def test_summary_treats_not_reached_as_slowest() -> None:
+def test_summary_typical_seed_and_paired_comparison() -> None:
     s = p2.summarize_stops([10, 20, None, 30, None], [None, None, None, None, 4])
     assert s["reached"] == 3 and s["reach_rate"] == 0.6 and s["diverged"] == 1
-    assert s["median"] == 30 and s["min"] == 10 and s["max_reached"] == 30
-    assert s["p90"] is None  # falls among the runs that never reached 100%
-    assert p2.share_stopped([0, 2, None], 3).tolist() == [1 / 3, 1 / 3, 2 / 3, 2 / 3]
-
-
-def test_paired_faster_compares_the_same_seed() -> None:
+    assert s["median"] == 30 and s["min"] == 10 and s["p90"] is None
+    # ranked 10, 20, 30, inf, inf (seeds 5, 6, 8, 7, 9): the median is the third
+    assert p2.typical_seed([5, 6, 7, 8, 9], [10, 20, None, 30, None]) == (8, 0.4)
+    assert p2.typical_seed([0, 1, 2, 3], [7, 5, 5, 9]) == (2, 0.0)  # lower median, tie -> smallest seed
     share = p2.paired_faster({"a": [1, 5, None], "b": [2, 4, 3]})
-    assert share["a"]["b"] == pytest.approx(1 / 3)
-    assert share["b"]["a"] == pytest.approx(2 / 3)
+    assert share["a"]["b"] == pytest.approx(1 / 3) and share["b"]["a"] == pytest.approx(2 / 3)
+    assert p2.dead_units_summary([5, None, None, 7], [0, 1, 0, 2]) == {
+        "seeds_with_dead_end": 2, "missed": 2, "missed_with_dead_end": 1, "reached_with_dead_end": 1}
 
 
-# --- the command line ----------------------------------------------------------------------
+# --- the command line -------------------------------------------------------------------------
 
 
 def run_cli(args: list[str], out: Path, capsys) -> tuple[int, str, str]:
@@ -236,47 +218,97 @@ def run_cli(args: list[str], out: Path, capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_cli_writes_figures_and_deterministic_json(tmp_path: Path, standin_dir: Path, capsys) -> None:
-    args = ["--data-dir", str(standin_dir), "--seeds", "3", "--max-iters", "900"]
-    code, out, _ = run_cli(args, tmp_path / "a", capsys)
-    assert code == 0 and "2.5 ranking" in out
-    a = (tmp_path / "a" / "part2_fc.json").read_bytes()
-    run_cli(args, tmp_path / "a", capsys)  # same command, same bytes
-    assert a == (tmp_path / "a" / "part2_fc.json").read_bytes()
-    results = json.loads(a)
-    assert set(results["settings"]) == set(p2.SETTINGS)
-    for setting in results["settings"].values():
-        assert len(setting["iterations"]) == 3
-        assert all(i is None or isinstance(i, int) for i in setting["iterations"])
-    assert results["data"]["provenance"] == "stand-in"
-    assert results["seeds"] == [0, 1, 2] and results["config"]["lr"] == 0.1
-    assert set(results["versions"]) >= {"python", "torch", "numpy"}
-    for name in results["figures"]:
-        assert (tmp_path / "a" / name).stat().st_size > 1000
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, standin_dir: Path) -> dict:
+    """One small study with the sweep and the control (and the same seeds without them)."""
+    out = tmp_path_factory.mktemp("study")
+    common = ["--data-dir", str(standin_dir), "--seeds", "3", "--max-iters", "500", "--quiet"]
+    assert p2.main(["--out", str(out / "plain"), *common]) == 0
+    assert p2.main(["--out", str(out / "full"), *common, "--lrs", "1e30,0.1,1", "--sweep-seeds", "2",
+                    "--control-half-lr"]) == 0
+    first = (out / "full" / "part2_fc.json").read_bytes()
+    assert p2.main(["--out", str(out / "full"), *common, "--lrs", "1e30,0.1,1", "--sweep-seeds", "2",
+                    "--control-half-lr"]) == 0
+    return {"out": out, "first": first, "plain": json.loads((out / "plain" / "part2_fc.json").read_text()),
+            "full": json.loads((out / "full" / "part2_fc.json").read_text())}
 
 
-def test_plain_engine_gives_the_batched_results(tmp_path: Path, standin_dir: Path, capsys) -> None:
-    common = ["--data-dir", str(standin_dir), "--seeds", "2", "--max-iters", "900", "--settings", "relu-ce"]
-    run_cli(common, tmp_path / "b", capsys)
-    run_cli([*common, "--engine", "plain"], tmp_path / "p", capsys)
-    b = json.loads((tmp_path / "b" / "part2_fc.json").read_text())
-    p = json.loads((tmp_path / "p" / "part2_fc.json").read_text())
-    assert b["settings"]["relu-ce"]["iterations"] == p["settings"]["relu-ce"]["iterations"]
+def test_rerun_gives_the_same_bytes_and_figures_exist(study) -> None:
+    assert study["first"] == (study["out"] / "full" / "part2_fc.json").read_bytes()
+    full = study["full"]
+    assert full["torch_threads"] == p2.TORCH_THREADS and full["config"]["dtype"] == "float32"
+    assert full["config"]["device"] == "cpu" and full["config"]["diverge_factor"] is None
+    assert "part2_lr_sweep.png" in full["figures"]
+    for name in full["figures"]:
+        assert (study["out"] / "full" / name).stat().st_size > 1000
+
+
+def test_sweep_and_control_leave_the_main_study_unchanged(study) -> None:
+    plain, full = study["plain"]["settings"], study["full"]["settings"]
+    for s in p2.SETTINGS:
+        for key in ("iterations", "diverged_at", "final_loss", "dead_units", "single"):
+            assert plain[s][key] == full[s][key], (s, key)
+        # the sweep at the base rate gives exactly the main study's iterations for its seeds
+        sweep = study["full"]["lr_sweep"]
+        assert sweep["settings"][s]["iterations"][sweep["lrs"].index(0.1)] == plain[s]["iterations"][:2]
+
+
+def test_sweep_layout_and_a_diverging_rate(study) -> None:
+    sweep = study["full"]["lr_sweep"]
+    assert sweep["lrs"] == [0.1, 1.0, 1e30] and sweep["seeds"] == [0, 1] and sweep["min_reach"] == 0.9
+    for row in sweep["settings"].values():
+        assert len(row["iterations"]) == 3 and all(len(col) == 2 for col in row["iterations"])
+        assert row["iterations"][2] == [None, None] and row["median"][2] is None and row["reach_rate"][2] == 0
+        for k, col in enumerate(row["iterations"]):
+            assert row["reach_rate"][k] == sum(i is not None for i in col) / 2
+        if row["best"] is not None:
+            k = sweep["lrs"].index(row["best"]["lr"])
+            assert row["reach_rate"][k] >= 0.9 and row["best"]["median"] == row["median"][k]
+            assert row["best"]["at_edge"] == (k in (0, 2))
+    assert sorted(sweep["ranking_at_best"]) == sorted(p2.SETTINGS)
+    assert sweep["ranking_survives"] == (sweep["ranking_at_best"] == sweep["ranking_at_base"])
+
+
+def test_control_layout_and_dead_units(study) -> None:
+    full = study["full"]
+    control = full["controls"]["half_lr_ce"]
+    assert control["lr"] == 0.05 and set(control["settings"]) == {"sigmoid-ce", "relu-ce"}
+    for row in control["settings"].values():
+        assert len(row["iterations"]) == 3 and row["summary"]["n_seeds"] == 3
+    factors = {f["id"]: f for f in full["controls"]["factors"]}
+    assert set(factors) == {"l2_over_ce_sigmoid", "l2_over_ce_relu", "sigmoid_over_relu_l2",
+                            "sigmoid_over_relu_ce", "l2_over_half_lr_ce_sigmoid", "l2_over_half_lr_ce_relu"}
+    f = factors["l2_over_ce_relu"]
+    num, den = (full["settings"][k]["summary"]["median"] for k in ("relu-l2", "relu-ce"))
+    assert f["measured"] == (None if num is None or den is None else num / den)
+    assert factors["sigmoid_over_relu_ce"]["predicted_kind"] == "upper bound"
+    for rec in full["settings"].values():
+        assert len(rec["dead_units"]) == len(rec["dead_units_start"]) == 3
+        assert all(0 <= d <= 4 for d in rec["dead_units"] + rec["dead_units_start"])
+        if rec["activation"] == "sigmoid":
+            assert rec["dead_units"] == [0, 0, 0]
+        one = rec["single"]
+        assert rec["iterations"][full["seeds"].index(one["seed"])] == one["iterations"]
+        assert one["percentile"] == sum((i if i is not None else np.inf) < (one["iterations"] or np.inf)
+                                        for i in rec["iterations"]) / 3
 
 
 @pytest.mark.parametrize(("args", "flag"), [
+    (["--lrs", ""], "--lrs"),
+    (["--lrs", "0"], "--lrs"),
+    (["--lrs", "0.1,-1"], "--lrs"),
+    (["--lrs", "abc"], "--lrs"),
+    (["--lrs", "nan"], "--lrs"),
+    (["--lrs", "0.1,inf"], "--lrs"),
     (["--seeds", "0"], "--seeds"),
-    (["--seeds", "-3"], "--seeds"),
-    (["--lr", "0"], "--lr"),
-    (["--lr", "-0.1"], "--lr"),
     (["--lr", "nan"], "--lr"),
     (["--max-iters", "-1"], "--max-iters"),
-    (["--init-bias", "nan"], "--init-bias"),
     (["--first-seed", str(2**63)], "--first-seed"),
-    (["--seeds", "2.5"], "--seeds"),
     (["--settings", "tanh-l2"], "--settings"),
-    (["--settings", "relu-ce,relu-ce"], "--settings"),
-    (["--engine", "gpu"], "--engine"),
+    (["--dtype", "float16"], "--dtype"),
+    (["--diverge-factor", "0"], "--diverge-factor"),
+    (["--min-reach", "1.5"], "--min-reach"),
+    (["--engine", "plain"], "--engine"),
     (["--data-dir", "/no/such/folder"], "--data-dir"),
 ])
 def test_bad_flags_give_one_line_and_write_nothing(args, flag, tmp_path: Path, capsys) -> None:
@@ -286,8 +318,8 @@ def test_bad_flags_give_one_line_and_write_nothing(args, flag, tmp_path: Path, c
     assert not (tmp_path / "out").exists()
 
 
-def test_out_must_be_a_folder(tmp_path: Path, capsys) -> None:
-    target = tmp_path / "file.txt"
-    target.write_text("keep me")
-    code, _, err = run_cli([], target, capsys)
-    assert code == 2 and "--out" in err and target.read_text() == "keep me"
+def test_cuda_asked_for_without_one_is_one_line(tmp_path: Path, capsys) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    code, _, err = run_cli(["--device", "cuda"], tmp_path / "out", capsys)
+    assert code == 2 and err.count("\n") == 1 and "--device" in err
