@@ -60,7 +60,7 @@ ITERATION_RULE = (
     "at 100% training accuracy; iteration t evaluates the weights after t updates, and its "
     "forward pass also gives the gradient of update t + 1; null = not reached within the cap"
 )
-TORCH_THREADS = 2  # fixed, whatever the number of seeds: float32 results depend on it (benchmark)
+TORCH_THREADS = 1  # fixed whatever the number of seeds (float32 results depend on it); 2 lose under load
 MAX_SEEDS = 10**6
 MAX_FIRST_SEED = 2**62  # so that every seed fits torch's 64-bit generator seed
 
@@ -259,7 +259,7 @@ def dead_units(model: FCNet, x: torch.Tensor) -> torch.Tensor:
 
 def train_stack(setting: str, runs: Sequence[tuple[int, float]], x: torch.Tensor, y: torch.Tensor,
                 cfg: TrainConfig, band_runs: int = 0, keep_curves: bool = False,
-                log: Callable[[str], None] | None = None, chunk: int = 100) -> dict[str, Any]:
+                log: Callable[[str], None] | None = None, chunk: int | None = None) -> dict[str, Any]:
     """Train the runs (seed, learning rate) of `setting` together on x (B, n_in), labels y (B,).
 
     Returns "runs": per run {iterations, diverged_at (None unless diverged), final_loss and
@@ -268,7 +268,8 @@ def train_stack(setting: str, runs: Sequence[tuple[int, float]], x: torch.Tensor
     first band_runs runs at iterations 0..T-1 (a stopped run holds its last value), or None;
     "curves": {"loss", "accuracy"} (T,) of the first run, when keep_curves.
     The loop only steps and keeps each iteration's logits; the stop rule is applied to a chunk of
-    iterations at a time (fewer small operations per step). A run's path up to its stop does not
+    iterations at a time (fewer small operations per step; by default up to 100 iterations, fewer
+    for big stacks so that a chunk's logits stay within 2**22 numbers). A run's path up to its stop does not
     depend on the steps it takes after it, which are discarded with the run.
     """
     activation, loss_kind, _ = SETTINGS[setting]
@@ -283,7 +284,8 @@ def train_stack(setting: str, runs: Sequence[tuple[int, float]], x: torch.Tensor
     while len(active):
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)  # plain SGD has no state to carry
         logits, alive = [], []
-        for t in range(t0, min(t0 + chunk, cfg.max_iters + 1)):
+        length = chunk or int(np.clip(2**22 // (len(active) * x.shape[0]), 1, 100))
+        for t in range(t0, min(t0 + length, cfg.max_iters + 1)):
             hidden = model.hidden(x)
             z = model.output(hidden)
             logits.append(z.detach())

@@ -1,78 +1,108 @@
-"""Benchmark: part 2's batched many-seed engine against the plain eager loop, in one run.
+"""Benchmark: part 2's many-seed engine against the plain eager loop, in one run.
 
-The baseline is the straightforward way: an nn.Module and optim.SGD per seed, one seed after
-another (part2_fc.train_plain). The fast path trains every seed of every setting together
-(part2_fc.train_batched). Both run the same iterations, capped below the first 100% so that no
-run stops early and every model-iteration is real work; the cost per model-iteration and the
-ratio are printed. Absolute times drift on a shared machine; the ratio is what to read.
+Baseline: the straightforward way, an nn.Module (two nn.Linear) and optim.SGD per seed, one seed
+after another, float32, one thread, with the stop check every iteration. Fast path:
+part2_fc.train_stack, every seed of a setting in one stack, float32, at part 2's fixed thread count.
+Both run the same capped number of iterations (a run that reaches 100% earlier stops in both; the
+model-iterations actually done are counted), so the cost per model-iteration compares like with
+like. Absolute times drift on a shared machine; the ratio is what to read. Then, optionally, peak
+memory of a 4-setting study with many seeds (ru_maxrss of this process).
 
-Then the 4-setting x 100-seed study of `python part2_fc.py --seeds 100` is timed end to end.
-
-    python benchmarks/bench_part2.py [--data-dir data] [--seeds 1000] [--iters 300]
+    python benchmarks/bench_part2.py [--data-dir data] [--seeds 1000] [--plain-seeds 3] [--iters 200]
+                                     [--memory-seeds 0] [--memory-iters 300]
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import part2_fc as p2
 
 
+def plain_loop(setting: str, seed: int, x: torch.Tensor, y: torch.Tensor, iters: int) -> int:
+    """One seed, nn.Module + optim.SGD; returns the model-iterations done (evaluations)."""
+    activation, loss_kind, _ = p2.SETTINGS[setting]
+    act = nn.ReLU() if activation == "relu" else nn.Sigmoid()
+    model = nn.Sequential(nn.Linear(16, 4), act, nn.Linear(4, 1))
+    w1, b1, w2, b2 = p2.initial_weights([seed], 16, p2.TrainConfig())
+    with torch.no_grad():
+        model[0].weight.copy_(w1[0].T), model[0].bias.copy_(b1[0, 0])
+        model[2].weight.copy_(w2[0].T), model[2].bias.copy_(b2[0, 0])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for t in range(iters + 1):
+        z = model(x).squeeze(1)
+        if loss_kind == "l2":
+            loss = F.mse_loss(torch.sigmoid(z), y)
+        else:
+            loss = F.binary_cross_entropy_with_logits(z, y)
+        if not torch.isfinite(loss) or bool(((torch.sigmoid(z) > 0.5) == (y > 0.5)).all()) or t == iters:
+            return t + 1
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return iters + 1
+
+
+def done_iterations(runs: list[dict], iters: int) -> int:
+    """Model-iterations (evaluations) a stack did: each run up to its stop or the cap."""
+    ends = [r["iterations"] if r["iterations"] is not None else r["diverged_at"] for r in runs]
+    return sum((iters if e is None else e) + 1 for e in ends)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="course-layout data folder")
-    parser.add_argument("--seeds", type=int, default=1000, help="seeds per setting for the batched engine")
+    parser.add_argument("--seeds", type=int, default=1000, help="seeds per setting for the engine")
     parser.add_argument("--plain-seeds", type=int, default=3, help="seeds per setting for the eager loop")
-    parser.add_argument("--iters", type=int, default=300, help="iterations per run (below any 100%% stop)")
-    parser.add_argument("--study-seeds", type=int, default=100, help="seeds for the full-length study")
+    parser.add_argument("--iters", type=int, default=200, help="iteration cap of every run")
+    parser.add_argument("--memory-seeds", type=int, default=0, help="seeds of the memory check (0: skip)")
+    parser.add_argument("--memory-iters", type=int, default=300, help="iteration cap of the memory check")
     args = parser.parse_args()
 
     data = p2.load_dataset(args.data_dir, "random")
-    x = torch.tensor(data.images.reshape(len(data.images), -1), dtype=p2.DTYPE)
-    y = torch.tensor(data.labels, dtype=p2.DTYPE)
+    x = torch.tensor(data.images.reshape(len(data.images), -1), dtype=torch.float32)
+    y = torch.tensor(data.labels, dtype=torch.float32)
     settings = list(p2.SETTINGS)
-    cfg = p2.TrainConfig(max_iters=args.iters)
-    print(f"data: {data.data_dir} ({data.provenance}); torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(f"data: {data.data_dir} ({data.provenance}); torch {torch.__version__}; float32")
 
+    torch.set_num_threads(1)
     start = time.perf_counter()
-    plain = {s: [p2.train_plain(p2.plain_model(s, k, x.shape[1], cfg), x, y, p2.SETTINGS[s][1], cfg)
-                 for k in range(args.plain_seeds)] for s in settings}
+    plain_its = sum(plain_loop(s, k, x, y, args.iters) for s in settings for k in range(args.plain_seeds))
     plain_s = time.perf_counter() - start
-    plain_model_iters = sum(int(np.isfinite(r.losses).sum()) for runs in plain.values() for r in runs)
 
+    torch.set_num_threads(p2.TORCH_THREADS)
+    cfg = p2.TrainConfig(max_iters=args.iters)
+    p2.train_stack("relu-ce", [(0, 0.1)], x, y, p2.TrainConfig(max_iters=5))  # one-time warm-up
     start = time.perf_counter()
-    batched = p2.train_batched(settings, list(range(args.seeds)), x, y, cfg)
-    batched_s = time.perf_counter() - start
-    batched_model_iters = sum(int(np.isfinite(r.losses).sum()) for r in batched.values())
+    seeds = [(k, 0.1) for k in range(args.seeds)]
+    fast_its = sum(done_iterations(p2.train_stack(s, seeds, x, y, cfg)["runs"], args.iters) for s in settings)
+    fast_s = time.perf_counter() - start
 
-    agree = all(
-        np.allclose(batched[s].losses[:, k], r.losses[:, 0], rtol=1e-9, atol=1e-12, equal_nan=True)
-        for s in settings for k, r in enumerate(plain[s])
-    )
-    per_plain = plain_s / plain_model_iters * 1e6
-    per_batched = batched_s / batched_model_iters * 1e6
-    print(f"eager loop (nn.Module + optim.SGD), {len(settings)} x {args.plain_seeds} seeds "
-          f"x {args.iters} its: "
-          f"{plain_s:.2f} s, {per_plain:.2f} us per model-iteration")
-    print(f"batched engine, {len(settings)} x {args.seeds} seeds x {args.iters} its: "
-          f"{batched_s:.2f} s, {per_batched:.3f} us per model-iteration")
-    print(f"ratio: the batched engine is {per_plain / per_batched:.0f}x cheaper per model-iteration "
-          f"(curves agree with the eager loop: {agree})")
+    per_plain, per_fast = plain_s / plain_its * 1e6, fast_s / fast_its * 1e6
+    print(f"eager loop, 1 thread, {len(settings)} x {args.plain_seeds} seeds, cap {args.iters}: "
+          f"{plain_s:.2f} s, {per_plain:.1f} us per model-iteration")
+    print(f"engine, {p2.TORCH_THREADS} threads, {len(settings)} x {args.seeds} seeds, cap {args.iters}: "
+          f"{fast_s:.2f} s, {per_fast:.2f} us per model-iteration")
+    print(f"ratio: the engine is {per_plain / per_fast:.0f}x cheaper per model-iteration")
 
-    start = time.perf_counter()
-    study = p2.train_batched(settings, list(range(args.study_seeds)), x, y, p2.TrainConfig())
-    study_s = time.perf_counter() - start
-    reached = {s: sum(i is not None for i in r.iterations) for s, r in study.items()}
-    print(f"study: {len(settings)} settings x {args.study_seeds} seeds, cap 10,000: {study_s:.1f} s "
-          f"(reached 100%: {reached})")
+    if args.memory_seeds:
+        start = time.perf_counter()
+        cfg = p2.TrainConfig(max_iters=args.memory_iters)
+        for s in settings:
+            runs = [(k, 0.1) for k in range(args.memory_seeds)]
+            p2.train_stack(s, runs, x, y, cfg, band_runs=args.memory_seeds)
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"memory: {len(settings)} x {args.memory_seeds} seeds, cap {args.memory_iters}, with the loss "
+              f"band: peak RSS {peak_mb:.0f} MB ({time.perf_counter() - start:.1f} s)")
 
 
 if __name__ == "__main__":
