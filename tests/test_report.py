@@ -44,12 +44,12 @@ NAMES = {"sigmoid-l2": "sigmoid + L2", "sigmoid-ce": "sigmoid + cross-entropy", 
 # Tiny runs, seconds each. The controls run too where the script has their flags.
 RUNS = {
     "part1_loss_gradient.py": ["--out", "figures"],
-    "part2_fc.py": ["--out", "figures", "--seeds", "3", "--max-iters", "600", "--quiet"],
+    "part2_fc.py": ["--out", "figures", "--seeds", "2", "--max-iters", "300", "--quiet"],
     "part3_line.py": ["--out", "figures", "--seeds", "2", "--max-iters", "40", "--quiet"],
     "part3_detection.py": ["--out", "figures", "--seeds", "2", "--max-iters", "40", "--quiet"],
 }
 OPTIONAL = {
-    "part2_fc.py": [["--lrs", "0.1,1"], ["--control-half-lr"]],
+    "part2_fc.py": [["--lrs", "0.1,1"], ["--sweep-seeds", "1"], ["--control-half-lr"]],
     "part3_line.py": [["--holdout", "16"]],
     "part3_detection.py": [["--control-no-width-head"], ["--control-width-lr-x10"]],
 }
