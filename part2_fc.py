@@ -23,6 +23,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="a sweep's best rate needs at least this share of seeds at 100%% (default 0.9)")
     add("--control-half-lr", action="store_true",
         help="2.5 control: the cross-entropy settings again at half the learning rate")
+    add("--workers", type=bounded_int(1, 64), default=2,
+        help="processes training settings side by side, each on one thread (cpu; default 2)")
     args = parser.parse_args(argv)
     args.settings = args.settings.split(",")
     unknown = [s for s in args.settings if s not in SETTINGS]
@@ -685,15 +688,27 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"({data.provenance}), "
           f"{args.dtype} on {args.device}" + (f"; sweep of {len(args.lrs)} rates" if args.lrs else ""))
     started = time.perf_counter()
-    by_run, bands = {}, {}
-    for setting in args.settings:
-        runs = plan_runs(args, setting)
-        result = train_stack(setting, runs, x, y, cfg, band_runs=len(seeds) if len(seeds) > 1 else 0, log=log)
-        by_run[setting] = dict(zip(runs, result["runs"], strict=True))
-        bands[setting] = result["band"]
+    plans = [plan_runs(args, setting) for setting in args.settings]
+    band = [len(seeds) if len(seeds) > 1 else 0] * len(plans)
+    workers = min(args.workers, len(plans)) if args.device == "cpu" else 1
+    if workers > 1:  # one setting per process at a time; each keeps the one-thread arithmetic
+        import multiprocessing
+
+        print(f"  training {len(plans)} settings in {workers} processes ...", flush=True)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, context, initializer=torch.set_num_threads,
+                                 initargs=(TORCH_THREADS,)) as pool:
+            stacks = list(pool.map(train_stack, args.settings, plans, [x] * len(plans), [y] * len(plans),
+                                   [cfg] * len(plans), band))
+    else:
+        stacks = [train_stack(s, runs, x, y, cfg, b, log=log)
+                  for s, runs, b in zip(args.settings, plans, band, strict=True)]
+    by_run = {s: dict(zip(runs, stack["runs"], strict=True))
+              for s, runs, stack in zip(args.settings, plans, stacks, strict=True)}
+    bands = {s: stack["band"] for s, stack in zip(args.settings, stacks, strict=True)}
 
     results = results_header("part2_fc.py", args, data)
-    results.update(iteration_rule=ITERATION_RULE, torch_threads=torch.get_num_threads(), settings={})
+    results.update(iteration_rule=ITERATION_RULE, torch_threads=TORCH_THREADS, workers=workers, settings={})
     figures = []
     for setting in args.settings:
         rec = setting_record(setting, seeds, by_run[setting], args.lr)

@@ -220,10 +220,11 @@ def run_cli(args: list[str], out: Path, capsys) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, standin_dir: Path) -> dict:
-    """One small study with the sweep and the control (and the same seeds without them)."""
+    """One small study with the sweep and the control in two processes (and, in-process, the same
+    seeds without them)."""
     out = tmp_path_factory.mktemp("study")
     common = ["--data-dir", str(standin_dir), "--seeds", "3", "--max-iters", "500", "--quiet"]
-    assert p2.main(["--out", str(out / "plain"), *common]) == 0
+    assert p2.main(["--out", str(out / "plain"), *common, "--workers", "1"]) == 0  # in-process
     assert p2.main(["--out", str(out / "full"), *common, "--lrs", "1e30,0.1,1", "--sweep-seeds", "2",
                     "--control-half-lr"]) == 0
     first = (out / "full" / "part2_fc.json").read_bytes()
@@ -237,6 +238,7 @@ def test_rerun_gives_the_same_bytes_and_figures_exist(study) -> None:
     assert study["first"] == (study["out"] / "full" / "part2_fc.json").read_bytes()
     full = study["full"]
     assert full["torch_threads"] == p2.TORCH_THREADS and full["config"]["dtype"] == "float32"
+    assert full["workers"] == 2 and study["plain"]["workers"] == 1
     assert full["config"]["device"] == "cpu" and full["config"]["diverge_factor"] is None
     assert "part2_lr_sweep.png" in full["figures"]
     for name in full["figures"]:
@@ -309,6 +311,7 @@ def test_control_layout_and_dead_units(study) -> None:
     (["--diverge-factor", "0"], "--diverge-factor"),
     (["--min-reach", "1.5"], "--min-reach"),
     (["--engine", "plain"], "--engine"),
+    (["--workers", "0"], "--workers"),
     (["--data-dir", "/no/such/folder"], "--data-dir"),
 ])
 def test_bad_flags_give_one_line_and_write_nothing(args, flag, tmp_path: Path, capsys) -> None:
