@@ -9,6 +9,9 @@ in every setting and at every learning rate.
     python part2_fc.py --seeds 100 --lrs 0.01,0.03,0.1,0.3,1,3,10,30,100 --sweep-seeds 20 \\
                        --control-half-lr           # what `make all` runs
 
+Every setting trains its seeds (and sweep and control runs) as one stack on one thread; with
+--workers 2 (default) two settings train side by side in separate processes, with the same results.
+
 Outputs in --out: part2_<setting>_loss.png and part2_<setting>_accuracy.png (2.1-2.4: the seed
 with the median iteration count), part2_share_reached.png and part2_loss_band.png (2.5, with
 --seeds > 1), part2_lr_sweep.png (with --lrs), and part2_fc.json: per setting and seed the
