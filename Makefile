@@ -28,6 +28,9 @@ INSTALLED := $(VENV)/.installed
 DATA ?= data
 SEEDS2 ?= 100
 SEEDS3 ?= 20
+SWEEP_SEEDS ?= 20
+LRS ?= 0.01,0.03,0.1,0.3,1,3,10,30,100
+HOLDOUT ?= 16
 PENN_KEY ?=
 export PENN_KEY
 
@@ -40,9 +43,11 @@ REPORT_SOURCES := report/report.typ $(filter-out report/report.typ,$(wildcard re
 
 # Each script's arguments; a change of these (e.g. SEEDS2=200) reruns that script.
 ARGS_part1 := --out $(FIG)
-ARGS_part2 := --data-dir $(DATA) --out $(FIG) --seeds $(SEEDS2)
-ARGS_part3_line := --data-dir $(DATA) --out $(FIG) --seeds $(SEEDS3)
-ARGS_part3_detection := --data-dir $(DATA) --out $(FIG) --seeds $(SEEDS3)
+ARGS_part2 := --data-dir $(DATA) --out $(FIG) --seeds $(SEEDS2) --lrs $(LRS) --sweep-seeds $(SWEEP_SEEDS) \
+              --control-half-lr
+ARGS_part3_line := --data-dir $(DATA) --out $(FIG) --seeds $(SEEDS3) --holdout $(HOLDOUT)
+ARGS_part3_detection := --data-dir $(DATA) --out $(FIG) --seeds $(SEEDS3) --control-no-width-head \
+                        --control-width-lr-x10
 
 .PHONY: all main install check-data check-penn-key require-penn-key test lint bench zip clean distclean help FORCE
 
@@ -100,15 +105,13 @@ $(FIG)/part2_fc.json: part2_fc.py part1_loss_gradient.py $(BUILD)/data-random.js
                       $(BUILD)/args-part2.txt | $(INSTALLED)
 	$(PY) part2_fc.py $(ARGS_part2)
 
-# Part 3.1 compares itself with part 2 (reading its results when present): part 2 runs first
-# (order-only, so a new part 2 run alone does not rerun part 3).
 $(FIG)/part3_line.json: part3_line.py part2_fc.py part1_loss_gradient.py $(BUILD)/data-line.json \
-                        $(BUILD)/args-part3_line.txt | $(INSTALLED) $(FIG)/part2_fc.json
+                        $(BUILD)/args-part3_line.txt | $(INSTALLED)
 	$(PY) part3_line.py $(ARGS_part3_line)
 
 $(FIG)/part3_detection.json: part3_detection.py part3_line.py part2_fc.py part1_loss_gradient.py \
                              $(BUILD)/data-detection.json $(BUILD)/args-part3_detection.txt \
-                             | $(INSTALLED) $(FIG)/part3_line.json
+                             | $(INSTALLED)
 	$(PY) part3_detection.py $(ARGS_part3_detection)
 
 # --- report and zip ----------------------------------------------------------------------------
