@@ -18,12 +18,11 @@ Training as the handout fixes it: weights truncated normal (std 0.1, redrawn bey
 accuracy. Iterations = SGD updates made before the first evaluation at 100% (part 2's rule). A run
 diverges when its loss is not finite (--diverge-factor F: also when above F times its initial loss).
 
-Many seeds: torch.func.vmap over the one ConvNet (stack_module_state, functional_call,
-grad_and_value), optim.SGD on the stacked weights, and a seed that stops leaves the stack. Seed k's
-numbers do not depend on its company: one torch thread per process (the thread count changes
-float32 convolutions), and a stack never holds a single seed (vmap over one seed runs another
-convolution kernel than over two or more, so a lone seed trains beside a copy of itself that is
-thrown away). --workers processes share the seeds.
+Many seeds: each seed trains in the plain loop above (nn.Module, autograd, optim.SGD), one seed
+at a time in each of --workers single-thread processes. On this network the plain loop was as
+fast as torch.func.vmap over stacked seeds (benchmarks/bench_part3.py), and it is the same for a
+seed whatever else trains: one torch thread per process, since the thread count changes float32
+convolutions.
 
 Outputs in --out: part3_line_{loss,accuracy,kernels,feature_maps}.png (the typical seed: the median
 iteration count), part3_line_{share_reached,loss_band}.png (--seeds > 1), part3_line.json.
@@ -32,21 +31,18 @@ iteration count), part3_line_{share_reached,loss_band}.png (--seeds > 1), part3_
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing
 import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from part1_loss_gradient import (
     Dataset,
@@ -55,7 +51,6 @@ from part1_loss_gradient import (
     bounded_int,
     check_out_dir,
     load_dataset,
-    positive,
     run_main,
     save_figure,
     use_headless_matplotlib,
@@ -94,16 +89,6 @@ def add_part3_args(parser: Parser) -> None:
     add("--padding", choices=tuple(PADDINGS), default="valid",
         help="valid: no padding, 16 -> 10 -> 4 pixels (default); same: keep the size")
     add("--workers", type=bounded_int(1, 64), default=2, help="processes sharing the seeds (default 2)")
-    for flag, options in {
-        "--dtype": {"choices": ("float32", "float64"), "default": "float32",
-                    "help": "float32 (default) or float64 (exactness checks)"},
-        "--device": {"choices": ("cpu", "cuda"), "default": "cpu", "help": "cpu (default) or cuda"},
-        "--diverge-factor": {"type": positive(float), "default": None,
-                             "help": "opt-in: a loss above F times its initial loss also counts as diverged"},
-    }.items():
-        with contextlib.suppress(argparse.ArgumentError):  # part 2's shared flags may have it already
-            add(flag, **options)
-    parser.set_defaults(diverge_factor=None)  # diverged = loss not finite, unless asked for more
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -207,17 +192,6 @@ def classification_task(logits: torch.Tensor, widths: torch.Tensor | None, batch
     return {"objective": ce, "ce": ce, "accuracy": accuracy, "done": (accuracy == 1).to(ce.dtype)}
 
 
-def seed_objective(params: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], model: nn.Module,
-                   task: Task, cfg: Config) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One seed's objective (what grad_and_value differentiates) and its metrics, from its weights."""
-    logits, widths = functional_call(model, params, (batch["x"],))
-    metrics = task(logits, widths, batch, cfg)
-    outputs = [logits] + ([widths] if widths is not None else [])
-    finite = torch.stack([torch.isfinite(o).all() for o in outputs] + [torch.isfinite(metrics["objective"])])
-    metrics["finite"] = finite.all().to(logits.dtype)
-    return metrics["objective"], metrics
-
-
 @dataclass
 class SeedRun:
     """One seed's run: its curves (metric -> value at iterations 0..stop), how it ended, and its
@@ -248,56 +222,41 @@ class SeedRun:
         return float(finite[-1]) if finite.size else None
 
 
-def train_group(seeds: list[int], cfg: Config, batch: dict[str, np.ndarray], task: Task) -> list[SeedRun]:
-    """Train `seeds` as one vmap stack, each to its stop; batch: numpy arrays, x (B, 1, H, W)."""
-    torch.set_num_threads(TORCH_THREADS)
-    dtype = getattr(torch, cfg.dtype)
-    data = {k: torch.tensor(v, dtype=dtype, device=cfg.device) for k, v in batch.items()}
-    nets = [initial_model(seed, cfg) for seed in seeds]
-    template = ConvNet(cfg.image, cfg.padding, cfg.width_head).to("meta")
-    step = vmap(grad_and_value(partial(seed_objective, model=template, task=task, cfg=cfg), has_aux=True),
-                in_dims=(0, None))
-    runs = [SeedRun(seed) for seed in seeds]
-    lists: list[dict[str, list[float]]] = [{} for _ in seeds]
-    active = list(range(len(seeds)))  # which seed each stack row trains
-    params, opt, initial = {}, None, {}
-    started = last_log = time.perf_counter()
+def train_seed(seed: int, cfg: Config, batch: dict[str, np.ndarray], task: Task) -> SeedRun:
+    """Train seed `seed` to its stop: the handout's loop, nn.Module + autograd + optim.SGD, full
+    batch. batch: numpy arrays, x (B, 1, H, W), y (B,) and, for 3.2, widths (B,).
+
+    Iteration t evaluates the weights after t updates; its forward pass also gives update t + 1's
+    gradient. The run stops at the first iteration where the task says done, at a non-finite loss
+    (diverged; or above diverge_factor times the initial loss when that is set), or at the cap."""
+    torch.set_num_threads(TORCH_THREADS)  # the same arithmetic in every process, whatever the seeds
+    data = {k: torch.tensor(v, dtype=getattr(torch, cfg.dtype), device=cfg.device) for k, v in batch.items()}
+    net = initial_model(seed, cfg)
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr)
+    run, curves, initial = SeedRun(seed), {}, None
+    last_log = time.perf_counter()
     for t in range(cfg.max_iters + 1):
-        if opt is None:  # (re)build the stack: plain SGD has no state, so nothing else is lost
-            rows = active + active[:1] * (len(active) == 1)  # never a stack of one: pad with a copy
-            params = {k: v.detach() for k, v in stack_module_state([nets[i] for i in rows])[0].items()}
-            opt = torch.optim.SGD(params.values(), lr=cfg.lr)
-        grads, (_, metrics) = step(params, data)
-        names = sorted(metrics)
-        values = torch.stack([metrics[k] for k in names]).tolist()  # (metric, row): one transfer
-        stopped = []
-        for row, i in enumerate(active):
-            m = {k: values[j][row] for j, k in enumerate(names)}
-            initial.setdefault(i, m["objective"])
-            diverged = m["finite"] != 1 or (cfg.diverge_factor is not None
-                                            and m["objective"] > cfg.diverge_factor * initial[i])
-            for k in names:
-                lists[i].setdefault(k, []).append(m[k] if m["finite"] == 1 else float("nan"))
-            if diverged or m["done"] == 1 or t == cfg.max_iters:
-                runs[i].diverged, runs[i].reached = diverged, not diverged and m["done"] == 1
-                runs[i].params = {k: v[row].detach().cpu().clone() for k, v in params.items()}
-                stopped.append(i)
-        if len(stopped) == len(active):
+        logits, widths = net(data["x"])
+        metrics = task(logits, widths, data, cfg)
+        values = dict(zip(metrics, torch.stack(list(metrics.values())).tolist(), strict=True))  # one sync
+        finite = all(np.isfinite(values[k]) for k in values) and bool(torch.isfinite(logits).all())
+        for k, v in values.items():
+            curves.setdefault(k, []).append(v if finite else float("nan"))
+        initial = values["objective"] if initial is None else initial
+        run.diverged = not finite or (cfg.diverge_factor is not None
+                                      and values["objective"] > cfg.diverge_factor * initial)
+        run.reached = not run.diverged and values["done"] == 1
+        if run.diverged or run.reached or t == cfg.max_iters:
             break
-        for name, p in params.items():
-            p.grad = grads[name]
+        opt.zero_grad()
+        metrics["objective"].backward()
         opt.step()
-        if stopped:  # the stopped seeds leave the stack
-            for i in active:
-                nets[i].load_state_dict({k: v[active.index(i)] for k, v in params.items()})
-            active, opt = [i for i in active if i not in stopped], None
         if cfg.log and time.perf_counter() - last_log > PROGRESS_SECONDS:
             last_log = time.perf_counter()
-            print(f"  {cfg.label}, seeds {seeds[0]}..{seeds[-1]}: iteration {t + 1}, {len(active)}/"
-                  f"{len(seeds)} still training ({last_log - started:.0f} s)", flush=True)
-    for run, curves in zip(runs, lists, strict=True):
-        run.curves = {k: np.array(v) for k, v in curves.items()}
-    return runs
+            print(f"  {cfg.label}, seed {seed}: iteration {t + 1}", flush=True)
+    run.curves = {k: np.array(v) for k, v in curves.items()}
+    run.params = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    return run
 
 
 @dataclass(frozen=True)
@@ -311,22 +270,19 @@ class Study:
 
 
 def run_studies(studies: dict[str, Study], workers: int) -> dict[str, list[SeedRun]]:
-    """Train every study, each split over `workers` stacks, run by that many single-thread
-    processes (this one and spawned ones: spawn is safe with torch). Results in seed order."""
-    jobs = [(name, s.seeds[w::workers]) for name, s in studies.items() for w in range(workers)
-            if s.seeds[w::workers]]
-    args = [(seeds, studies[name].cfg, studies[name].batch, studies[name].task) for name, seeds in jobs]
+    """Train every seed of every study, one seed at a time in each of `workers` single-thread
+    processes (spawned: safe with torch), the next seed going to whichever process is free.
+    A seed's run is the same in any process. Results in seed order."""
+    jobs = [(s.seeds[i], s.cfg, s.batch, s.task) for s in studies.values() for i in range(len(s.seeds))]
     if workers == 1 or any(s.cfg.device != "cpu" for s in studies.values()):
-        parts = [train_group(*a) for a in args]
-    else:  # job j goes to worker j % workers; worker 0 is this process (torch is loaded already)
-        with ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            others = {j: pool.submit(train_group, *a) for j, a in enumerate(args) if j % workers}
-            mine = {j: train_group(*a) for j, a in enumerate(args) if j % workers == 0}
-            parts = [mine[j] if j in mine else others[j].result() for j in range(len(args))]
-    out: dict[str, list[SeedRun]] = {name: [] for name in studies}
-    for (name, _), runs in zip(jobs, parts, strict=True):
-        out[name] += runs
-    return {name: sorted(runs, key=lambda r: r.seed) for name, runs in out.items()}
+        runs = [train_seed(*job) for job in jobs]
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs = list(pool.map(train_seed, *zip(*jobs, strict=True)))
+    out, start = {}, 0
+    for name, s in studies.items():
+        out[name], start = runs[start:start + len(s.seeds)], start + len(s.seeds)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

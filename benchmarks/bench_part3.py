@@ -1,10 +1,12 @@
-"""Benchmark: part 3.2's engine against the plain float32 loop, cost per model-iteration, in one run.
+"""Benchmark: part 3.2's training against the plain float32 loop, cost per model-iteration, one run.
 
 Baseline: nn.Module + optim.SGD, one seed after another, one torch thread (the plain loop's fastest
-setting on this 2-core machine). Engine: part3_line.run_studies (vmap stacks, --workers processes of
-one thread each). Both train 3.2's network (with the width head) on the detection set for --iters
-iterations with no stop, so every model-iteration is a full forward + backward + update. Printed:
-20 seeds on the whole machine, and one seed as `python part3_detection.py` runs it; then the ratios.
+setting on this 2-core machine). Part 3's path: part3_line.run_studies, the same loop per seed in
+--workers single-thread processes. For the record, the alternative it was chosen over:
+torch.func.vmap over the seeds stacked (one thread), which on this network gains little per
+model-iteration and, over a stack of one, runs another convolution kernel (so a seed's numbers
+would depend on its company). All train 3.2's network (with the width head) on the detection set
+for --iters iterations with no stop, so every model-iteration is a full forward + backward + update.
 Absolute times drift on a shared machine; read the ratios.
 
     python benchmarks/bench_part3.py [--data-dir data] [--seeds 20] [--iters 400] [--workers 2]
@@ -50,6 +52,30 @@ def plain_loop(seeds: list[int], cfg: p3.Config, batch: dict[str, np.ndarray]) -
     return time.perf_counter() - start
 
 
+def vmap_stack(seeds: list[int], cfg: p3.Config, batch: dict[str, np.ndarray]) -> float:
+    """Seconds for torch.func.vmap over the stacked seeds, optim.SGD on the stacked weights."""
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    x, y, w = (torch.tensor(batch[k], dtype=torch.float32) for k in ("x", "y", "widths"))
+    template = p3.ConvNet(cfg.image, cfg.padding, width_head=True).to("meta")
+
+    def objective(params: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits, pred = functional_call(template, params, (x,))
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, y) \
+            + cfg.lr_reg / cfg.lr * ((pred - w) ** 2).mean()
+
+    start = time.perf_counter()
+    stacked = stack_module_state([p3.initial_model(s, cfg) for s in seeds])[0]
+    params = {k: v.detach() for k, v in stacked.items()}
+    opt = torch.optim.SGD(params.values(), lr=cfg.lr)
+    step = vmap(grad(objective))
+    for _ in range(cfg.max_iters + 1):
+        for name, g in step(params).items():
+            params[name].grad = g
+        opt.step()
+    return time.perf_counter() - start
+
+
 def engine(seeds: list[int], cfg: p3.Config, batch: dict[str, np.ndarray], workers: int) -> float:
     start = time.perf_counter()
     p3.run_studies({"bench": p3.Study(seeds, cfg, batch, never_stop)}, workers)
@@ -74,17 +100,18 @@ def main() -> None:
     print(f"3.2 network, detection set ({data.provenance}), {its} iterations per seed, float32, "
           f"torch {torch.__version__}")
     plain = plain_loop(seeds, cfg, batch) / (its * len(seeds))
+    stacked = vmap_stack(seeds, cfg, batch) / (its * len(seeds))
     many = engine(seeds, cfg, batch, args.workers) / (its * len(seeds))
-    one_worker = engine(seeds, cfg, batch, 1) / (its * len(seeds))
     single = engine([0], cfg, batch, 1) / its
-    print(f"  plain loop, 1 thread, seeds one after another: {plain * 1e3:6.2f} ms per model-iteration")
-    print(f"  engine, {args.seeds} seeds, {args.workers} worker(s):            {many * 1e3:6.2f} ms "
-          f"per model-iteration (includes starting the workers)")
-    print(f"  engine, {args.seeds} seeds, 1 worker (this process):  {one_worker * 1e3:6.2f} ms "
+    print(f"  plain loop, 1 thread, seeds one after another:  {plain * 1e3:6.2f} ms per model-iteration")
+    print(f"  vmap over the {args.seeds} seeds stacked, 1 thread:    {stacked * 1e3:6.2f} ms "
           "per model-iteration")
-    print(f"  engine, 1 seed (beside its discarded copy):     {single * 1e3:6.2f} ms per iteration")
-    print(f"  ratio, {args.seeds} seeds: the engine is {plain / many:.2f}x cheaper than the plain loop")
-    print(f"  ratio, 1 seed: the engine takes {single / plain:.2f}x the plain loop's time")
+    print(f"  part 3, {args.seeds} seeds, {args.workers} worker(s):              {many * 1e3:6.2f} ms "
+          "per model-iteration (includes starting the workers)")
+    print(f"  part 3, 1 seed (python part3_detection.py):     {single * 1e3:6.2f} ms per iteration")
+    print(f"  ratio, {args.seeds} seeds: part 3 is {plain / many:.2f}x cheaper than the plain loop "
+          f"(vmap alone: {plain / stacked:.2f}x)")
+    print(f"  ratio, 1 seed: part 3 takes {single / plain:.2f}x the plain loop's time")
 
 
 if __name__ == "__main__":

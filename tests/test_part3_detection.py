@@ -52,7 +52,7 @@ def test_one_step_moves_each_weight_by_lr_ce_grad_plus_lr_reg_l2_grad(standin_di
     l2 = ((pred - torch.tensor(batch["widths"])) ** 2).mean()
     g_ce = torch.autograd.grad(ce, list(params.values()), allow_unused=True, retain_graph=True)
     g_l2 = torch.autograd.grad(l2, list(params.values()), allow_unused=True)
-    run0 = p3.train_group([0, 1], cfg, batch, p32.detection_task)[0]  # one update, then the cap
+    run0 = p3.train_seed(0, cfg, batch, p32.detection_task)  # one update, then the cap
     assert run0.stop == 1 and run0.iterations is None
     for (name, before), a, b in zip(params.items(), g_ce, g_l2, strict=True):
         assert (a is None) == name.startswith("reg.") and (b is None) == name.startswith("fc.")
@@ -79,7 +79,7 @@ def test_engine_equals_a_two_optimiser_reference_in_float64(standin_dir: Path) -
     on L2, both moving the shared conv layers: the handout's two learning rates, literally."""
     batch = detection_batch(standin_dir)
     x, y, widths = (torch.tensor(batch[k]) for k in ("x", "y", "widths"))
-    runs = p3.train_group([0, 1], p3.replace(F64, max_iters=30), batch, p32.detection_task)
+    runs = [p3.train_seed(s, p3.replace(F64, max_iters=30), batch, p32.detection_task) for s in [0, 1]]
     for r in runs:
         net = ReferenceNet().double()
         net.load_state_dict(p3.initial_model(r.seed, F64).state_dict())
@@ -112,20 +112,20 @@ def test_regression_stop_on_the_full_detection_set(standin_dir: Path) -> None:
         with torch.no_grad():
             return (p3.trained_model(r, cfg)(x)[1] - widths).abs()
 
-    (done,) = p3.train_group([10], cfg, batch, p32.detection_task)
+    done = p3.train_seed(10, cfg, batch, p32.detection_task)
     assert done.iterations is not None and done.iterations == done.stop
     accuracy = done.curves["width_accuracy"]
     assert accuracy[-1] == 1.0 and (accuracy[:-1] < 1.0).all()
     assert bool((width_errors(done) < 0.5).all())
     assert done.final("max_width_error") == pytest.approx(float(width_errors(done).max()), abs=1e-4)
-    (before,) = p3.train_group([10], p3.replace(cfg, max_iters=done.stop - 1), batch, p32.detection_task)
+    before = p3.train_seed(10, p3.replace(cfg, max_iters=done.stop - 1), batch, p32.detection_task)
     assert before.iterations is None and not bool((width_errors(before) < 0.5).all())
     assert p32.width_l2_fall_20x(done) == p32.first_iteration(done.curves["l2"] < done.curves["l2"][0] / 20)
 
 
 def test_huge_width_learning_rate_diverges(standin_dir: Path) -> None:
     cfg = p3.Config(image=(16, 16), width_head=True, lr_reg=1e6, max_iters=40)
-    for r in p3.train_group([0, 1], cfg, detection_batch(standin_dir), p32.detection_task):
+    for r in [p3.train_seed(s, cfg, detection_batch(standin_dir), p32.detection_task) for s in [0, 1]]:
         assert r.diverged and r.iterations is None and not np.isfinite(r.curves["objective"][-1])
 
 
