@@ -9,7 +9,8 @@
 #   make clean                 remove generated outputs (figures, report PDF, zips, build/)
 #
 # Knobs: DATA=path (dataset folder, default data), SEEDS2=100 (part 2 seeds), SEEDS3=20 (part 3
-# seeds), PENN_KEY=yourkey. Every output is a real file target, so re-running after a change
+# seeds), SWEEP_SEEDS=20 and LRS=... (part 2's learning-rate sweep), HOLDOUT=16 (3.1's held-out
+# images), and for the report's title block NAME='Your Name', PENN_KEY=yourkey, COLLABORATORS='A, B'. Every output is a real file target, so re-running after a change
 # redoes only what changed: a part reruns when its script, a script it imports, its data (by
 # content, see tools/check_data.py) or its arguments change; the PDF when its source or any
 # results file changes.
