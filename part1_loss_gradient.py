@@ -44,6 +44,7 @@ command gives the same bytes):
     figures: list of {id, question ("1.1".."1.6" or "figure 2"), file (name inside --out), shows}
     z_range: [min, max] of z = wx + b over the grid
     saturated_share: share of grid points where yhat < 0.05 or yhat > 0.95
+    saturation_threshold: that 0.05 (SATURATED)
     losses: for "l2", "ce" and "relu_l2", each
         loss_min, loss_max          the loss on the grid
         grad_abs_max                largest |dL/dw| on the grid,
@@ -392,6 +393,7 @@ def measure_1_6(surfaces: dict[str, np.ndarray], extent: float, x: float, y: flo
     return {
         "z_range": [float(z.min()), float(z.max())],
         "saturated_share": float(saturated.mean()),
+        "saturation_threshold": SATURATED,
         "losses": {
             "l2": gradient_statistics(surfaces["l2_loss"], surfaces["l2_gradient"], W, B, z, saturated),
             "ce": gradient_statistics(surfaces["ce_loss"], surfaces["ce_gradient"], W, B, z, saturated),
