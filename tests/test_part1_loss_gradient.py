@@ -146,8 +146,9 @@ def test_cli_writes_every_figure_and_the_json(two_runs: tuple[Path, Path]) -> No
     out = two_runs[0]
     assert {path.name for path in out.iterdir()} == EXPECTED_FILES  # no temporary files left
     results = json.loads((out / "part1_loss_gradient.json").read_text())
-    assert set(results) == {"config", "versions", "figures", "z_range", "saturated_share", "losses",
-                            "corners"}
+    assert set(results) == {"config", "versions", "figures", "z_range", "saturated_share",
+                            "saturation_threshold", "losses", "corners"}
+    assert results["saturation_threshold"] == p1.SATURATED
     assert results["config"] == {"extent": 4.0, "grid": 101, "x": 1.0, "y": 0.5}
     assert results["versions"]["torch"] == torch.__version__
     listed = {figure["file"] for figure in results["figures"]}
