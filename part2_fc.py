@@ -606,7 +606,12 @@ def results_header(script: str, args: argparse.Namespace, dataset: Dataset) -> d
 
 
 def make_logger(args: argparse.Namespace) -> Callable[[str], None] | None:
-    return None if args.quiet else (lambda line: print(line, flush=True))
+    return None if args.quiet else progress
+
+
+def progress(line: str) -> None:
+    """A progress line, printed at once (a module-level function: it travels to worker processes)."""
+    print(line, flush=True)
 
 
 def plan_runs(args: argparse.Namespace, setting: str) -> list[tuple[int, float]]:
@@ -702,7 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with ProcessPoolExecutor(workers, context, initializer=torch.set_num_threads,
                                  initargs=(TORCH_THREADS,)) as pool:
             stacks = list(pool.map(train_stack, args.settings, plans, [x] * len(plans), [y] * len(plans),
-                                   [cfg] * len(plans), band))
+                                   [cfg] * len(plans), band, [False] * len(plans), [log] * len(plans)))
     else:
         stacks = [train_stack(s, runs, x, y, cfg, b, log=log)
                   for s, runs, b in zip(args.settings, plans, band, strict=True)]
