@@ -31,6 +31,7 @@ iteration count), part3_line_{share_reached,loss_band}.png (--seeds > 1), part3_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import sys
 import time
@@ -274,11 +275,20 @@ def run_studies(studies: dict[str, Study], workers: int) -> dict[str, list[SeedR
     processes (spawned: safe with torch), the next seed going to whichever process is free.
     A seed's run is the same in any process. Results in seed order."""
     jobs = [(s.seeds[i], s.cfg, s.batch, s.task) for s in studies.values() for i in range(len(s.seeds))]
-    if workers == 1 or any(s.cfg.device != "cpu" for s in studies.values()):
-        runs = [train_seed(*job) for job in jobs]
-    else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            runs = list(pool.map(train_seed, *zip(*jobs, strict=True)))
+    with contextlib.ExitStack() as stack:
+        if workers == 1 or any(s.cfg.device != "cpu" for s in studies.values()):
+            finished = (train_seed(*job) for job in jobs)
+        else:
+            spawn = multiprocessing.get_context("spawn")
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=spawn))
+            finished = pool.map(train_seed, *zip(*jobs, strict=True))
+        runs = []
+        for (_, cfg, _, _), run in zip(jobs, finished, strict=True):
+            runs.append(run)
+            if cfg.log:
+                end = "done" if run.reached else "diverged" if run.diverged else "not done by the cap"
+                print(f"  {cfg.label}, seed {run.seed}: {end} at iteration {run.stop} "
+                      f"({len(runs)}/{len(jobs)} runs)", flush=True)
     out, start = {}, 0
     for name, s in studies.items():
         out[name], start = runs[start:start + len(s.seeds)], start + len(s.seeds)
