@@ -295,7 +295,7 @@ def train_stack(setting: str, runs: Sequence[tuple[int, float]], x: torch.Tensor
             hidden = model.hidden(x)
             z = model.output(hidden)
             logits.append(z.detach())
-            alive.append((hidden.detach() != 0).any(dim=1))  # (R, H) unit not dead
+            alive.append(hidden.detach().amax(dim=1) > 0)  # (R, H) unit not dead (outputs are >= 0)
             if t < cfg.max_iters:  # update t + 1, from iteration t's forward pass
                 opt.zero_grad()
                 (scale * loss_from_logits(loss_kind, z, y)).sum().backward()
