@@ -272,9 +272,13 @@ class Study:
 
 def run_studies(studies: dict[str, Study], workers: int) -> dict[str, list[SeedRun]]:
     """Train every seed of every study, one seed at a time in each of `workers` single-thread
-    processes (spawned: safe with torch), the next seed going to whichever process is free.
-    A seed's run is the same in any process. Results in seed order."""
-    jobs = [(s.seeds[i], s.cfg, s.batch, s.task) for s in studies.values() for i in range(len(s.seeds))]
+    processes (spawned: safe with torch), the next run going to whichever process is free; the
+    studies' runs are interleaved (seed 0 of each study, then seed 1, ...) so that no study's long
+    runs are left for the end. A seed's run is the same in any process. Results in seed order."""
+    order = sorted(((i, name) for name, s in studies.items() for i in range(len(s.seeds))),
+                   key=lambda job: job[0])
+    jobs = [(studies[name].seeds[i], studies[name].cfg, studies[name].batch, studies[name].task)
+            for i, name in order]
     with contextlib.ExitStack() as stack:
         if workers == 1 or any(s.cfg.device != "cpu" for s in studies.values()):
             finished = (train_seed(*job) for job in jobs)
@@ -282,16 +286,14 @@ def run_studies(studies: dict[str, Study], workers: int) -> dict[str, list[SeedR
             spawn = multiprocessing.get_context("spawn")
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=spawn))
             finished = pool.map(train_seed, *zip(*jobs, strict=True))
-        runs = []
-        for (_, cfg, _, _), run in zip(jobs, finished, strict=True):
-            runs.append(run)
+        out: dict[str, list[SeedRun]] = {name: [] for name in studies}
+        for done, ((_, name), run) in enumerate(zip(order, finished, strict=True), start=1):
+            out[name].append(run)
+            cfg = studies[name].cfg
             if cfg.log:
                 end = "done" if run.reached else "diverged" if run.diverged else "not done by the cap"
                 print(f"  {cfg.label}, seed {run.seed}: {end} at iteration {run.stop} "
-                      f"({len(runs)}/{len(jobs)} runs)", flush=True)
-    out, start = {}, 0
-    for name, s in studies.items():
-        out[name], start = runs[start:start + len(s.seeds)], start + len(s.seeds)
+                      f"({done}/{len(jobs)} runs)", flush=True)
     return out
 
 
