@@ -115,14 +115,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def probability(text: str) -> float:
-    """argparse type: a number in [0, 1] (a target probability)."""
-    value = finite_float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} must lie in [0, 1]")
-    return value
-
-
 def odd_grid_size(text: str) -> int:
     """argparse type: an odd integer in [3, MAX_GRID]."""
     try:
@@ -617,6 +609,14 @@ def finite_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not np.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
+    return value
+
+
+def probability(text: str) -> float:
+    """argparse type: a number in [0, 1] (a probability or a share)."""
+    value = finite_float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must lie in [0, 1]")
     return value
 
 

@@ -46,6 +46,7 @@ from part1_loss_gradient import (
     library_versions,
     load_dataset,
     positive,
+    probability,
     run_main,
     save_figure,
     use_headless_matplotlib,
@@ -107,7 +108,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="2.5 sweep: comma-separated learning rates, every setting at each (default: no sweep)")
     add("--sweep-seeds", type=bounded_int(1, MAX_SEEDS), default=None,
         help="seeds of the sweep, from --first-seed (default: --seeds)")
-    add("--min-reach", type=share, default=0.9,
+    add("--min-reach", type=probability, default=0.9,
         help="a sweep's best rate needs at least this share of seeds at 100%% (default 0.9)")
     add("--control-half-lr", action="store_true",
         help="2.5 control: the cross-entropy settings again at half the learning rate")
@@ -119,9 +120,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if unknown or len(set(args.settings)) != len(args.settings):
         raise InputError(f"--settings: unknown or repeated setting {unknown or args.settings}; "
                          f"choose from {', '.join(SETTINGS)}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available here (use --device cpu)")
+    check_device(args.device)
     return args
+
+
+def check_device(device: str) -> None:
+    """Refuse --device cuda, in one line, on a machine without a CUDA device (parts 2 and 3)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available here; use --device cpu")
 
 
 def learning_rates(text: str) -> list[float]:
@@ -130,14 +136,6 @@ def learning_rates(text: str) -> list[float]:
     if len(set(rates)) != len(rates):
         raise argparse.ArgumentTypeError(f"{text!r} repeats a rate")
     return sorted(rates)
-
-
-def share(text: str) -> float:
-    """argparse type: a number in [0, 1]."""
-    value = finite_float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must lie in [0, 1]")
-    return value
 
 
 def seed_list(args: argparse.Namespace) -> list[int]:

@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "iteration_rule": ITERATION_RULE,
         "width_tolerance": WIDTH_TOLERANCE,
         "width_rule": f"a width prediction is correct when |predicted - true| < {WIDTH_TOLERANCE:g} "
-                      "pixels (strict: an error of exactly 0.5 is wrong)",
+                      f"pixels (strict: an error of exactly {WIDTH_TOLERANCE:g} is wrong)",
         "network": network_record(cfg),
         "torch_threads": TORCH_THREADS,
         "workers": workers,

@@ -61,6 +61,7 @@ from part2_fc import (
     ITERATION_RULE,
     accuracy_from_logits,
     add_training_args,
+    check_device,
     describe,
     fmt,
     loss_from_logits,
@@ -438,8 +439,7 @@ def typical_figures(run: SeedRun, percentile: float, cfg: Config, data: Dataset,
 
 def config_from_args(args: argparse.Namespace, data: Dataset, **changes: Any) -> Config:
     """The Config of the flags, checked (image size, device) before anything is trained."""
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available here; use --device cpu")
+    check_device(args.device)
     image = tuple(data.images.shape[1:])
     conv_sizes(image, args.padding)
     cfg = Config(image=image, padding=args.padding, lr=args.lr, lr_reg=getattr(args, "lr_reg", 0.001),
