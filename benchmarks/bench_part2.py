@@ -2,14 +2,16 @@
 
 Baseline: the straightforward way, an nn.Module (two nn.Linear) and optim.SGD per seed, one seed
 after another, float32, one thread, with the stop check every iteration. Fast path:
-part2_fc.train_stack, every seed of a setting in one stack, float32, at part 2's fixed thread count.
+part2_fc.train_settings, as part2_fc.py runs it: every seed of a setting in one stack, float32, at
+part 2's fixed thread count, the settings in one process and then in --workers processes (start-up
+included: the whole machine, as a user runs it).
 Both run the same capped number of iterations (a run that reaches 100% earlier stops in both; the
 model-iterations actually done are counted), so the cost per model-iteration compares like with
 like. Absolute times drift on a shared machine; the ratio is what to read. Then, optionally, peak
 memory of a 4-setting study with many seeds (ru_maxrss of this process).
 
-    python benchmarks/bench_part2.py [--data-dir data] [--seeds 1000] [--plain-seeds 3] [--iters 200]
-                                     [--memory-seeds 0] [--memory-iters 300]
+    python benchmarks/bench_part2.py [--data-dir data] [--seeds 1000] [--plain-seeds 3] [--iters 1000]
+                                     [--workers 2] [--memory-seeds 0] [--memory-iters 300]
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ def plain_loop(setting: str, seed: int, x: torch.Tensor, y: torch.Tensor, iters:
     model = nn.Sequential(nn.Linear(16, 4), act, nn.Linear(4, 1))
     w1, b1, w2, b2 = p2.initial_weights([seed], 16, p2.TrainConfig())
     with torch.no_grad():
-        model[0].weight.copy_(w1[0].T), model[0].bias.copy_(b1[0, 0])
-        model[2].weight.copy_(w2[0].T), model[2].bias.copy_(b2[0, 0])
+        model[0].weight.copy_(w1[0]), model[0].bias.copy_(b1[0, :, 0])
+        model[2].weight.copy_(w2[0].T), model[2].bias.copy_(b2[0])
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for t in range(iters + 1):
         z = model(x).squeeze(1)
@@ -63,7 +65,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="course-layout data folder")
     parser.add_argument("--seeds", type=int, default=1000, help="seeds per setting for the engine")
     parser.add_argument("--plain-seeds", type=int, default=3, help="seeds per setting for the eager loop")
-    parser.add_argument("--iters", type=int, default=200, help="iteration cap of every run")
+    parser.add_argument("--iters", type=int, default=1000, help="iteration cap of every run")
+    parser.add_argument("--workers", type=int, default=2, help="processes of part 2's path")
     parser.add_argument("--memory-seeds", type=int, default=0, help="seeds of the memory check (0: skip)")
     parser.add_argument("--memory-iters", type=int, default=300, help="iteration cap of the memory check")
     args = parser.parse_args()
@@ -80,20 +83,22 @@ def main() -> None:
     plain_its = sum(plain_loop(s, k, x, y, args.iters) for s in settings for k in range(args.plain_seeds))
     plain_s = time.perf_counter() - start
 
-    torch.set_num_threads(p2.TORCH_THREADS)
     cfg = p2.TrainConfig(max_iters=args.iters)
-    p2.train_stack("relu-ce", [(0, 0.1)], x, y, p2.TrainConfig(max_iters=5))  # one-time warm-up
-    start = time.perf_counter()
     seeds = [(k, 0.1) for k in range(args.seeds)]
-    fast_its = sum(done_iterations(p2.train_stack(s, seeds, x, y, cfg)["runs"], args.iters) for s in settings)
-    fast_s = time.perf_counter() - start
-
-    per_plain, per_fast = plain_s / plain_its * 1e6, fast_s / fast_its * 1e6
+    plans, band = [seeds] * len(settings), [0] * len(settings)
+    per_plain = plain_s / plain_its * 1e6
     print(f"eager loop, 1 thread, {len(settings)} x {args.plain_seeds} seeds, cap {args.iters}: "
           f"{plain_s:.2f} s, {per_plain:.1f} us per model-iteration")
-    print(f"engine, {p2.TORCH_THREADS} threads, {len(settings)} x {args.seeds} seeds, cap {args.iters}: "
-          f"{fast_s:.2f} s, {per_fast:.2f} us per model-iteration")
-    print(f"ratio: the engine is {per_plain / per_fast:.0f}x cheaper per model-iteration")
+    torch.set_num_threads(p2.TORCH_THREADS)
+    p2.train_stack("relu-ce", [(0, 0.1)], x, y, p2.TrainConfig(max_iters=5))  # one-time warm-up
+    for workers in sorted({1, args.workers}):
+        start = time.perf_counter()  # with workers > 1 this includes starting the processes
+        stacks = p2.train_settings(settings, plans, x, y, cfg, band, None, workers)
+        fast_s = time.perf_counter() - start
+        per_fast = fast_s / sum(done_iterations(s["runs"], args.iters) for s in stacks) * 1e6
+        print(f"part 2's path, {workers} process(es) of {p2.TORCH_THREADS} thread, {len(settings)} x "
+              f"{args.seeds} seeds, cap {args.iters}: {fast_s:.2f} s, {per_fast:.2f} us per model-iteration; "
+              f"{per_plain / per_fast:.0f}x cheaper than the eager loop")
 
     if args.memory_seeds:
         start = time.perf_counter()

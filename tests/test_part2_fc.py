@@ -38,10 +38,10 @@ class Reference(nn.Module):
         self.act = nn.ReLU() if activation == "relu" else nn.Sigmoid()
         w1, b1, w2, b2 = p2.initial_weights([seed], 16, F64)  # the same draws as the engine
         with torch.no_grad():
-            self.fc1.weight.copy_(w1[0].T)
-            self.fc1.bias.copy_(b1[0, 0])
+            self.fc1.weight.copy_(w1[0])
+            self.fc1.bias.copy_(b1[0, :, 0])
             self.fc2.weight.copy_(w2[0].T)
-            self.fc2.bias.copy_(b2[0, 0])
+            self.fc2.bias.copy_(b2[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x))).squeeze(1)
@@ -103,7 +103,7 @@ def test_initial_weights_are_paired_and_per_seed() -> None:
     among = p2.initial_weights([5, 3, 4], 16, cfg)
     assert all(torch.equal(a[0], b[1]) for a, b in zip(alone, among, strict=True))
     assert not torch.equal(among[0][0], among[0][1])
-    assert [w.shape for w in among] == [(3, 16, 4), (3, 1, 4), (3, 4, 1), (3, 1, 1)]
+    assert [w.shape for w in among] == [(3, 4, 16), (3, 4, 1), (3, 4, 1), (3, 1)]
     assert torch.all(among[1] == torch.tensor(0.1, dtype=torch.float32)) and among[0].dtype == torch.float32
 
 
@@ -173,10 +173,10 @@ def test_losses_are_the_documented_formulas() -> None:
 def test_a_constructed_dead_unit_is_counted(data) -> None:
     x, _ = data[torch.float64]  # binary images: every pixel >= 0
     w1, b1, w2, b2 = p2.initial_weights([0], 16, F64)
-    w1[0, :, 2], b1[0, 0, 2] = -1.0, -1.0  # unit 2: pre-activation <= -1 on every image
+    w1[0, 2, :], b1[0, 2, 0] = -1.0, -1.0  # unit 2: pre-activation <= -1 on every image
     assert p2.dead_units(p2.FCNet(w1, b1, w2, b2, "relu"), x).tolist() == [1]
     assert p2.dead_units(p2.FCNet(w1, b1, w2, b2, "sigmoid"), x).tolist() == [0]
-    w1[0, :, 3], b1[0, 0, 3] = -1.0, -1.0
+    w1[0, 3, :], b1[0, 3, 0] = -1.0, -1.0
     assert p2.dead_units(p2.FCNet(w1, b1, w2, b2, "relu"), x).tolist() == [2]
 
 
