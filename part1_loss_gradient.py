@@ -37,28 +37,8 @@ white is exactly 0, so white means "no gradient":
     part1_fig2_relu_l2_loss.png       handout Figure 2, middle: (relu(wx + b) - y)^2
     part1_fig2_relu_l2_gradient.png   handout Figure 2, right:  its gradient w.r.t. w
 
-Results, part1_loss_gradient.json in --out (sorted keys, no timestamps, no paths: the same
-command gives the same bytes):
-    config: extent, grid, x, y
-    versions: python, torch, numpy, matplotlib
-    figures: list of {id, question ("1.1".."1.6" or "figure 2"), file (name inside --out), shows}
-    z_range: [min, max] of z = wx + b over the grid
-    saturated_share: share of grid points where yhat < 0.05 or yhat > 0.95
-    saturation_threshold: that 0.05 (SATURATED)
-    losses: for "l2", "ce" and "relu_l2", each
-        loss_min, loss_max          the loss on the grid
-        grad_abs_max                largest |dL/dw| on the grid,
-        grad_abs_max_w, grad_abs_max_b, grad_abs_max_z   where (one such point: the surfaces depend
-                                    on z only, so all points of equal z tie up to rounding)
-        grad_abs_mean               mean |dL/dw| over the grid
-        grad_abs_mean_saturated     mean |dL/dw| over the saturated points (null if none;
-                                    l2 and ce only)
-        share_grad_below_1pct       share of the grid where |dL/dw| < 1% of grad_abs_max
-        share_grad_below_10pct      the same with 10%
-    corners: the grid's four corners w_pos_b_pos (w, b) = (+E, +E), w_neg_b_neg, w_pos_b_neg,
-        w_neg_b_pos, each with w, b, z, yhat, l2_loss, ce_loss, l2_grad, ce_grad (signed dL/dw)
-        and ratio_ce_to_l2 = |dCE/dw| / |dL2/dw|, null when dL2/dw is exactly 0 (with x = 1 the
-        corners (+E, -E) and (-E, +E) sit at z = 0, the optimum, where both gradients vanish)
+Results: part1_loss_gradient.json in --out (sorted keys, no timestamps: the same command gives the
+same bytes); README.md lists its keys.
 """
 
 from __future__ import annotations

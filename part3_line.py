@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import multiprocessing
 import sys
 import time
@@ -240,8 +241,10 @@ def train_seed(seed: int, cfg: Config, batch: dict[str, np.ndarray], task: Task)
     for t in range(cfg.max_iters + 1):
         logits, widths = net(data["x"])
         metrics = task(logits, widths, data, cfg)
-        values = dict(zip(metrics, torch.stack(list(metrics.values())).tolist(), strict=True))  # one sync
-        finite = all(np.isfinite(values[k]) for k in values) and bool(torch.isfinite(logits).all())
+        logits_finite = torch.isfinite(logits).all().to(logits.dtype)
+        *numbers, logits_finite = torch.stack([*metrics.values(), logits_finite]).tolist()  # one sync
+        values = dict(zip(metrics, numbers, strict=True))
+        finite = logits_finite == 1 and all(math.isfinite(v) for v in numbers)
         for k, v in values.items():
             curves.setdefault(k, []).append(v if finite else float("nan"))
         initial = values["objective"] if initial is None else initial
