@@ -498,6 +498,12 @@ def plot_curve(values: np.ndarray, ylabel: str, title: str, path: Path, stop: in
     save_figure(fig, path)
 
 
+def log_scale(values: np.ndarray) -> bool:
+    """Log axis when the positive values span more than a decade."""
+    v = values[np.isfinite(values) & (values > 0)]
+    return bool(v.size) and v.max() > 10 * v.min()
+
+
 def share_stopped(iterations: list[int | None], max_iters: int) -> np.ndarray:
     """(max_iters + 1,) share of runs whose stop rule held by iteration t."""
     counts = np.bincount([i for i in iterations if i is not None], minlength=max_iters + 1)
@@ -672,10 +678,9 @@ def single_run(setting: str, rec: dict[str, Any], seeds: list[int], x: torch.Ten
         raise RuntimeError(f"{setting} seed {seed}: alone {alone} differs from the stack (company matters)")
     loss_png, acc_png = f"part2_{setting}_loss.png", f"part2_{setting}_accuracy.png"
     losses, stop = result["curves"]["loss"], alone["iterations"]
-    finite = losses[np.isfinite(losses)]
     title = f"{rec['question']} {rec['label']}, seed {seed} (median)"
     plot_curve(losses, f"{'L2' if rec['loss'] == 'l2' else 'cross-entropy'} loss", f"{title}: loss",
-               out / loss_png, stop, log_y=finite.size > 0 and finite.max() > 10 * finite.min())
+               out / loss_png, stop, log_y=log_scale(losses))
     plot_curve(100 * result["curves"]["accuracy"], "training accuracy (%)", f"{title}: accuracy",
                out / acc_png, stop)
     return {"seed": seed, "percentile": percentile, "iterations": stop, "diverged_at": alone["diverged_at"],

@@ -49,6 +49,7 @@ from part1_loss_gradient import (
 )
 from part2_fc import (
     describe,
+    log_scale,
     plot_curve,
     plot_median_band,
     plot_share_stopped,
@@ -67,7 +68,6 @@ from part3_line import (
     config_from_args,
     conv2_class_means,
     curves_table,
-    log_scale,
     network_record,
     run_record,
     run_studies,

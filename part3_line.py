@@ -19,10 +19,10 @@ accuracy. Iterations = SGD updates made before the first evaluation at 100% (par
 diverges when its loss is not finite (--diverge-factor F: also when above F times its initial loss).
 
 Many seeds: each seed trains in the plain loop above (nn.Module, autograd, optim.SGD), one seed
-at a time in each of --workers single-thread processes. On this network the plain loop was as
-fast as torch.func.vmap over stacked seeds (benchmarks/bench_part3.py), and it is the same for a
-seed whatever else trains: one torch thread per process, since the thread count changes float32
-convolutions.
+at a time in each of --workers single-thread processes. On one thread, stacking the seeds (vmap,
+or grouped convolutions) gains little on this network (benchmarks/bench_part3.py), and only the
+plain loop gives a seed the same numbers whatever else trains: one torch thread per process,
+since the thread count changes float32 convolutions.
 
 Outputs in --out: part3_line_{loss,accuracy,kernels,feature_maps}.png (the typical seed: the median
 iteration count), part3_line_{share_reached,loss_band}.png (--seeds > 1), part3_line.json.
@@ -65,6 +65,7 @@ from part2_fc import (
     check_device,
     describe,
     fmt,
+    log_scale,
     loss_from_logits,
     plot_curve,
     plot_median_band,
@@ -74,6 +75,7 @@ from part2_fc import (
     seed_list,
     summarize_stops,
     truncated_normal,
+    typical_seed,
 )
 
 RESULTS_FILE = "part3_line.json"
@@ -307,13 +309,9 @@ def run_studies(studies: dict[str, Study], workers: int) -> dict[str, list[SeedR
 
 
 def typical_run(runs: list[SeedRun]) -> tuple[SeedRun, float]:
-    """The seed with the median iteration count (lower median, not reached = slowest, ties: the
-    smallest seed) and the share of seeds that needed fewer iterations."""
-    def key(r: SeedRun) -> float:
-        return np.inf if r.iterations is None else r.iterations
-
-    pick = sorted(runs, key=lambda r: (key(r), r.seed))[(len(runs) - 1) // 2]
-    return pick, sum(key(r) < key(pick) for r in runs) / len(runs)
+    """The run of part 2's typical seed (the median iteration count) and its percentile."""
+    seed, percentile = typical_seed([r.seed for r in runs], [r.iterations for r in runs])
+    return next(r for r in runs if r.seed == seed), percentile
 
 
 def holdout_split(labels: np.ndarray, n_test: int) -> np.ndarray:
@@ -413,12 +411,6 @@ def curves_table(runs: list[SeedRun], metric: str) -> np.ndarray:
     for s, r in enumerate(runs):
         table[:r.stop + 1, s] = r.curves[metric]
     return table
-
-
-def log_scale(values: np.ndarray) -> bool:
-    """Log axis when the positive values span more than a decade."""
-    v = values[np.isfinite(values) & (values > 0)]
-    return bool(v.size) and v.max() > 10 * v.min()
 
 
 def typical_figures(run: SeedRun, percentile: float, cfg: Config, data: Dataset, out: Path, prefix: str,
