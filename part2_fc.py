@@ -143,53 +143,6 @@ def seed_list(args: argparse.Namespace) -> list[int]:
     return list(range(args.first_seed, args.first_seed + args.seeds))
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training as the handout fixes it; every field is a flag of the script."""
-
-    lr: float = 0.1  # plain SGD step size, no momentum
-    max_iters: int = 10_000  # cap on SGD updates
-    init_std: float = 0.1  # std of the truncated normal weights
-    init_bias: float = 0.1  # every bias starts at this constant
-    hidden: int = 4  # units in the hidden layer (Figure 3)
-    diverge_factor: float | None = None  # opt-in: loss above this times the initial loss = diverged
-    dtype: torch.dtype = torch.float32
-    device: str = "cpu"
-
-
-# ---------------------------------------------------------------------------------------------
-# Seeding: seed k draws its initial weights from its own generator and nothing else draws.
-# ---------------------------------------------------------------------------------------------
-
-
-def seed_generator(seed: int) -> torch.Generator:
-    """The one random stream of seed `seed`: it draws that seed's initial weights, nothing else."""
-    return torch.Generator().manual_seed(seed)
-
-
-def truncated_normal(shape: tuple[int, ...], std: float, generator: torch.Generator) -> torch.Tensor:
-    """float64 weights ~ N(0, std^2) with draws beyond two standard deviations redrawn (TensorFlow's
-    truncated_normal), so every value lies in [-2 std, 2 std]. Drawn in float64 and cast by the caller,
-    so a seed starts from the same weights in float32 and float64. torch's bounds a, b are absolute."""
-    out = torch.empty(shape, dtype=torch.float64)
-    return torch.nn.init.trunc_normal_(out, mean=0.0, std=std, a=-2 * std, b=2 * std, generator=generator)
-
-
-def initial_weights(seeds: Sequence[int], n_in: int, cfg: TrainConfig) -> list[torch.Tensor]:
-    """Initial weights of R = len(seeds) runs, run r from seed seeds[r] alone: w1 (R, H, n_in) (as
-    nn.Linear's weight), b1 (R, H, 1), w2 (R, H, 1), b2 (R, 1). The same seed gives the same weights
-    in every setting. Each seed draws its (n_in, H) input weights, then its (H, 1) output weights."""
-    w1, w2 = [], []
-    for seed in seeds:
-        gen = seed_generator(seed)
-        w1.append(truncated_normal((n_in, cfg.hidden), cfg.init_std, gen).T)
-        w2.append(truncated_normal((cfg.hidden, 1), cfg.init_std, gen))
-    n = len(seeds)
-    weights = [torch.stack(w1), torch.full((n, cfg.hidden, 1), cfg.init_bias, dtype=torch.float64),
-               torch.stack(w2), torch.full((n, 1), cfg.init_bias, dtype=torch.float64)]
-    return [w.to(device=cfg.device, dtype=cfg.dtype).contiguous() for w in weights]
-
-
 # ---------------------------------------------------------------------------------------------
 # The network of Figure 3: inputs -> FC -> 4 units, f(Wx+b) -> FC -> 1 unit -> sigmoid.
 # ---------------------------------------------------------------------------------------------
@@ -251,6 +204,54 @@ def dead_units(model: FCNet, x: torch.Tensor) -> torch.Tensor:
     gradient again. A sigmoid unit is never exactly 0 here, so it counts 0 by the same rule."""
     with torch.no_grad():
         return (model.hidden(x) == 0).all(dim=2).sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The handout's training settings, and seeding: seed k draws its initial weights from its own
+# generator and nothing else draws.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training as the handout fixes it; every field is a flag of the script."""
+
+    lr: float = 0.1  # plain SGD step size, no momentum
+    max_iters: int = 10_000  # cap on SGD updates
+    init_std: float = 0.1  # std of the truncated normal weights
+    init_bias: float = 0.1  # every bias starts at this constant
+    hidden: int = 4  # units in the hidden layer (Figure 3)
+    diverge_factor: float | None = None  # opt-in: loss above this times the initial loss = diverged
+    dtype: torch.dtype = torch.float32
+    device: str = "cpu"
+
+
+def seed_generator(seed: int) -> torch.Generator:
+    """The one random stream of seed `seed`: it draws that seed's initial weights, nothing else."""
+    return torch.Generator().manual_seed(seed)
+
+
+def truncated_normal(shape: tuple[int, ...], std: float, generator: torch.Generator) -> torch.Tensor:
+    """float64 weights ~ N(0, std^2) with draws beyond two standard deviations redrawn (TensorFlow's
+    truncated_normal), so every value lies in [-2 std, 2 std]. Drawn in float64 and cast by the caller,
+    so a seed starts from the same weights in float32 and float64. torch's bounds a, b are absolute."""
+    out = torch.empty(shape, dtype=torch.float64)
+    return torch.nn.init.trunc_normal_(out, mean=0.0, std=std, a=-2 * std, b=2 * std, generator=generator)
+
+
+def initial_weights(seeds: Sequence[int], n_in: int, cfg: TrainConfig) -> list[torch.Tensor]:
+    """Initial weights of R = len(seeds) runs, run r from seed seeds[r] alone: w1 (R, H, n_in) (as
+    nn.Linear's weight), b1 (R, H, 1), w2 (R, H, 1), b2 (R, 1). The same seed gives the same weights
+    in every setting. Each seed draws its (n_in, H) input weights, then its (H, 1) output weights."""
+    w1, w2 = [], []
+    for seed in seeds:
+        gen = seed_generator(seed)
+        w1.append(truncated_normal((n_in, cfg.hidden), cfg.init_std, gen).T)
+        w2.append(truncated_normal((cfg.hidden, 1), cfg.init_std, gen))
+    n = len(seeds)
+    weights = [torch.stack(w1), torch.full((n, cfg.hidden, 1), cfg.init_bias, dtype=torch.float64),
+               torch.stack(w2), torch.full((n, 1), cfg.init_bias, dtype=torch.float64)]
+    return [w.to(device=cfg.device, dtype=cfg.dtype).contiguous() for w in weights]
 
 
 # ---------------------------------------------------------------------------------------------
