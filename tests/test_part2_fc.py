@@ -126,6 +126,19 @@ def test_a_seed_is_the_same_alone_and_in_company(setting: str, data) -> None:
         np.testing.assert_array_equal(alone["curves"][key], crowd["curves"][key])
 
 
+@pytest.mark.parametrize("setting", ["sigmoid-l2", "relu-l2"])
+def test_a_seed_is_the_same_alone_and_in_a_large_stack(setting: str, data) -> None:
+    # The hidden layer is one matrix product over all runs; a large stack (1200 weight rows) must
+    # not change how a run's numbers are computed.
+    x, y = data[torch.float32]
+    cfg = p2.TrainConfig(max_iters=800)
+    alone = p2.train_stack(setting, [(3, 0.1)], x, y, cfg, keep_curves=True)
+    crowd = p2.train_stack(setting, [(3, 0.1)] + [(s, 0.1) for s in range(100, 399)], x, y, cfg,
+                           keep_curves=True)
+    assert alone["runs"][0] == crowd["runs"][0]
+    np.testing.assert_array_equal(alone["curves"]["loss"], crowd["curves"]["loss"])
+
+
 def test_the_half_rate_is_exactly_sgd_at_half_the_rate(data) -> None:
     x, y = data[torch.float32]
     half = p2.train_stack("relu-ce", [(3, 0.05)], x, y, p2.TrainConfig(max_iters=600), keep_curves=True)
