@@ -19,10 +19,10 @@ accuracy. Iterations = SGD updates made before the first evaluation at 100% (par
 diverges when its loss is not finite (--diverge-factor F: also when above F times its initial loss).
 
 Many seeds: each seed trains in the plain loop above (nn.Module, autograd, optim.SGD), one seed
-at a time in each of --workers single-thread processes. On one thread, stacking the seeds (vmap,
-or grouped convolutions) gains little on this network (benchmarks/bench_part3.py), and only the
-plain loop gives a seed the same numbers whatever else trains: one torch thread per process,
-since the thread count changes float32 convolutions.
+at a time in each of --workers single-thread processes. Stacking the seeds (vmap, or grouped
+convolutions) runs other convolution kernels for a lone seed than for a seed in company
+(benchmarks/bench_part3.py); the plain loop gives a seed the same numbers whatever else trains:
+one torch thread per process, since the thread count changes float32 convolutions.
 
 Outputs in --out: part3_line_{loss,accuracy,kernels,feature_maps}.png (the typical seed: the median
 iteration count), part3_line_{share_reached,loss_band}.png (--seeds > 1), part3_line.json.

@@ -4,11 +4,11 @@ Baseline: nn.Module + optim.SGD, one seed after another, one torch thread (the p
 setting on this 2-core machine). Part 3's path: part3_line.run_studies, the same loop per seed in
 --workers single-thread processes. For the record, the alternative it was chosen over:
 torch.func.vmap over the seeds stacked (one thread), and the seeds folded into the channels of one
-network (grouped convolutions), which gain too little per model-iteration on one thread and, over a
-stack of one, run other convolution kernels (so a seed's numbers would depend on its company: the
-benchmark prints how far apart). Default --iters: of the order of a 3.2 run.
-All train 3.2's network (with the width head) on the detection set
-for --iters iterations with no stop, so every model-iteration is a full forward + backward + update.
+network (grouped convolutions). Their gain on one thread varies widely from run to run here, and
+over a stack of one they run other convolution kernels than over two or more, so a seed's numbers
+would depend on its company (the benchmark prints how far apart). All train 3.2's network (with
+the width head) on the detection set for --iters iterations (default: of the order of a 3.2 run)
+with no stop, so every model-iteration is a full forward + backward + update.
 Absolute times drift on a shared machine; read the ratios.
 
     python benchmarks/bench_part3.py [--data-dir data] [--seeds 20] [--iters 1000] [--workers 2]
