@@ -243,8 +243,8 @@ def train_seed(seed: int, cfg: Config, batch: dict[str, np.ndarray], task: Task)
     for t in range(cfg.max_iters + 1):
         logits, widths = net(data["x"])
         metrics = task(logits, widths, data, cfg)
-        logits_finite = torch.isfinite(logits).all().to(logits.dtype)
-        *numbers, logits_finite = torch.stack([*metrics.values(), logits_finite]).tolist()  # one sync
+        all_finite = torch.isfinite(logits).all().to(logits.dtype)  # 1.0 when every logit is finite
+        *numbers, logits_finite = torch.stack([*metrics.values(), all_finite]).tolist()  # one sync
         values = dict(zip(metrics, numbers, strict=True))
         finite = logits_finite == 1 and all(math.isfinite(v) for v in numbers)
         for k, v in values.items():
