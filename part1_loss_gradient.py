@@ -44,19 +44,20 @@ same bytes); README.md lists its keys.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import json
 import os
 import platform
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
+
+os.environ["MPLBACKEND"] = "Agg"  # the scripts only write files: any terminal or notebook works
 
 # =============================================================================================
 # Part 1. Everything below answers the handout's questions 1.1-1.6; read it top to bottom.
@@ -90,8 +91,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"argument --extent: {args.extent:g} is too large (at most {MAX_EXTENT:g})")
     if abs(args.x) > MAX_ABS_X:
         parser.error(f"argument --x: {args.x:g} is too large (|x| at most {MAX_ABS_X:g})")
-    if args.out.exists() and not args.out.is_dir():
-        parser.error(f"argument --out: {args.out} exists and is not a folder")
     return args
 
 
@@ -418,21 +417,21 @@ RESULTS_FILE = "part1_loss_gradient.json"
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    use_headless_matplotlib()
+    check_out_dir(args.out)
     surfaces = neuron_surfaces(args.extent, args.grid, args.x, args.y)
 
     # 1.1-1.5 and Figure 2: one surface each.
     figures = []
     for key, question, name, title, zlabel, signed, shows in SURFACE_FIGURES:
-        figure = surface_figure(surfaces["W"], surfaces["B"], surfaces[key], title, zlabel, signed)
-        save_figure(figure, args.out / name)
+        save_figure(args.out / name, surface_figure, surfaces["W"], surfaces["B"], surfaces[key], title,
+                    zlabel, signed)
         figures.append({"id": key, "question": question, "file": name, "shows": shows})
         print(f"wrote {args.out / name}")
 
     # 1.6: the picture and the numbers.
     key, question, name, shows = COMPARISON_FIGURE
     z = surfaces["z"]
-    save_figure(comparison_figure((float(z.min()), float(z.max())), args.x, args.y), args.out / name)
+    save_figure(args.out / name, comparison_figure, (float(z.min()), float(z.max())), args.x, args.y)
     figures.insert(5, {"id": key, "question": question, "file": name, "shows": shows})  # after 1.5
     print(f"wrote {args.out / name}")
     results = {
@@ -470,15 +469,21 @@ def print_summary(results: dict[str, Any]) -> None:
 
 
 # =============================================================================================
-# Shared plumbing, fenced off: parts 2 and 3 import these from here (the submission zip holds only
-# the four part scripts, so what several parts need lives in one of them). One-line errors for bad
-# flags and files, atomic writes, library versions, and the one data loader of every part.
+# Plumbing, fenced off (parts 2 and 3 import it: the zip holds only the four scripts). One-line
+# errors, signals that stop a run cleanly, files written whole or not at all.
 # =============================================================================================
 
 
-
 class InputError(Exception):
-    """Bad input from the user (a flag or a data file). The message is one line naming it."""
+    """Bad input from the user (a flag, a data file, an output folder): one line naming it."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, SIGTERM or SIGHUP; `signum` gives the exit status 128 + signum."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 class Parser(argparse.ArgumentParser):
@@ -488,97 +493,49 @@ class Parser(argparse.ArgumentParser):
         raise InputError(message)
 
 
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    raise Interrupted(signum)
+
+
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run a script's `main`, turning InputError into one line on stderr and exit status 2."""
+    """Run a script's `main`: bad input -> one line, exit 2; Ctrl-C/SIGTERM/SIGHUP -> one line, exit
+    128 + signal (worker processes end with the parent); a closed stdout -> quiet exit; an unwritable
+    output -> one line, exit 1. Never a traceback for these."""
     prog = Path(sys.argv[0]).name if argv is None else "main"
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupted)
     try:
         return main(argv)
     except InputError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; outputs written before stay whole", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
+        print(f"{prog}: interrupted ({signal.Signals(signum).name}); files written before stay whole",
+              file=sys.stderr)
+        return 128 + signum
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
+    except OSError as err:
+        print(f"{prog}: error: cannot write {err.filename or 'the output'}: {err.strerror}", file=sys.stderr)
+        return 1
 
 
 def positive(kind: type = float) -> Callable[[str], Any]:
-    """argparse type: a number of `kind` that is > 0 (and finite)."""
+    """argparse type: a finite number of `kind` that is > 0."""
 
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not value > 0 or value == float("inf"):
+        if not 0 < value < float("inf"):
             raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
         return value
 
     parse.__name__ = f"positive {kind.__name__}"
     return parse
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write `path` through a temporary file in the same folder, then rename it into place.
-
-    A crash or Ctrl-C mid-write leaves the previous file whole (os.replace is atomic on POSIX).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write `data` as deterministic JSON (sorted keys, fixed indent), atomically."""
-    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def save_figure(fig: Any, path: Path) -> None:
-    """Save a matplotlib figure atomically, without a timestamp (same data, same bytes), and close it."""
-    import matplotlib.pyplot as plt
-
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=150, metadata={"Software": None}))
-    plt.close(fig)
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of Python and the libraries that produce the numbers, for the results files."""
-    return {
-        "python": platform.python_version(),
-        "torch": _package_version("torch"),
-        "numpy": _package_version("numpy"),
-        "matplotlib": _package_version("matplotlib"),
-    }
-
-
-def _package_version(name: str) -> str:
-    """The imported module's __version__ if loaded, else the installed package's metadata.
-
-    The metadata route spares part 1, which needs no torch, the seconds an `import torch` costs;
-    both give the same string (e.g. "2.13.0+cpu").
-    """
-    module = sys.modules.get(name)
-    if module is not None:
-        return str(module.__version__)
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def use_headless_matplotlib() -> None:
-    """Select the file-only Agg backend, so scripts run on machines without a display."""
-    import matplotlib
-
-    matplotlib.use("Agg")
 
 
 def finite_float(text: str) -> float:
@@ -600,179 +557,70 @@ def probability(text: str) -> float:
     return value
 
 
-def bounded_int(low: int, high: int) -> Callable[[str], int]:
-    """argparse type: a whole number in [low, high]."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text!r} must be between {low} and {high}")
-        return value
-
-    return parse
+TEMP_MARK = ".tmp-"  # temporary files are .<name>.tmp-XXXX: hidden, and recognisable as ours
 
 
 def check_out_dir(out: Path) -> None:
-    """Refuse an --out that exists but is not a folder, before anything is computed."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder")
-
-
-# Data: one loader for every part.
-
-
-# The course's files, as in the course repository (see data/README.md).
-DATASET_FILES: dict[str, dict[str, str]] = {
-    "random": {"images": "random/random_imgs.npy", "labels": "random/random_labs.npy"},
-    "line": {"images": "line/line_imgs.npy", "labels": "line/line_labs.npy"},
-    "detection": {
-        "images": "detection/detection_imgs.npy",
-        "labels": "detection/detection_labs.npy",
-        "widths": "detection/detection_width.npy",
-    },
-}
-
-# sha256 of the course's own files (from the course repository), to name the data's provenance.
-COURSE_SHA256: dict[str, str] = {
-    "random/random_imgs.npy": "a671e6e9e57f89e41d768a4c2da6038a3706383467da267d607afc3583fd4a12",
-    "random/random_labs.npy": "420a533486ac6e58964c2c09f4e2d6531174e5f3d8f3e61d40ac9c15e3632cf7",
-    "line/line_imgs.npy": "9d8d09f61820711abc2a0db5cb5d4f4d5a0424c269d60949bacbc29dbc4c5a05",
-    "line/line_labs.npy": "2b65647ee1af1e154539d4b25c8146b9040ac15ee520613e6598d713855b12a2",
-    "detection/detection_imgs.npy": "a750b95934a620757ff4399f01012ea089feec4b8df8530bd1e1390c54cbccfd",
-    "detection/detection_labs.npy": "8d32857fd713faa01397ed9b867d34d1a21d441c76e5c75f378920184ad493af",
-    "detection/detection_width.npy": "351e417718a42d70a8bbb68b178df19e245bcfef722d6bfc296df80cebb43b20",
-}
-
-# sha256 of the stand-ins that data/make_standins.py writes (a test keeps these in step).
-STANDIN_SHA256: dict[str, str] = {
-    "random/random_imgs.npy": "d702133bd67d2605311ed4815ca6f9116824812133490730b7f0b722d8d525f2",
-    "random/random_labs.npy": "dd50c62ef8211f7498ddb02cda5f1ed99bf6a1cffe42561cdc12e6b262f1dfdf",
-    "line/line_imgs.npy": "f02729d00c8a744384b7fb9fe393826402976e7423cc1c2a9c89eba7c18dd27b",
-    "line/line_labs.npy": "4b1cc6fb65f511aab7cd937c168a1aa5c0b97829ec8809af79147a916f26fdd2",
-    "detection/detection_imgs.npy": "e4f871ee81dbf154be9ea4cfea0972c58f617f1fa04dbeea7b6bc63195640291",
-    "detection/detection_labs.npy": "ccb23edcb0eee2be7665ecd255e94c5f31ea909d06c64f3f34119aa299dd23da",
-    "detection/detection_width.npy": "9ee52ee779312068b90bbd9338070896fcc2b4ada665280879721121184faa75",
-}
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """One dataset, validated. N images of H x W pixels.
-
-    images: (N, H, W) float64 in [0, 1]; labels: (N,) float64 in {0, 1};
-    widths: (N,) float64 > 0 (half-extent in pixels) for the detection set, else None.
-    provenance: "course data", "stand-in" or "other"; sha256: file (relative path) -> digest.
-    """
-
-    name: str
-    data_dir: str
-    images: np.ndarray
-    labels: np.ndarray
-    widths: np.ndarray | None
-    provenance: str
-    sha256: dict[str, str]
-
-    def record(self) -> dict[str, Any]:
-        """What a results file says about the data it was computed from."""
-        n, h, w = self.images.shape
-        return {
-            "name": self.name,
-            "data_dir": self.data_dir,
-            "provenance": self.provenance,
-            "sha256": self.sha256,
-            "n_images": n,
-            "image_size": [h, w],
-            "label_counts": {"0": int((self.labels == 0).sum()), "1": int((self.labels == 1).sum())},
-        }
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    """Load one .npy file with pickle disabled; any problem is an InputError naming the file."""
-    if not path.is_file():
-        raise InputError(f"{path}: file is missing")
+    """Before any work: --out is (or can be made) a writable folder. Removes temporary files that a
+    killed run left there (a run stopped by a signal removes its own)."""
     try:
-        with path.open("rb") as file:
-            magic = file.read(6)
-        if not magic:
-            raise InputError(f"{path}: file is empty")
-        # Without this, np.load reports any non-.npy file (text, garbage) as pickled data.
-        if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
-            raise InputError(f"{path}: not a .npy file (no .npy header)")
-        array = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        if "allow_pickle" in str(err):
-            raise InputError(f"{path}: holds Python objects (pickle); refusing to load it") from None
-        raise InputError(f"{path}: not a readable .npy array ({err})") from None
-    except (OSError, EOFError) as err:
-        raise InputError(f"{path}: not a readable .npy file ({err})") from None
-    if not isinstance(array, np.ndarray):
-        array.close()
-        raise InputError(f"{path}: holds an archive, not one array")
-    if array.dtype.kind not in "biuf":
-        raise InputError(f"{path}: values must be numbers, found dtype {array.dtype}")
-    if array.size and not np.isfinite(array.astype(np.float64)).all():
-        raise InputError(f"{path}: holds NaN or infinite values")
-    return array
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(f".*{TEMP_MARK}*"):
+            stale.unlink(missing_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe" + TEMP_MARK, dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise InputError(f"--out {out}: not a writable folder ({err.strerror})") from None
 
 
-def _check_shape(path: Path, array: np.ndarray, ndim: int, what: str) -> None:
-    if array.ndim != ndim or array.shape[0] == 0 or 0 in array.shape:
-        raise InputError(f"{path}: expected {what}, found shape {array.shape}")
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write `path` through a temporary file in the same folder, then rename it into place: an error
+    or a signal mid-write leaves the previous file whole and no temporary file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-def load_dataset(data_dir: Path | str, name: str) -> Dataset:
-    """Load and validate dataset `name` ("random", "line" or "detection") from `data_dir`.
-
-    Raises InputError with one line naming the file and the problem.
-    """
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise InputError(f"--data-dir {root}: no such folder")
-    files = DATASET_FILES[name]
-    paths = {role: root / rel for role, rel in files.items()}
-    arrays = {role: _load_npy(path) for role, path in paths.items()}
-
-    images, labels = arrays["images"], arrays["labels"]
-    _check_shape(paths["images"], images, 3, "(N, H, W) images")
-    _check_shape(paths["labels"], labels, 1, "(N,) labels")
-    if labels.shape[0] != images.shape[0]:
-        raise InputError(f"{paths['labels']}: {labels.shape[0]} labels for {images.shape[0]} images")
-    if images.min() < 0 or images.max() > 1:
-        raise InputError(f"{paths['images']}: pixel values must lie in [0, 1], found "
-                         f"{images.min():g}..{images.max():g}")
-    if not np.isin(labels, (0, 1)).all():
-        raise InputError(f"{paths['labels']}: labels must be 0 or 1, found {np.unique(labels)[:5]}")
-    widths = arrays.get("widths")
-    if widths is not None:
-        _check_shape(paths["widths"], widths, 1, "(N,) widths")
-        if widths.shape[0] != images.shape[0]:
-            raise InputError(f"{paths['widths']}: {widths.shape[0]} widths for {images.shape[0]} images")
-        if widths.min() <= 0:
-            raise InputError(f"{paths['widths']}: widths must be > 0, found {widths.min():g}")
-        widths = widths.astype(np.float64)
-
-    digests = {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() for rel in files.values()}
-    return Dataset(
-        name=name,
-        data_dir=str(data_dir),
-        images=images.astype(np.float64),
-        labels=labels.astype(np.float64),
-        widths=widths,
-        provenance=_provenance(digests),
-        sha256=digests,
-    )
+def write_json(path: Path, data: Any) -> None:
+    """Write `data` as deterministic JSON (sorted keys, fixed indent), atomically."""
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def _provenance(digests: dict[str, str]) -> str:
-    """"course data" when every file is the course's own, "stand-in" for ours, else "other"."""
-    if all(COURSE_SHA256.get(rel) == digest for rel, digest in digests.items()):
-        return "course data"
-    if all(STANDIN_SHA256.get(rel) == digest for rel, digest in digests.items()):
-        return "stand-in"
-    return "other"
+def save_figure(path: Path, draw: Callable[..., Any], *args: Any) -> bool:
+    """fig = draw(*args), saved atomically (no timestamp: same data, same bytes). A figure that cannot
+    be drawn for the data at hand is skipped with one line; the run's results are never lost to it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        fig = draw(*args)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=200, metadata={"Software": None}))
+    except (ValueError, IndexError, ZeroDivisionError, OverflowError, RuntimeError) as err:
+        print(f"skipped figure {path.name}: {err}", file=sys.stderr)
+        return False
+    finally:
+        plt.close("all")
+    return True
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that made the numbers (metadata: no torch import)."""
+    versions = {"python": platform.python_version()}
+    for name in ("torch", "numpy", "matplotlib"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
 
 
 if __name__ == "__main__":
