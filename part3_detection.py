@@ -1,34 +1,33 @@
-"""Part 3.2: the conv net of 3.1 with a width head, on the detection dataset (question 3.2).
+"""Part 3.2: 3.1's conv net with a width head, on the detection dataset (question 3.2).
 
-    python part3_detection.py [--seeds 20] [--lr-reg 0.001] [--control-no-width-head]
-                              [--control-width-lr-x10] [--workers 2] [--out figures/]
+    python part3_detection.py              # the handout's run: one seed
+    python part3_detection.py --seeds 20 --control-no-width-head --control-width-lr-x10   # `make all`
 
-Each image holds one object: label 0 = a diamond, label 1 = an axis-aligned square; its width is
-the half-extent in pixels (bounding box (2w + 1) x (2w + 1)). The network is 3.1's ConvNet with the
-width head (a second FC layer off the conv2 features, one linear unit). How long until it classifies
+Each image holds one object: label 0 = a diamond, label 1 = an axis-aligned square; its width w is
+the half-extent in pixels (bounding box (2w + 1) x (2w + 1)). How long until the network classifies
 every image and gets every width right, and what makes the width slow?
 
-Two learning rates: the classifier learns by cross-entropy at --lr 0.1, the width by
+Which file holds what: this file, 3.2's network (DetectionNet: 3.1's LineNet plus the width head)
+and its objective; part3_line.py, the training loop (train_seed), 3.1's network and the figures;
+part2_fc.py (its fenced last section), the data loader, seeds, processes and statistics.
+
+Two learning rates (handout): the classifier learns by cross-entropy at --lr 0.1, the width by
 L2 = mean over the images of (predicted - true width)^2 (no factor 1/2) at --lr-reg 0.001. One plain
 SGD step of size lr on  CE + (lr_reg / lr) L2  (= CE + 0.01 L2) moves the classifier by lr dCE, the
-width head by lr_reg dL2 and the shared conv layers by both: exactly the two rates.
-A width is correct when |predicted - true| < 0.5, strictly. Training stops at the first 100% width
-accuracy (the handout's rule); the first 100% classification accuracy is recorded too.
+width head by lr_reg dL2 and the shared conv layers by both: exactly the two rates. A width is right
+when |predicted - true| < 0.5. Training stops at the first 100% width accuracy (the handout's rule).
+Controls: --control-no-width-head (the classifier alone, stop at 100% classification),
+--control-width-lr-x10 (the width loss at 10x its rate).
 
-Controls (each a flag): --control-no-width-head trains the classifier alone (no width gradient in the
-shared layers) and stops at 100% classification; --control-width-lr-x10 runs the width loss at 10x its
-rate. Training, seeds, workers and threads as in part3_line.py.
-
-Outputs in --out: part3_detection_{ce_loss,accuracy,l2_loss,regression_accuracy}.png (3.2 (1)-(4),
-the typical seed), _kernels, _feature_maps, _width_scatter, and with --seeds > 1 _share_reached and
-_loss_band; part3_detection.json.
+Outputs in --out: part3_detection_classification.png (3.2 (1), (2)), _width.png ((3), (4)),
+_width_scatter.png, _kernels.png, _feature_maps.png, with --seeds > 1 _share_reached.png and
+_loss_band.png; part3_detection.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -36,260 +35,223 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from part1_loss_gradient import (
-    Parser,
-    check_out_dir,
-    load_dataset,
-    positive,
-    run_main,
-    save_figure,
-    use_headless_matplotlib,
-    write_json,
-)
+from part1_loss_gradient import Parser, check_out_dir, positive, run_main, save_figure, write_json
 from part2_fc import (
-    describe,
-    log_scale,
-    plot_curve,
-    plot_median_band,
-    plot_share_stopped,
+    Config,
+    Dataset,
+    check_memory,
+    config_from_args,
+    load_dataset,
+    new_figure,
     results_header,
     seed_list,
     summarize_stops,
+    worker_count,
 )
 from part3_line import (
-    TORCH_THREADS,
-    Config,
+    LineNet,
     SeedRun,
-    Study,
     add_part3_args,
     batch_of,
-    classification_task,
-    config_from_args,
     conv2_class_means,
-    curves_table,
+    conv_sizes,
+    draw_many,
+    draw_typical,
     network_record,
     run_record,
-    run_studies,
+    single_record,
     summary_line,
+    train_seeds,
     trained_model,
-    typical_figures,
     typical_run,
 )
 
-RESULTS_FILE = "part3_detection.json"
-WIDTH_TOLERANCE = 0.5  # a width is correct when |predicted - true| < 0.5 pixels (strict)
+WIDTH_TOLERANCE = 0.5  # a width is right when |predicted - true| < 0.5 pixels (strictly)
 DETECTION_CLASSES = {0: "diamond", 1: "square"}
-ITERATION_RULE = (
-    "iterations = the number of SGD updates made before the first full-batch evaluation at 100% "
-    "regression accuracy (the stop); classification_iterations = the same for 100% classification "
-    "accuracy, counted up to the stop; null = not reached"
-)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = Parser(prog="part3_detection.py",
-                    description="Part 3.2: the conv net with a width head on the detection dataset.")
+    parser = Parser(prog="part3_detection.py", description="Part 3.2: the conv net with a width head.")
     add_part3_args(parser)
     add = parser.add_argument
     add("--lr-reg", type=positive(float), default=0.001,
         help="learning rate of the width's L2 loss (handout: 0.001); --lr is the classifier's")
     add("--control-no-width-head", action="store_true",
-        help="control: also train the classifier alone (no width head), stop at 100%% classification")
+        help="control: also train the classifier alone, stop at 100%% classification")
     add("--control-width-lr-x10", action="store_true", help="control: also train with --lr-reg x 10")
     return parser.parse_args(argv)
 
 
 # ---------------------------------------------------------------------------------------------
-# 3.2's loss: cross-entropy plus the width's L2 at its own rate; stop at 100% width accuracy.
+# The network of Figure 4 with the width head, and 3.2's objective.
 # ---------------------------------------------------------------------------------------------
 
 
-def width_l2(pred: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
-    """Mean over the images (last axis) of (predicted - true width)^2, pixels^2."""
-    return ((pred - widths) ** 2).mean(-1)
+class DetectionNet(LineNet):
+    """3.1's network plus a second FC layer off the same conv2 features: one linear unit, the
+    object's width in pixels. forward: x (B, 1, H, W) -> (logits (B,), widths (B,))."""
 
+    def __init__(self, image: tuple[int, int], padding: str = "valid") -> None:
+        super().__init__(image, padding)
+        self.reg = nn.Linear(self.fc.in_features, 1)
 
-def width_accuracy(pred: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
-    """Share (last axis) of widths predicted within WIDTH_TOLERANCE, strictly (0.5 is wrong)."""
-    return ((pred - widths).abs() < WIDTH_TOLERANCE).to(pred.dtype).mean(-1)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        features = self.feature_maps(x)[1].flatten(1)
+        return self.fc(features).squeeze(1), self.reg(features).squeeze(1)
 
-
-def detection_task(logits: torch.Tensor, pred: torch.Tensor | None, batch: dict[str, torch.Tensor],
-                   cfg: Config) -> dict[str, torch.Tensor]:
-    """Objective CE + (lr_reg / lr) L2: one SGD step at lr moves the classifier by lr dCE, the width
-    head by lr_reg dL2 and the shared layers by both. Stop at 100% width accuracy."""
-    assert pred is not None
-    metrics = classification_task(logits, None, batch, cfg)
-    l2 = width_l2(pred, batch["widths"])
-    accuracy = width_accuracy(pred, batch["widths"])
-    metrics |= {"objective": metrics["ce"] + (cfg.lr_reg / cfg.lr) * l2, "l2": l2, "width_accuracy": accuracy,
-                "max_width_error": (pred - batch["widths"]).abs().max(), "done": (accuracy == 1).to(l2.dtype)}
-    return metrics
+    def objective(self, batch: dict[str, torch.Tensor], cfg: Config) -> dict[str, torch.Tensor]:
+        """SGD minimises CE + (lr_reg / lr) L2; done at 100% width accuracy. Also measured: the
+        classification accuracy of each class, and of each true width (how classification
+        progresses with the object's size)."""
+        logits, pred = self(batch["x"])
+        y, widths = batch["y"], batch["widths"]
+        ce = nn.functional.binary_cross_entropy_with_logits(logits, y)
+        l2 = ((pred - widths) ** 2).mean()
+        error = (pred - widths).abs()
+        width_accuracy = (error < WIDTH_TOLERANCE).to(l2.dtype).mean()
+        correct = ((logits > 0) == (y > 0.5)).to(l2.dtype)
+        groups = batch["groups"] @ correct  # accuracy within each group of images (group_matrix)
+        return {"objective": ce + (cfg.lr_reg / cfg.lr) * l2, "ce": ce, "l2": l2, "accuracy": correct.mean(),
+                "width_accuracy": width_accuracy, "max_width_error": error.max(), "done": width_accuracy == 1,
+                "finite": torch.isfinite(logits).all() & torch.isfinite(pred).all()} | {
+                    f"group_{i}": g for i, g in enumerate(groups.unbind())}
 
 
 # ---------------------------------------------------------------------------------------------
-# Measurements: first 100% classification, when the width loss fell 20x, the final largest error.
+# Measurements over training: first 100% classification, per class and width; the width against
+# the mean-width baseline.
 # ---------------------------------------------------------------------------------------------
 
 
-def first_iteration(holds: np.ndarray) -> int | None:
-    """The first iteration where `holds` (bool per iteration) is True, else None."""
-    hits = np.flatnonzero(holds)
+def group_matrix(data: Dataset) -> tuple[list[str], np.ndarray]:
+    """Names and (G, B) averaging rows of the image groups: each label, then each true width."""
+    masks = {f"label {c}": data.labels == c for c in (0, 1)}
+    masks |= {f"width {w:g}": data.widths == w for w in np.unique(data.widths)}
+    masks = {k: m for k, m in masks.items() if m.any()}
+    return list(masks), np.array([m / m.sum() for m in masks.values()])
+
+
+def first_at(values: np.ndarray, level: float = 1.0) -> int | None:
+    """The first iteration where values >= level (at most up to the run's stop), else None."""
+    hits = np.flatnonzero(values >= level)
     return int(hits[0]) if hits.size else None
 
 
-def classification_iterations(run: SeedRun) -> int | None:
-    """First iteration at 100% classification accuracy, up to the run's stop."""
-    return first_iteration(run.curves["accuracy"] == 1)
-
-
-def width_l2_fall_20x(run: SeedRun) -> int | None:
-    """First iteration where the width L2 is below 1/20 of its initial value."""
-    return first_iteration(run.curves["l2"] < run.curves["l2"][0] / 20)
-
-
-def plot_width_scatter(pred: np.ndarray, true: np.ndarray, labels: np.ndarray, title: str,
-                       path: Path) -> None:
-    """Predicted against true width, one marker per class (shifted sideways a little), the band of
-    correct predictions |error| < 0.5 shaded."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4.2), layout="constrained")
-    line = np.array([true.min() - 1, true.max() + 1])
-    ax.fill_between(line, line - WIDTH_TOLERANCE, line + WIDTH_TOLERANCE, color="tab:green", alpha=0.15,
-                    lw=0, label=f"correct: |error| < {WIDTH_TOLERANCE:g}")
-    ax.plot(line, line, color="tab:green", lw=1)
-    for c, (name, marker, shift) in {0: ("diamond", "D", -0.12), 1: ("square", "s", 0.12)}.items():
-        keep = (labels == c) & np.isfinite(pred)
-        wrong = int((keep & ~(np.abs(pred - true) < WIDTH_TOLERANCE)).sum())
-        ax.scatter(true[keep] + shift, pred[keep], marker=marker, s=22, alpha=0.75,
-                   label=f"label {c}: {name} ({wrong} wrong)")
-    ax.set(xlabel="true width (pixels, half-extent)", ylabel="predicted width (pixels)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    save_figure(fig, path)
-
-
-# ---------------------------------------------------------------------------------------------
-# 3.2: train (with the controls), plot, save, summarise.
-# ---------------------------------------------------------------------------------------------
+def width_measurements(run: SeedRun, baseline_mse: float, groups: list[str]) -> dict[str, Any]:
+    """When classification reached 100% (all images, each class, each width); when the width loss
+    first fell 20x and first beat the mean-width predictor, with the width accuracy and RMS error
+    (pixels) there."""
+    c = run.curves
+    fell = next((t for t, v in enumerate(c["l2"]) if v <= c["l2"][0] / 20), None)
+    beat = next((t for t, v in enumerate(c["l2"]) if v < baseline_mse), None)
+    return {
+        "classification_iterations": first_at(c["accuracy"]),
+        "group_classification_iterations": {name: first_at(c[f"group_{i}"]) for i, name in enumerate(groups)},
+        "l2_fall_20x": None if fell is None else {"iteration": fell, "width_accuracy": float(c["width_accuracy"][fell]),
+                                                  "rms": float(np.sqrt(c["l2"][fell]))},
+        "beats_mean_width": None if beat is None else {"iteration": beat,
+                                                       "width_accuracy": float(c["width_accuracy"][beat]),
+                                                       "rms": float(np.sqrt(c["l2"][beat]))},
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    check_out_dir(args.out)
+    cfg = config_from_args(args)
     data = load_dataset(args.data_dir, "detection")
-    assert data.widths is not None
-    cfg = config_from_args(args, data, width_head=True, label="3.2")
-    use_headless_matplotlib()
-    torch.set_num_threads(TORCH_THREADS)
-    seeds, batch = seed_list(args), batch_of(data)
-    studies = {"main": Study(seeds, cfg, batch, detection_task)}
+    image = tuple(data.images.shape[1:])
+    conv_sizes(image, args.padding)
+    check_out_dir(args.out)
+    seeds = seed_list(args)
+    groups, matrix = group_matrix(data)
+    batch = batch_of(data) | {"groups": matrix}
+    studies = {"3.2": (cfg, batch, DetectionNet)}
     if args.control_no_width_head:
-        studies["no_width_head"] = Study(seeds, replace(cfg, width_head=False, label="3.2 no width head"),
-                                         batch, classification_task)
+        studies["no width head"] = (cfg, batch_of(data), LineNet)
     if args.control_width_lr_x10:
-        x10 = replace(cfg, lr_reg=10 * args.lr_reg, label="3.2 width lr x10")
-        studies["width_lr_x10"] = Study(seeds, x10, batch, detection_task)
-    workers = min(args.workers, len(seeds))
-    print(f"Part 3.2: {len(seeds)} seed(s) on {data.data_dir}/detection ({data.provenance}), lr "
-          f"{args.lr:g} (CE) and {args.lr_reg:g} (L2), {args.dtype} on {args.device}, {workers} worker(s)",
-          flush=True)
-    started = time.perf_counter()
-    trained = run_studies(studies, workers)
-    seconds = time.perf_counter() - started
-    runs = trained["main"]
-    class_iters = [classification_iterations(r) for r in runs]
-
-    # 3.2 (1)-(4): the typical run (median iterations); each figure marks its own 100%
+        studies["width lr x10"] = (replace(cfg, lr_reg=10 * args.lr_reg), batch, DetectionNet)
+    args.workers = worker_count(args.workers, len(seeds) * len(studies), cfg)
+    check_memory(len(seeds) * len(studies), 160 * args.max_iters + 4 * 30_000, "--seeds/--max-iters")
+    print(f"Part 3.2: {len(seeds)} seed(s) on {data.describe()}, lr {args.lr:g} (CE) and {args.lr_reg:g} "
+          f"(L2), {args.dtype} on {args.device}, {args.workers} process(es)", flush=True)
+    trained = train_seeds(studies, seeds, args.workers, cfg.log)
+    runs = trained["3.2"]
     one, percentile = typical_run(runs)
-    figures = []
-    for key, metric, ylabel, what, marked in (
-        ("ce_loss", "ce", "cross-entropy loss", "(1) classification loss", classification_iterations(one)),
-        ("accuracy", "accuracy", "classification accuracy (%)", "(2) classification accuracy",
-         classification_iterations(one)),
-        ("l2_loss", "l2", "L2 loss of the width (pixels$^2$)", "(3) width regression loss", one.iterations),
-        ("regression_accuracy", "width_accuracy", "regression accuracy (%)", "(4) regression accuracy",
-         one.iterations),
-    ):
-        figures.append(f"part3_detection_{key}.png")
-        values = one.curves[metric] * (100 if "accuracy" in metric else 1)
-        plot_curve(values, ylabel, f"3.2 Detection: {what}, seed {one.seed}", args.out / figures[-1], marked,
-                   log_y=log_scale(values) and "accuracy" not in metric)
-    figures += typical_figures(one, percentile, cfg, data, args.out, "part3_detection", "3.2",
-                               DETECTION_CLASSES, "width_accuracy")
-    net = trained_model(one, cfg)
-    x = torch.tensor(data.images[:, None], dtype=getattr(torch, cfg.dtype))
-    with torch.no_grad():
-        pred = net(x)[1].double().numpy()
-    figures.append("part3_detection_width_scatter.png")
-    plot_width_scatter(pred, data.widths, data.labels, f"3.2 Widths at the stop, seed {one.seed} ("
-                       + describe(one.iterations, one.diverged_at, one.final("width_accuracy")) + ")",
-                       args.out / figures[-1])
-    if len(runs) > 1:
-        ce, l2 = curves_table(runs, "ce"), curves_table(runs, "l2")
-        plot_share_stopped({"100% regression accuracy (the stop)": [r.iterations for r in runs],
-                            "100% classification accuracy": class_iters}, len(ce) - 1,
-                           f"3.2 Share of {len(runs)} seeds at 100% training accuracy", "seeds at 100% (%)",
-                           args.out / "part3_detection_share_reached.png")
-        plot_median_band({"cross-entropy": ce, "L2 of the width (pixels$^2$)": l2}, "loss (median, IQR band)",
-                         f"3.2 Training losses over {len(runs)} seeds (log scale)",
-                         args.out / "part3_detection_loss_band.png", log_y=True)
-        figures += ["part3_detection_share_reached.png", "part3_detection_loss_band.png"]
-
-    results = results_header("part3_detection.py", args, data) | run_record(runs)
-    results |= {
-        "iteration_rule": ITERATION_RULE,
-        "width_tolerance": WIDTH_TOLERANCE,
-        "width_rule": f"a width prediction is correct when |predicted - true| < {WIDTH_TOLERANCE:g} "
-                      f"pixels (strict: an error of exactly {WIDTH_TOLERANCE:g} is wrong)",
-        "network": network_record(cfg),
-        "torch_threads": TORCH_THREADS,
-        "workers": workers,
-        "classification_iterations": class_iters,
-        "classification_summary": summarize_stops(class_iters, [r.diverged_at for r in runs]),
-        "width_l2_fall_20x": [width_l2_fall_20x(r) for r in runs],
-        "max_width_error": [r.final("max_width_error") for r in runs],
-        "diverged": [r.diverged for r in runs],
-        "diverged_at": [r.diverged_at for r in runs],
-        "final_regression_accuracy": [r.final("width_accuracy") for r in runs],
-        "final_classification_accuracy": [r.final("accuracy") for r in runs],
-        "final_ce_loss": [r.final("ce") for r in runs],
-        "final_l2_loss": [r.final("l2") for r in runs],
-        "single": {
-            "seed": one.seed, "percentile": percentile, "iterations": one.iterations,
-            "classification_iterations": classification_iterations(one), "diverged_at": one.diverged_at,
-            "final_regression_accuracy": one.final("width_accuracy"),
-            "final_classification_accuracy": one.final("accuracy"),
-            "final_ce_loss": one.final("ce"), "final_l2_loss": one.final("l2"),
-            "width_abs_error_max": one.final("max_width_error"),
-        },
-        "conv2_class_means": conv2_class_means(net, x, data.labels),
-        "controls": {
-            "no_width_head": run_record(trained["no_width_head"]) if "no_width_head" in trained else None,
-            "width_lr_x10": ({"lr_reg": 10 * args.lr_reg} | run_record(trained["width_lr_x10"])
-                             if "width_lr_x10" in trained else None),
-        },
-        "figures": figures,
+    baseline = float(np.mean((data.widths - data.widths.mean()) ** 2))
+    measured = [width_measurements(r, baseline, groups) for r in runs]
+    class_its = [m["classification_iterations"] for m in measured]
+    results = results_header("part3_detection.py", args, data, cfg) | run_record(runs) | {
+        "network": network_record(cfg, image, DetectionNet), "workers": args.workers,
+        "width_tolerance": WIDTH_TOLERANCE, "mean_width_baseline": {"mse": baseline, "rms": baseline ** 0.5},
+        "classification_iterations": class_its,
+        "classification_summary": summarize_stops(class_its, [r.diverged_at for r in runs]),
+        "measurements": measured, "final_regression_accuracy": [r.final("width_accuracy") for r in runs],
+        "final_l2_loss": [r.final("l2") for r in runs], "max_width_error": [r.final("max_width_error") for r in runs],
+        "single": single_record(one, percentile, "width_accuracy", "accuracy", "ce", "l2", "max_width_error")
+        | width_measurements(one, baseline, groups),
+        "conv2_class_means": conv2_class_means(trained_model(one, cfg, image, DetectionNet), data),
+        "controls": {name.replace(" ", "_"): run_record(trained[name]) if name in trained else None
+                     for name in ("no width head", "width lr x10")},
     }
-    write_json(args.out / RESULTS_FILE, results)
-    print_summary(results, seconds, args.out)
+    results["figures"] = figures(one, runs, class_its, cfg, data, args.out)
+    write_json(args.out / "part3_detection.json", results)
+    print_summary(results, args.out)
     return 0
 
 
-def print_summary(results: dict[str, Any], seconds: float, out: Path) -> None:
-    single = results["single"]
-    print(f"\n3.2 detection dataset, {len(results['seeds'])} seed(s), {seconds:.1f} s of training:")
-    print(f"  typical seed {single['seed']}: "
-          + describe(single["iterations"], single["diverged_at"], single["final_regression_accuracy"])
-          + f" to 100% width accuracy; 100% classification after {single['classification_iterations']}")
+# ---------------------------------------------------------------------------------------------
+# Figures and the printed summary.
+# ---------------------------------------------------------------------------------------------
+
+
+def figures(one: SeedRun, runs: list[SeedRun], class_its: list[int | None], cfg: Config, data: Dataset,
+            out: Path) -> list[str]:
+    """3.2 (1)-(4) as two figures, the kernels, feature maps and widths of the median seed; the
+    seeds together."""
+    names = draw_typical(one, cfg, data, out, "part3_detection", "3.2", {
+        "classification": [("ce", "cross-entropy loss"), ("accuracy", "classification accuracy (%)")],
+        "width": [("l2", "width L2 loss (pixels$^2$)"), ("width_accuracy", "width accuracy (%)")]},
+        DetectionNet, DETECTION_CLASSES)
+    net = trained_model(one, cfg, data.images.shape[1:], DetectionNet)
+    with torch.no_grad():
+        pred = net(torch.tensor(data.images[:, None], dtype=cfg.torch_dtype))[1].double().numpy()
+    save_figure(out / "part3_detection_width_scatter.png", plot_width_scatter, pred, data,
+                f"3.2: widths at the stop, seed {one.seed} (median seed)")
+    many = draw_many(runs, {"cross-entropy": "ce", "width L2 (pixels$^2$)": "l2"}, out, "part3_detection", "3.2",
+                     {"100% widths (the stop)": [r.iterations for r in runs], "100% classification": class_its})
+    return [*names, "part3_detection_width_scatter.png", *many]
+
+
+def plot_width_scatter(pred: np.ndarray, data: Dataset, title: str) -> Any:
+    """Predicted against true width, one marker per class (shifted sideways a little); the band of
+    right predictions, |error| < 0.5, shaded."""
+    fig, ax = new_figure()
+    true = data.widths
+    line = np.array([true.min() - 1, true.max() + 1])
+    ax.fill_between(line, line - WIDTH_TOLERANCE, line + WIDTH_TOLERANCE, color="tab:green", alpha=0.15, lw=0,
+                    label=f"right: |error| < {WIDTH_TOLERANCE:g}")
+    for c, (name, marker, shift) in {0: ("diamond", "D", -0.12), 1: ("square", "s", 0.12)}.items():
+        keep = (data.labels == c) & np.isfinite(pred)
+        wrong = int((keep & ~(np.abs(pred - true) < WIDTH_TOLERANCE)).sum())
+        ax.scatter(true[keep] + shift, pred[keep], marker=marker, s=16, alpha=0.75,
+                   label=f"label {c}: {name} ({wrong} wrong)")
+    ax.set(xlabel="true width (pixels)", ylabel="predicted width (pixels)", title=title)
+    ax.legend(loc="upper left")
+    return fig
+
+
+def print_summary(results: dict[str, Any], out: Path) -> None:
+    one = results["single"]
+    print(f"\n3.2 detection dataset, {len(results['seeds'])} seed(s): median seed {one['seed']}: 100% widths after "
+          f"{one['iterations']}, 100% classification after {one['classification_iterations']} iterations")
     print(f"  all seeds, 100% widths (the stop): {summary_line(results['summary'])}")
     print(f"  all seeds, 100% classification:    {summary_line(results['classification_summary'])}")
     for name, control in results["controls"].items():
         if control is not None:
             print(f"  control {name}: {summary_line(control['summary'])}")
-    print(f"Wrote {len(results['figures'])} figures and {RESULTS_FILE} to {out}/")
+    print(f"Wrote part3_detection.json and {len(results['figures'])} figure(s) to {out}/")
 
 
 if __name__ == "__main__":
