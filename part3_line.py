@@ -209,11 +209,14 @@ def train_seeds(studies: dict[str, tuple[Config, dict[str, np.ndarray], type[Lin
     the studies interleaved (seed k of each study, then seed k + 1) so no study is left for last."""
     jobs = [(name, seed) for seed in seeds for name in studies]
 
+    finished = []
+
     def done(index: int, run: SeedRun) -> None:
+        finished.append(index)
         if log:
             end = "done" if run.reached else "diverged" if run.diverged else "not done by the cap"
             print(f"  {jobs[index][0]}, seed {run.seed}: {end} at iteration {run.stop} "
-                  f"({index + 1}/{len(jobs)} started)", flush=True)
+                  f"({len(finished)}/{len(jobs)} runs)", flush=True)
 
     runs = pool_map(train_seed, [(seed, *studies[name]) for name, seed in jobs], workers, done)
     return {name: [r for (n, _), r in zip(jobs, runs, strict=True) if n == name] for name in studies}

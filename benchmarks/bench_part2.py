@@ -1,9 +1,9 @@
 """Benchmark: part 2's many-seed engine against the plain eager loop, in one run.
 
 Baseline: the straightforward way, an nn.Module (two nn.Linear) and optim.SGD per seed, one seed
-after another, float32, one thread, with the stop check every iteration. Fast path:
-part2_fc.train_settings, as part2_fc.py runs it: every seed of a setting in one stack, float32, at
-part 2's fixed thread count, the settings in one process and then in --workers processes (start-up
+after another, float32, one thread, with the stop check every iteration. Fast path: part2_fc.train
+as part2_fc.py runs it (through part2_fc.pool_map): every seed of a setting in one stack, float32,
+one thread per process, the settings in one process and then in --workers processes (start-up
 included: the whole machine, as a user runs it).
 Both run the same capped number of iterations (a run that reaches 100% earlier stops in both; the
 model-iterations actually done are counted), so the cost per model-iteration compares like with
@@ -35,7 +35,7 @@ def plain_loop(setting: str, seed: int, x: torch.Tensor, y: torch.Tensor, iters:
     activation, loss_kind, _ = p2.SETTINGS[setting]
     act = nn.ReLU() if activation == "relu" else nn.Sigmoid()
     model = nn.Sequential(nn.Linear(16, 4), act, nn.Linear(4, 1))
-    w1, b1, w2, b2 = p2.initial_weights([seed], 16, p2.TrainConfig())
+    w1, b1, w2, b2 = p2.initial_weights([seed], 16, p2.Config())
     with torch.no_grad():
         model[0].weight.copy_(w1[0]), model[0].bias.copy_(b1[0, :, 0])
         model[2].weight.copy_(w2[0].T), model[2].bias.copy_(b2[0])
@@ -83,29 +83,27 @@ def main() -> None:
     plain_its = sum(plain_loop(s, k, x, y, args.iters) for s in settings for k in range(args.plain_seeds))
     plain_s = time.perf_counter() - start
 
-    cfg = p2.TrainConfig(max_iters=args.iters)
+    cfg = p2.Config(max_iters=args.iters, log=False)
     seeds = [(k, 0.1) for k in range(args.seeds)]
-    plans, band = [seeds] * len(settings), [0] * len(settings)
     per_plain = plain_s / plain_its * 1e6
     print(f"eager loop, 1 thread, {len(settings)} x {args.plain_seeds} seeds, cap {args.iters}: "
           f"{plain_s:.2f} s, {per_plain:.1f} us per model-iteration")
-    torch.set_num_threads(p2.TORCH_THREADS)
-    p2.train_stack("relu-ce", [(0, 0.1)], x, y, p2.TrainConfig(max_iters=5))  # one-time warm-up
+    p2.train("relu-ce", [(0, 0.1)], x, y, p2.Config(max_iters=5))  # one-time warm-up
     for workers in sorted({1, args.workers}):
         start = time.perf_counter()  # with workers > 1 this includes starting the processes
-        stacks = p2.train_settings(settings, plans, x, y, cfg, band, None, workers)
+        stacks = p2.pool_map(p2.train, [(s, seeds, x, y, cfg) for s in settings], workers)
         fast_s = time.perf_counter() - start
         per_fast = fast_s / sum(done_iterations(s["runs"], args.iters) for s in stacks) * 1e6
-        print(f"part 2's path, {workers} process(es) of {p2.TORCH_THREADS} thread, {len(settings)} x "
+        print(f"part 2's path, {workers} process(es) of 1 thread, {len(settings)} x "
               f"{args.seeds} seeds, cap {args.iters}: {fast_s:.2f} s, {per_fast:.2f} us per model-iteration; "
               f"{per_plain / per_fast:.0f}x cheaper than the eager loop")
 
     if args.memory_seeds:
         start = time.perf_counter()
-        cfg = p2.TrainConfig(max_iters=args.memory_iters)
+        cfg = p2.Config(max_iters=args.memory_iters, log=False)
         for s in settings:
             runs = [(k, 0.1) for k in range(args.memory_seeds)]
-            p2.train_stack(s, runs, x, y, cfg, band_runs=args.memory_seeds)
+            p2.train(s, runs, x, y, cfg, band_runs=args.memory_seeds)
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"memory: {len(settings)} x {args.memory_seeds} seeds, cap {args.memory_iters}, with the loss "
               f"band: peak RSS {peak_mb:.0f} MB ({time.perf_counter() - start:.1f} s)")

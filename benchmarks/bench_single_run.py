@@ -1,0 +1,72 @@
+"""Benchmark: the run a student makes first (each script with its defaults, one seed) against the
+plain script a peer would write (benchmarks/plain/), given the same number of iterations; both
+timed as whole processes (start-up, training, figures), alternating, `--repeats` times each.
+Absolute times drift on a shared machine; read the ratio (plain / ours: above 1 = ours is faster).
+
+    python benchmarks/bench_single_run.py [--data-dir data] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PLAIN = ROOT / "benchmarks" / "plain"
+
+
+def timed(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def iterations(results: dict, key: str = "iterations") -> int:
+    """Updates the run made: its stop, or the cap when it never stopped."""
+    one = results["single"]
+    return one[key] if one[key] is not None else one["diverged_at"] or results["config"]["max_iters"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    py, data = sys.executable, ["--data-dir", args.data_dir]
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = []
+        ours = [py, "part1_loss_gradient.py", "--out", tmp]
+        rows.append(("part1_loss_gradient.py", [timed(ours) for _ in range(args.repeats)], None, "-"))
+        for script, plain_args in (("part2_fc.py", None), ("part3_line.py", "line"),
+                                   ("part3_detection.py", "detection")):
+            ours = [py, script, *data, "--out", tmp]
+            subprocess.run(ours, cwd=ROOT, check=True, capture_output=True)
+            results = json.loads((Path(tmp) / script.replace(".py", ".json")).read_text())
+            if plain_args is None:
+                its = [iterations(results["settings"][s]) for s in ("sigmoid-l2", "sigmoid-ce", "relu-l2", "relu-ce")]
+                plain = [py, str(PLAIN / "plain_part2.py"), "--iters", ",".join(map(str, its))]
+            else:
+                its = [iterations(results)]
+                plain = [py, str(PLAIN / "plain_part3.py"), "--task", plain_args, "--iters", str(its[0])]
+            plain += [*data, "--out", f"{tmp}/plain"]
+            t_ours, t_plain = [], []
+            for _ in range(args.repeats):
+                t_ours.append(timed(ours))
+                t_plain.append(timed(plain))
+            rows.append((f"{script} ({' / '.join(f'{i:,}' for i in its)} iterations)", t_ours, t_plain, None))
+    print(f"{'script':<58} {'ours (s)':>9} {'plain (s)':>10} {'plain/ours':>11}")
+    for name, t_ours, t_plain, _ in rows:
+        a = statistics.median(t_ours)
+        b = statistics.median(t_plain) if t_plain else None
+        print(f"{name:<58} {a:>9.2f} " + (f"{b:>10.2f} {b / a:>10.2f}x" if b else f"{'-':>10} {'-':>11}"))
+    print(f"(medians of {args.repeats} alternating runs each)")
+
+
+if __name__ == "__main__":
+    main()
