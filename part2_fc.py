@@ -235,7 +235,8 @@ class Record:
 
     Per run: iterations to 100% (None if not reached), diverged_at, final loss and accuracy (the
     last finite ones), dead hidden units (output 0 on every image: no gradient ever again) at the
-    start and at the stop, and two gradient factors averaged over the run's iterations:
+    start and at the stop, and two gradient factors averaged over the run's iterations (every
+    `stride`-th, from 0):
     l2_factor = mean over images of 2 yhat (1 - yhat), the factor by which L2's dL/dz is smaller
     than cross-entropy's; hidden_slope = mean of f'(a) over units and images (for ReLU: the share
     of active units). The band: quartiles of the loss over the first band_runs runs (a stopped run
@@ -256,11 +257,13 @@ class Record:
         """Record iteration t (logits (R, B), loss (R,), hidden outputs h (R, H, B)); returns the (R,)
         mask of the runs that stop here."""
         with torch.no_grad():
-            acc, p = accuracy_fn(logits, y), torch.sigmoid(logits)
+            acc = accuracy_fn(logits, y)
             finite = torch.isfinite(loss)
             self.sums[:2] = torch.where(finite, torch.stack([loss, acc]), self.sums[:2])
-            self.sums[2] += (2 * p * (1 - p)).mean(-1)
-            self.sums[3] += ((h > 0).to(h.dtype) if self.relu else h * (1 - h)).mean((1, 2))
+            if t % self.stride == 0:  # the factors, sampled where the band is
+                p = torch.sigmoid(logits)
+                self.sums[2] += (2 * p * (1 - p)).mean(-1)
+                self.sums[3] += ((h > 0).to(h.dtype) if self.relu else h * (1 - h)).mean((1, 2))
             diverged = ~finite
             if t == 0:
                 self.initial, self.dead_start = loss.clone(), dead_units(h)
@@ -289,7 +292,7 @@ class Record:
             self.out[run].update(
                 final_loss=None if never_finite else loss, final_accuracy=None if never_finite else acc,
                 dead_start=int(self.dead_start[run]), dead_end=d,
-                l2_factor=l2f / (t + 1), hidden_slope=slope / (t + 1))
+                l2_factor=l2f / (t // self.stride + 1), hidden_slope=slope / (t // self.stride + 1))
             if div or acc == 1:
                 self.out[run]["diverged_at" if div else "iterations"] = t
         self.rows, self.sums, self.initial = self.rows[keep], self.sums[:, keep], self.initial[keep]
@@ -581,7 +584,8 @@ def add_training_args(parser: Parser) -> None:
     add("--data-dir", type=Path, default=Path("data"), help="folder with the course-layout .npy files")
     add("--out", type=Path, default=Path("figures"), help="folder for the figures and the results JSON")
     add("--seeds", type=bounded_int(1, MAX_SEEDS), default=1, help="number of seeds (paired across settings)")
-    add("--first-seed", type=bounded_int(0, SEED_RANGE - 1), default=0, help="seeds are first-seed, first-seed + 1, ...")
+    add("--first-seed", type=bounded_int(0, SEED_RANGE - 1), default=0,
+        help="seeds are first-seed, first-seed + 1, ... (below 2**32)")
     add("--lr", type=positive(float), default=0.1, help="SGD learning rate (handout: 0.1)")
     add("--max-iters", type=bounded_int(0, 100_000), default=10_000, help="cap on SGD updates (handout: 10,000)")
     add("--init-std", type=positive(float), default=0.1, help="std of the truncated normal weights (handout: 0.1)")
@@ -938,7 +942,8 @@ def load_dataset(data_dir: Path | str, name: str) -> Dataset:
         if array.ndim != ndim or 0 in array.shape or len(array) != n:
             raise InputError(f"{paths[role]}: expected {what} for {n} images, found shape {array.shape}")
     if images.min() < 0 or images.max() > 1:
-        raise InputError(f"{paths['images']}: pixel values must lie in [0, 1], found {images.min():g}..{images.max():g}")
+        raise InputError(f"{paths['images']}: pixel values must lie in [0, 1], "
+                         f"found {images.min():g}..{images.max():g}")
     if not np.isin(arrays["labels"], (0, 1)).all():
         raise InputError(f"{paths['labels']}: labels must be 0 or 1, found {np.unique(arrays['labels'])[:5]}")
     if "widths" in arrays and arrays["widths"].min() <= 0:
