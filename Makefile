@@ -33,7 +33,16 @@ SWEEP_SEEDS ?= 20
 LRS ?= 0.01,0.03,0.1,0.3,1,3,10,30,100
 HOLDOUT ?= 16
 PENN_KEY ?=
+
+# Values reach the scripts as given: spaces, quotes and `$` included (DATA='/path/my data',
+# NAME='Jo$hn'). $(value X) is X's text before make expands it (make would read `$h` in `Jo$hn` as
+# a variable), and it is kept as is (:= does not expand again). Recipes use the text only through
+# the environment ("$$PENN_KEY") or quoted for the shell by shq, never as bare shell words.
+override DATA := $(value DATA)
+override PENN_KEY := $(value PENN_KEY)
 export PENN_KEY
+# shq: $(1) as one single-quoted shell word ('\'' for each ' inside).
+shq = '$(subst ','\'',$(1))'
 
 FIG := figures
 BUILD := build
@@ -42,13 +51,15 @@ RESULTS := $(FIG)/part1_loss_gradient.json $(FIG)/part2_fc.json $(FIG)/part3_lin
 DATA_STAMPS := $(BUILD)/data-random.json $(BUILD)/data-line.json $(BUILD)/data-detection.json
 REPORT_SOURCES := report/report.typ $(filter-out report/report.typ,$(wildcard report/*.typ))
 
-# Each script's arguments; a change of these (e.g. SEEDS2=200) reruns that script.
+# Each script's arguments, as shell words (each value quoted); a change of these (e.g. SEEDS2=200)
+# reruns that script.
 ARGS_part1 := --out $(FIG)
-ARGS_part2 := --data-dir $(DATA) --out $(FIG) --seeds $(SEEDS2) --lrs $(LRS) --sweep-seeds $(SWEEP_SEEDS) \
-              --control-half-lr
-ARGS_part3_line := --data-dir $(DATA) --out $(FIG) --seeds $(SEEDS3) --holdout $(HOLDOUT)
-ARGS_part3_detection := --data-dir $(DATA) --out $(FIG) --seeds $(SEEDS3) --control-no-width-head \
-                        --control-width-lr-x10
+ARGS_part2 := --data-dir $(call shq,$(DATA)) --out $(FIG) --seeds $(call shq,$(SEEDS2)) \
+              --lrs $(call shq,$(LRS)) --sweep-seeds $(call shq,$(SWEEP_SEEDS)) --control-half-lr
+ARGS_part3_line := --data-dir $(call shq,$(DATA)) --out $(FIG) --seeds $(call shq,$(SEEDS3)) \
+                   --holdout $(call shq,$(HOLDOUT))
+ARGS_part3_detection := --data-dir $(call shq,$(DATA)) --out $(FIG) --seeds $(call shq,$(SEEDS3)) \
+                        --control-no-width-head --control-width-lr-x10
 
 .PHONY: all main install check-data check-penn-key require-penn-key test lint bench zip clean distclean help FORCE
 
@@ -58,7 +69,7 @@ all:
 
 main: check-penn-key $(INSTALLED) $(DATA_STAMPS) $(RESULTS) report/report.pdf
 	@if [ -n "$${PENN_KEY-}" ]; then \
-	    $(PY) tools/make_zip.py --penn-key "$$PENN_KEY"; \
+	    $(PY) tools/make_zip.py --penn-key="$$PENN_KEY"; \
 	else \
 	    echo "report: report/report.pdf. For the submission zip: make zip PENN_KEY=yourkey"; \
 	fi
@@ -85,17 +96,18 @@ install: $(INSTALLED)
 # make re-reads the stamps' times afterwards, so only the parts whose data changed rerun.
 # (A pattern rule with several targets runs its recipe once for all of them, in any GNU make.)
 $(BUILD)/data-random.% $(BUILD)/data-line.% $(BUILD)/data-detection.%: FORCE | $(INSTALLED)
-	$(PY) tools/check_data.py --data-dir $(DATA) --stamps $(BUILD)
+	$(PY) tools/check_data.py --data-dir $(call shq,$(DATA)) --stamps $(BUILD)
 
 check-data: $(DATA_STAMPS)
 
 # Stamps are written whole (atomically) or not at all: never delete them when a recipe fails.
 .PRECIOUS: $(DATA_STAMPS) $(BUILD)/args-%.txt
 
-# $(BUILD)/args-<part>.txt holds a script's arguments, rewritten only when they change.
+# $(BUILD)/args-<part>.txt holds a script's arguments, one a line as the script receives them,
+# rewritten only when they change.
 $(BUILD)/args-%.txt: FORCE
 	@mkdir -p $(BUILD)
-	@if ! printf '%s\n' '$(ARGS_$*)' | cmp -s - $@; then printf '%s\n' '$(ARGS_$*)' > $@; fi
+	@if ! printf '%s\n' $(ARGS_$*) | cmp -s - $@; then printf '%s\n' $(ARGS_$*) > $@; fi
 
 # --- the four parts ----------------------------------------------------------------------------
 
@@ -120,8 +132,9 @@ $(FIG)/part3_detection.json: part3_detection.py part3_line.py part2_fc.py part1_
 # The title block: make all NAME="Your Name" PENN_KEY=yourkey COLLABORATORS="A. B, C. D" (at most
 # two; "none" if none). Unset, the PDF shows a marked placeholder. NAME is taken from the command
 # line only: some systems (WSL) set NAME to the machine's name in the environment.
-NAME := $(if $(filter command line,$(origin NAME)),$(NAME),)
+override NAME := $(if $(filter command line,$(origin NAME)),$(value NAME),)
 COLLABORATORS ?=
+override COLLABORATORS := $(value COLLABORATORS)
 export NAME COLLABORATORS
 
 # $(BUILD)/args-report.txt holds the title block's inputs, rewritten only when they change, so a new
@@ -134,18 +147,18 @@ $(BUILD)/args-report.txt: FORCE
 # tools/build_report.py compiles to a temporary file in report/ and renames it into place. The PDF
 # carries no date (same results, same bytes) unless SOURCE_DATE_EPOCH is set.
 report/report.pdf: $(REPORT_SOURCES) $(RESULTS) tools/build_report.py $(BUILD)/args-report.txt | $(INSTALLED)
-	$(PY) tools/build_report.py --name "$$NAME" --penn-key "$$PENN_KEY" \
-	    --collaborators "$$COLLABORATORS" report/report.typ $@
+	$(PY) tools/build_report.py --name="$$NAME" --penn-key="$$PENN_KEY" \
+	    --collaborators="$$COLLABORATORS" report/report.typ $@
 
 # The key is checked before the long build, so a typo fails at once.
 check-penn-key: | $(INSTALLED)
-	@if [ -n "$${PENN_KEY-}" ]; then $(PY) tools/make_zip.py --check-key --penn-key "$$PENN_KEY"; fi
+	@if [ -n "$${PENN_KEY-}" ]; then $(PY) tools/make_zip.py --check-key --penn-key="$$PENN_KEY"; fi
 
 require-penn-key:
 	@if [ -z "$${PENN_KEY-}" ]; then echo "make zip: give your PennKey: make zip PENN_KEY=yourkey" >&2; exit 2; fi
 
 zip: require-penn-key check-penn-key report/report.pdf | $(INSTALLED)
-	$(PY) tools/make_zip.py --penn-key "$$PENN_KEY"
+	$(PY) tools/make_zip.py --penn-key="$$PENN_KEY"
 
 # --- checks ------------------------------------------------------------------------------------
 
@@ -162,7 +175,7 @@ bench: $(INSTALLED)
 # --- housekeeping ------------------------------------------------------------------------------
 
 clean:
-	rm -f $(FIG)/*.png $(FIG)/*.json $(FIG)/.*.png $(FIG)/.*.json
+	rm -f $(FIG)/*.png $(FIG)/*.json $(FIG)/.*.png $(FIG)/.*.json $(FIG)/.*.tmp-*
 	rm -f report/report.pdf report/.report.*.pdf* 1_*.zip .1_*.zip*
 	rm -rf $(BUILD)
 

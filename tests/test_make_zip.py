@@ -86,7 +86,8 @@ def test_zip_is_deterministic(tmp_path: Path) -> None:
     assert target.read_bytes() == first
 
 
-@pytest.mark.parametrize("key", ["", "ABC", "a b", "a/b", "../x", "abc-1", "ab\u00e9"])
+@pytest.mark.parametrize("key", ["", "ABC", "a b", "a/b", "../x", "abc-1", "ab\u00e9", ".abc", "-abc",
+                                 "a" * 65, "a" * 250])
 def test_bad_penn_key_is_refused_and_nothing_written(tmp_path: Path, key: str) -> None:
     root = make_repo(tmp_path)
     result = run_tool(root, "--penn-key", key)

@@ -2,16 +2,21 @@
 
 Defaults: report/report.typ -> report/report.pdf, with the repository root as Typst's root (so the
 source can read figures/*.png and figures/*.json). The PDF is compiled to a temporary file in the
-target's folder and renamed into place, so an error or Ctrl-C never leaves a half-written PDF and
-the previous one stays whole. Only Typst's bundled fonts are used, so the PDF looks the same on
-every machine.
+target's folder and renamed into place, so an error, Ctrl-C, SIGTERM or SIGHUP never leaves a
+half-written PDF and the previous one stays whole (one line on stderr; exit status 130, 143, 129);
+a temporary left by a run killed outright (.report.XXXXXXXX.pdf) is removed by the next run. A
+target that cannot be written (a folder, say) is one line naming it. Only Typst's bundled fonts
+are used, so the PDF looks the same on every machine.
 
 Front matter: --name, --penn-key and --collaborators (make all NAME=... PENN_KEY=...
-COLLABORATORS=...) go to the title block; left empty, the report prints a marked placeholder.
+COLLABORATORS=...) go to the title block; left empty, the report prints a marked placeholder. A
+character that none of the bundled fonts has (Chinese, Japanese, Korean, emoji, ...) would show as
+an empty box: the build says so in one warning naming the characters, and goes on.
 
-Same results, same bytes: the PDF carries no creation date unless SOURCE_DATE_EPOCH (seconds) is
-set, in which case that date is written. Nothing else in the PDF depends on the clock, so a rebuild
-from the same results files (and the same front matter) gives the same PDF byte for byte.
+Same results, same bytes: the PDF carries no creation date unless SOURCE_DATE_EPOCH (whole seconds
+since 1970, up to the end of year 9999) is set, in which case that date is written; any other value
+is refused. Nothing else in the PDF depends on the clock, so a rebuild from the same results files
+(and the same front matter) gives the same PDF byte for byte.
 
 --figures DIR builds from the results in another folder (for instance results edited by hand):
 the sources and DIR's results and figures are copied into a temporary Typst root.
@@ -20,18 +25,243 @@ the sources and DIR's results and figures are copied into a temporary Typst root
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import functools
+import mmap
 import os
 import re
 import shutil
+import signal
+import struct
 import sys
 import tempfile
+import unicodedata
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import typst
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from part1_loss_gradient import atomic_write  # noqa: E402
+PROG = "build_report.py"
+MAX_EPOCH = 253402300799  # 9999-12-31 23:59:59 UTC, the last second a PDF date can hold
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs written whole, also when a run is killed (tools/make_zip.py uses these too):
+# - write_whole(path, write) writes through a temporary `.<stem>.XXXXXXXX<suffix>` in the target's
+#   folder, holding an exclusive lock (flock) on it, and renames it into place: the target is the
+#   old file or the new one, never half of one;
+# - remove_stale(path) removes the temporaries of that pattern that no process holds locked: the
+#   leftovers of a run killed outright (SIGKILL, a power cut), which no handler can clean; a running
+#   writer's is left alone, so two runs side by side are safe. write_whole calls it first;
+# - handle_signals() makes SIGTERM and SIGHUP behave like Ctrl-C (KeyboardInterrupt, so temporaries
+#   are removed on the way out); interrupted_status() is then 128 + the signal: 130, 143 or 129.
+# ---------------------------------------------------------------------------------------------
+
+_received: list[int] = []
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
+def handle_signals() -> None:
+    """Ctrl-C, SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread; a signal the caller
+    ignores (nohup ignores SIGHUP, a shell's background job SIGINT) stays ignored."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _raise_interrupt)
+
+
+def interrupted_status() -> int:
+    """Exit status for a run stopped by KeyboardInterrupt: 128 + the signal's number (Ctrl-C: 130)."""
+    return 128 + (_received[0] if _received else signal.SIGINT)
+
+
+def _temporary_pattern(path: Path) -> re.Pattern[str]:
+    """Names tempfile.mkstemp gives for prefix `.<stem>.` and suffix `<suffix>` (8 random characters)."""
+    return re.compile(rf"\.{re.escape(path.stem)}\.[a-z0-9_]{{8}}{re.escape(path.suffix)}")
+
+
+def remove_stale(path: Path) -> list[Path]:
+    """Remove the temporaries of `path` that no writer holds locked; return those removed."""
+    path = Path(path)
+    pattern = _temporary_pattern(path)
+    removed = []
+    try:
+        candidates = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)]
+    except OSError:
+        return removed
+    for candidate in candidates:
+        try:
+            fd = os.open(candidate, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone meanwhile, or not a file we can open: leave it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a running writer holds it
+        else:
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def write_whole(path: Path, write: Callable[[Path], None]) -> None:
+    """Write `path` through a locked temporary file in its folder, then rename it into place.
+
+    Stale temporaries of `path` are removed first. On any exception (KeyboardInterrupt included)
+    the temporary is removed and the previous `path` stays as it was.
+    """
+    path = Path(path)
+    remove_stale(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------
+
+
+class BuildError(Exception):
+    """Bad input (a flag, the environment, a target): one line naming it, exit status 2."""
+
+
+def source_date_epoch() -> int | None:
+    """SOURCE_DATE_EPOCH as whole seconds, None when unset or empty; BuildError when not usable."""
+    text = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not text:
+        return None
+    if not re.fullmatch(r"[0-9]{1,12}", text) or int(text) > MAX_EPOCH:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise BuildError(f"SOURCE_DATE_EPOCH={shown!r}: give whole seconds since 1970-01-01 UTC, from 0 to "
+                         f"{MAX_EPOCH} (the end of year 9999), or leave it unset for an undated PDF")
+    return int(text)
+
+
+def _cmap_coverage(font: bytes, cmap: int) -> set[int]:
+    """Code points that the cmap table at offset `cmap` of an sfnt font maps to a real glyph (not 0).
+
+    Reads the Unicode subtables of formats 12 (full Unicode) and 4 (the Basic Multilingual Plane).
+    """
+    covered: set[int] = set()
+    (count,) = struct.unpack_from(">H", font, cmap + 2)
+    for i in range(count):
+        platform, encoding, offset = struct.unpack_from(">HHI", font, cmap + 4 + 8 * i)
+        if (platform, encoding) not in {(0, 3), (0, 4), (0, 6), (3, 1), (3, 10)}:
+            continue
+        table = cmap + offset
+        (fmt,) = struct.unpack_from(">H", font, table)
+        if fmt == 12:
+            (groups,) = struct.unpack_from(">I", font, table + 12)
+            for g in range(groups):
+                first, last, glyph = struct.unpack_from(">III", font, table + 16 + 12 * g)
+                covered.update(range(first + (glyph == 0), last + 1))
+        elif fmt == 4:
+            (segments,) = struct.unpack_from(">H", font, table + 6)
+            segments //= 2
+            ends = struct.unpack_from(f">{segments}H", font, table + 14)
+            starts = struct.unpack_from(f">{segments}H", font, table + 16 + 2 * segments)
+            deltas = struct.unpack_from(f">{segments}h", font, table + 16 + 4 * segments)
+            range_at = table + 16 + 6 * segments
+            offsets = struct.unpack_from(f">{segments}H", font, range_at)
+            for k, (first, last, delta, offset) in enumerate(zip(starts, ends, deltas, offsets, strict=True)):
+                for code in range(first, min(last, 0xFFFE) + 1):
+                    if offset == 0:
+                        glyph = (code + delta) & 0xFFFF
+                    else:
+                        at = range_at + 2 * k + offset + 2 * (code - first)
+                        (glyph,) = struct.unpack_from(">H", font, at)
+                        glyph = (glyph + delta) & 0xFFFF if glyph else 0
+                    if glyph:
+                        covered.add(code)
+    return covered
+
+
+@functools.lru_cache(maxsize=1)
+def bundled_font_coverage() -> frozenset[int] | None:
+    """Code points that at least one of Typst's bundled fonts has a glyph for; None if unknown.
+
+    The typst package embeds its fonts (New Computer Modern, its Math, Libertinus Serif, DejaVu Sans
+    Mono) in its compiled extension and exposes no file for them (typst.Fonts gives path None), and
+    Typst does not warn about a missing glyph. So the fonts are found in the extension itself, by
+    their sfnt headers (a consistent table directory that has a cmap table), and their cmap tables
+    read. Typst falls back to any bundled font for a character the chosen font lacks, so the union
+    counts. The fonts lie together; the scan stops where their first copy repeats.
+    """
+    covered: set[int] = set()
+    seen: set[bytes] = set()
+    try:
+        from typst import _typst
+
+        with open(_typst.__file__, "rb") as file, \
+                mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            for match in re.finditer(rb"(?:OTTO|\x00\x01\x00\x00)\x00[\x04-\x40]", data):
+                start = match.start()
+                tables, search_range, selector, shift = struct.unpack_from(">4H", data, start + 4)
+                if search_range != 16 << selector or not 1 << selector <= tables < 2 << selector \
+                        or shift != tables * 16 - search_range:
+                    continue
+                directory = data[start + 12:start + 12 + 16 * tables]
+                entries = {tag: offset for tag, _, offset, _ in struct.iter_unpack(">4sIII", directory)}
+                if b"cmap" not in entries:
+                    continue
+                if directory in seen:
+                    break
+                seen.add(directory)
+                covered |= _cmap_coverage(data, start + entries[b"cmap"])
+    except Exception:  # a typst build laid out otherwise: fall back to a rule
+        return None
+    return frozenset(covered) if len(seen) >= 4 and len(covered) > 1000 else None
+
+
+def _plainly_covered(char: str) -> bool:
+    """The rule used when the fonts cannot be read: Latin, Greek, Cyrillic and common punctuation."""
+    code = ord(char)
+    return code < 0x0250 or 0x0370 <= code < 0x0530 or 0x1E00 <= code < 0x2000 or 0x2000 <= code < 0x2070 \
+        or 0x20A0 <= code < 0x20C0
+
+
+def missing_glyphs(text: str) -> list[str]:
+    """The characters of `text` that no bundled font can show (they would print as empty boxes).
+
+    Spaces, invisible format characters (joiners, direction marks) and variation selectors are
+    not looked up: they print no glyph of their own.
+    """
+    wanted = sorted({c for c in text if not (" " <= c <= "~") and not c.isspace()
+                     and unicodedata.category(c) != "Cf"
+                     and not (0xFE00 <= ord(c) <= 0xFE0F or 0xE0100 <= ord(c) <= 0xE01EF)})
+    if not wanted:
+        return []
+    coverage = bundled_font_coverage()
+    if coverage is None:
+        return [c for c in wanted if not _plainly_covered(c)]
+    return [c for c in wanted if ord(c) not in coverage]
+
+
+def warn_missing_glyphs(front: dict[str, str]) -> None:
+    """One line on stderr per title-block field with characters the bundled fonts lack."""
+    for key, text in front.items():
+        missing = missing_glyphs(text)
+        if missing:
+            shown = ", ".join(f"{c if c.isprintable() else '?'} (U+{ord(c):04X})" for c in missing)
+            flag = "--" + key.replace("_", "-")
+            print(f"{PROG}: warning: {flag}: the report's fonts have no glyph for {shown}; "
+                  "they show as empty boxes in the PDF", file=sys.stderr)
 
 
 def page_count(pdf: bytes) -> int | None:
@@ -53,8 +283,7 @@ def report_inputs(root: Path, name: str = "", penn_key: str = "", collaborators:
 
 def compile_report(source: Path, root: Path, fmt: str = "pdf", **front: str) -> bytes:
     """Compile `source` (inside `root`) to `fmt` ("pdf" or "html"); warnings go to stderr."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    timestamp = int(epoch) if epoch.isdigit() else None
+    timestamp = source_date_epoch()
     compiler = typst.Compiler(str(source), root=str(root), ignore_system_fonts=True,
                               sys_inputs=report_inputs(root, dated=timestamp is not None, **front))
     kwargs = {"timestamp": timestamp} if timestamp is not None else {}
@@ -81,8 +310,85 @@ def staged_root(source: Path, figures: Path, into: Path) -> Path:
     return into / "report" / source.name
 
 
+@contextlib.contextmanager
+def scratch_folder(wanted: bool) -> Iterator[Path | None]:
+    """A temporary folder (None when not `wanted`), removed on the way out, also on a signal.
+
+    Signals are held back from its creation until the `try` that removes it has begun, so a signal
+    that arrives meanwhile cannot leave it behind.
+    """
+    if not wanted:
+        yield None
+        return
+    signals = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    folder = None
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="report-"))
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        yield folder
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def writable_target(path: Path, flag: str) -> None:
+    """Raise BuildError unless a file can be renamed to `path` (its folder made if need be)."""
+    if path.is_dir():
+        raise BuildError(f"{flag}{path}: is a folder; give the PDF file to write, e.g. report/report.pdf")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BuildError(f"{flag}{path}: cannot make its folder {path.parent} ({err.strerror})") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise BuildError(f"{flag}{path}: its folder {path.parent} is not writable")
+
+
+def build(args: argparse.Namespace) -> int:
+    if not args.source.is_file():
+        raise BuildError(f"{args.source}: no such file")
+    if args.figures is not None and not args.figures.is_dir():
+        raise BuildError(f"--figures {args.figures}: no such folder")
+    source_date_epoch()  # checked before the compile
+    writable_target(args.target, "")
+    if args.html is not None:
+        writable_target(args.html, "--html ")
+    front = {"name": args.name, "penn_key": args.penn_key, "collaborators": args.collaborators}
+    warn_missing_glyphs(front)
+    for target in (args.target, args.html):
+        if target is not None:
+            remove_stale(target)  # temporaries of a run killed outright
+    with scratch_folder(args.figures is not None) as tmp:
+        source, root = args.source.resolve(), args.root.resolve()
+        if args.figures is not None:
+            source, root = staged_root(source, args.figures.resolve(), tmp / "root"), tmp / "root"
+        try:
+            pdf = compile_report(source, root, **front)
+            html = compile_report(source, root, fmt="html", **front) if args.html else None
+            answers = answer_pages(source, root, **front)
+        except typst.TypstError as err:
+            print(getattr(err, "diagnostic", None) or f"error: {err}", file=sys.stderr)
+            print(f"{PROG}: error: {args.source} did not compile; {args.target} left as it was",
+                  file=sys.stderr)
+            return 1
+    try:
+        write_whole(args.target, lambda tmp: tmp.write_bytes(pdf))
+        if html is not None:
+            write_whole(args.html, lambda tmp: tmp.write_bytes(html))
+    except OSError as err:
+        print(f"{PROG}: error: cannot write {err.filename or args.target}: {err.strerror or err}",
+              file=sys.stderr)
+        return 1
+    pages = page_count(pdf)
+    shown = "? pages" if pages is None else f"{pages} page{'s' * (pages != 1)}"
+    before = "" if answers is None else f"; {answers} before the appendix"
+    print(f"wrote {args.target} ({shown}{before}, {len(pdf):,} bytes)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("source", nargs="?", type=Path, default=Path("report/report.typ"),
                         help="Typst source (default report/report.typ)")
     parser.add_argument("target", nargs="?", type=Path, default=Path("report/report.pdf"),
@@ -98,36 +404,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--html", type=Path, default=None,
                         help="also write Typst's HTML export of the same source and inputs here")
     args = parser.parse_args(argv)
-    if not args.source.is_file():
-        print(f"build_report.py: error: {args.source}: no such file", file=sys.stderr)
+    try:
+        return build(args)
+    except BuildError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
-    if args.figures is not None and not args.figures.is_dir():
-        print(f"build_report.py: error: --figures {args.figures}: no such folder", file=sys.stderr)
-        return 2
-    front = {"name": args.name, "penn_key": args.penn_key, "collaborators": args.collaborators}
-    args.target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="report-") as tmp:
-        source, root = args.source.resolve(), args.root.resolve()
-        if args.figures is not None:
-            source, root = staged_root(source, args.figures.resolve(), Path(tmp) / "root"), Path(tmp) / "root"
-        try:
-            pdf = compile_report(source, root, **front)
-            html = compile_report(source, root, fmt="html", **front) if args.html else None
-            answers = answer_pages(source, root, **front)
-        except typst.TypstError as err:
-            print(getattr(err, "diagnostic", None) or f"error: {err}", file=sys.stderr)
-            print(f"build_report.py: error: {args.source} did not compile; {args.target} left as it was",
-                  file=sys.stderr)
-            return 1
-    atomic_write(args.target, lambda tmp: tmp.write_bytes(pdf))
-    if html is not None:
-        atomic_write(args.html, lambda tmp: tmp.write_bytes(html))
-    pages = page_count(pdf)
-    shown = "? pages" if pages is None else f"{pages} page{'s' * (pages != 1)}"
-    before = "" if answers is None else f"; {answers} before the appendix"
-    print(f"wrote {args.target} ({shown}{before}, {len(pdf):,} bytes)")
-    return 0
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; {args.target} left as it was", file=sys.stderr)
+        return interrupted_status()
 
 
 if __name__ == "__main__":
+    handle_signals()
     sys.exit(main())

@@ -3,11 +3,12 @@
     python tools/check_data.py [--data-dir DIR] [--stamps DIR]
 
 Validates random, line and detection in --data-dir through part2_fc.load_dataset (the checks every
-script makes) and prints each one's provenance. Bad data: one line naming the file, exit status 2,
-no stamp written. For each dataset it keeps a stamp, <stamps>/data-<name>.json (data folder,
-provenance, sha256 of each file), rewritten only when one of those changes. The Makefile makes each
-part's results depend on its dataset's stamp, so a part reruns exactly when its data changed, also
-when course files are copied in with old timestamps or DATA names another folder.
+script makes) and prints each one's provenance. Bad data: one line naming the file (or, for data
+too large to load, the dataset), exit status 2, no stamp written. For each dataset it keeps a
+stamp, <stamps>/data-<name>.json (data folder, provenance, sha256 of each file), rewritten only when
+one of those changes. The Makefile makes each part's results depend on its dataset's stamp, so a
+part reruns exactly when its data changed, also when course files are copied in with old timestamps
+or DATA names another folder.
 
 When every file still has the sha256 its stamp recorded, the data is the data that passed the last
 check: that is reported without loading the scripts (importing torch costs seconds), which keeps a
@@ -25,7 +26,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from part1_loss_gradient import Parser, run_main, write_json  # noqa: E402
+from part1_loss_gradient import InputError, Parser, run_main, write_json  # noqa: E402
 
 DATASETS = ("random", "line", "detection")
 
@@ -39,13 +40,19 @@ def read_stamp(path: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+def sha256_of(path: Path) -> str:
+    """The file's sha256, read in chunks (a huge file costs time, not memory)."""
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
 def still_checked(record: dict | None, data_dir: Path) -> bool:
     """True when `record` is for `data_dir` and every file it lists still has the recorded sha256."""
     if not record or record.get("data_dir") != str(data_dir) or not record.get("sha256"):
         return False
     for rel, digest in record["sha256"].items():
         path = data_dir / rel
-        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+        if not path.is_file() or sha256_of(path) != digest:
             return False
     return True
 
@@ -64,11 +71,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"data: {name:<9} {provenance:<11} unchanged since its last check ({args.data_dir})")
         return 0
 
-    from part1_loss_gradient import load_dataset  # the scripts' own loader and checks (imports torch)
+    from part2_fc import load_dataset  # the scripts' own loader and checks (imports torch)
 
     fresh = {}
     for name in DATASETS:
-        dataset = load_dataset(args.data_dir, name)
+        try:
+            dataset = load_dataset(args.data_dir, name)
+        except MemoryError:  # e.g. a .npy header that claims 10^10 images
+            raise InputError(f"{name} dataset in {args.data_dir}: too large to load into memory; "
+                             "check the shapes its .npy files declare") from None
         fresh[name] = {"data_dir": str(args.data_dir), "provenance": dataset.provenance,
                        "sha256": dataset.sha256}
         n, h, w = dataset.images.shape

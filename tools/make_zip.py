@@ -4,13 +4,16 @@
 
 The zip holds exactly report.pdf (from report/report.pdf) and part1_loss_gradient.py, part2_fc.py,
 part3_line.py, part3_detection.py. It refuses, with one line and exit status 2, a penn key that is
-not lowercase letters and digits, and a PDF that is missing or older than anything it was built from
-(the four scripts, report/report.typ, the four figures/*.json results files), so a stale report is
-never handed in. The zip is deterministic (sorted members, fixed timestamps and permissions: same
-files, same bytes) and written atomically (temporary file, then rename), so a failure leaves any
-earlier zip whole.
+not 1 to 64 lowercase letters and digits (so `1_<key>.zip` is always a plain file name that fits),
+and a PDF that is missing or older than anything it was built from (the four scripts,
+report/report.typ, the four figures/*.json results files), so a stale report is never handed in.
+The zip is deterministic (sorted members, fixed timestamps and permissions: same files, same bytes)
+and written atomically (a locked temporary `.1_<key>.XXXXXXXX.zip`, then rename), so a failure
+leaves any earlier zip whole. Ctrl-C, SIGTERM and SIGHUP remove the temporary on the way out (exit
+status 130, 143, 129); a temporary left by a run killed outright is removed by the next run.
 
-It borrows only part 1's small command-line and atomic-write helpers (no training code runs).
+It borrows only part 1's small command-line helpers and build_report.py's atomic-write and signal
+helpers (no training code runs).
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
-from part1_loss_gradient import InputError, Parser, atomic_write, run_main  # noqa: E402
+from part1_loss_gradient import InputError, Parser, run_main  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_report import handle_signals, interrupted_status, write_whole  # noqa: E402  (writing helpers)
 
 SCRIPTS = ("part1_loss_gradient.py", "part2_fc.py", "part3_line.py", "part3_detection.py")
 REPORT_PDF = "report/report.pdf"
@@ -35,13 +41,23 @@ REPORT_INPUTS = (
     "figures/part3_detection.json",
 )
 PENN_KEY = re.compile(r"[a-z0-9]+")
+# PennKeys are short (a few characters); this is far above any of them and far below the 255 bytes
+# a file name (1_<key>.zip, and the temporary .1_<key>.XXXXXXXX.zip) may hold.
+PENN_KEY_MAX = 64
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can store: no build time leaks in
 
 
 def check_penn_key(key: str) -> str:
-    """Return `key` if it is non-empty lowercase letters and digits, else raise InputError."""
+    """Return `key` if it is 1 to PENN_KEY_MAX lowercase letters and digits, else raise InputError.
+
+    That also rules out everything a file name cannot hold or would read otherwise: `/`, NUL, a
+    leading `-` or `.`, spaces, non-ASCII letters, and names too long for the file system.
+    """
     if not key:
         raise InputError("--penn-key is empty; give your PennKey, e.g. --penn-key abc123")
+    if len(key) > PENN_KEY_MAX:
+        raise InputError(f"--penn-key is {len(key)} characters long; a PennKey is at most "
+                         f"{PENN_KEY_MAX} (lowercase letters and digits, e.g. abc123)")
     if not PENN_KEY.fullmatch(key):
         raise InputError(f"--penn-key {key!r}: use lowercase letters and digits only, e.g. abc123")
     return key
@@ -71,7 +87,7 @@ def zip_members(root: Path) -> dict[str, bytes]:
 
 
 def write_zip(path: Path, members: dict[str, bytes]) -> None:
-    """Write a deterministic zip of `members` to `path`, atomically."""
+    """Write a deterministic zip of `members` to `path`, atomically (stale temporaries removed first)."""
 
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w") as archive:
@@ -82,7 +98,10 @@ def write_zip(path: Path, members: dict[str, bytes]) -> None:
                 info.external_attr = 0o100644 << 16  # regular file, rw-r--r--
                 archive.writestr(info, members[name], compresslevel=9)
 
-    atomic_write(path, write)
+    try:
+        write_whole(path, write)
+    except OSError as err:
+        raise InputError(f"{path}: cannot write the zip ({err.strerror or err})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,10 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     check_fresh(args.root)
     members = zip_members(args.root)
     target = args.out / f"1_{key}.zip"
+    if target.is_dir():
+        raise InputError(f"{target}: is a folder; remove it or give another --out")
     write_zip(target, members)
     print(f"wrote {target} ({target.stat().st_size:,} bytes): {', '.join(sorted(members))}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    handle_signals()
+    status = run_main(main)
+    sys.exit(interrupted_status() if status == 130 else status)
