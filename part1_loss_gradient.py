@@ -1,49 +1,21 @@
 """Part 1: loss and gradient surfaces of one sigmoid neuron (handout questions 1.1-1.6).
 
-One neuron (handout Figure 1): input x, weight w, bias b, pre-activation z = w*x + b,
-output yhat = sigmoid(z), target y. Defaults as in the handout: x = 1, y = 0.5.
-
     python part1_loss_gradient.py [--out figures/] [--extent 4] [--x 1] [--y 0.5] [--grid 101]
 
-Every surface is drawn over the same square grid, weight w on the x-axis and bias b on the
-y-axis, both on [-extent, extent] (centred at 0, as the handout asks); `--grid` points per axis,
-odd so that w = 0 and b = 0 lie on the grid. Arrays are (grid, grid): rows = bias, columns =
-weight. All quantities are dimensionless.
-
-The last section of this file, fenced off, holds the plumbing that parts 2 and 3 import (one-line
-errors, atomic writes, the data loader); part 1 itself reads top to bottom before it.
-
-Why extent 4 by default. With x = 1 every surface depends on w and b only through z = w + b, so
-the grid covers z in [-8, 8]. There about 40% of the grid is saturated (yhat < 0.05 or
-> 0.95; sigmoid(8) = 0.99966), which is where L2 and cross-entropy part ways, while the active
-band |z| < 3, where the L2 gradient has its two bumps (largest |dL2/dw| about 0.096, near |z| = 1.3),
-still covers more than half of the grid and is resolved by dozens of grid points. The handout's
-own Figure 2 uses extent 2: there only 7% of the grid is saturated and the collapse of the L2
-gradient hardly shows; from extent 8 on, the active band shrinks to a thin diagonal stripe.
-Any extent up to 1000 works (cross-entropy stays finite: it is computed from z, never from
-log(yhat)); the tests run extent 50.
-
-Figures (PNG, into --out), same colour map (coolwarm, as the handout's Figure 2), colour bar,
-axis labels and a title with the formula on every surface; on signed surfaces (the gradients)
-white is exactly 0, so white means "no gradient":
-    part1_1.1_sigmoid_output.png      1.1  yhat = sigmoid(wx + b)
-    part1_1.2_l2_loss.png             1.2  L2 = (yhat - y)^2
-    part1_1.3_l2_gradient.png         1.3  dL2/dw
-    part1_1.4_ce_loss.png             1.4  CE = -(y log yhat + (1 - y) log(1 - yhat))
-    part1_1.5_ce_gradient.png         1.5  dCE/dw
-    part1_1.6_loss_and_gradient_vs_z.png  1.6  both losses and |gradients| against z = wx + b
-                                           (each surface takes exactly these values), log scale
-    part1_fig2_relu_output.png        handout Figure 2, left:   relu(wx + b)
-    part1_fig2_relu_l2_loss.png       handout Figure 2, middle: (relu(wx + b) - y)^2
-    part1_fig2_relu_l2_gradient.png   handout Figure 2, right:  its gradient w.r.t. w
-
-Results: part1_loss_gradient.json in --out (sorted keys, no timestamps: the same command gives the
-same bytes); README.md lists its keys.
+One neuron (handout Figure 1): input x, weight w, bias b, z = w x + b, output yhat = sigmoid(z),
+target y (handout: x = 1, y = 0.5). Top to bottom: the neuron, its two losses and their gradients
+(checked against central differences on every run), the surfaces 1.1-1.5 and the handout's Figure 2
+(ReLU, L2) over weight w and bias b in [-extent, extent], then 1.6. With x = 1, extent 4 gives z in
+[-8, 8]: 41% of the grid saturated (yhat < 0.05 or > 0.95), where L2 and cross-entropy part ways,
+half of it in the band |z| < 3 that holds the L2 gradient's bumps (the handout's extent 2: 7%).
+Writes nine PNG figures and part1_loss_gradient.json (sorted keys, no timestamps: same command,
+same bytes) into --out. The fenced section at the end is plumbing that parts 2 and 3 import.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib.metadata
 import json
 import os
@@ -59,69 +31,17 @@ import numpy as np
 
 os.environ["MPLBACKEND"] = "Agg"  # the scripts only write files: any terminal or notebook works
 
-# =============================================================================================
-# Part 1. Everything below answers the handout's questions 1.1-1.6; read it top to bottom.
-# =============================================================================================
+# ===== Part 1. Everything down to the fence answers the handout's questions 1.1-1.6, in order. =====
 
-FIGURE_CMAP = "coolwarm"  # the handout's Figure 2 look: blue = low, red = high
 SATURATED = 0.05  # the neuron counts as saturated where yhat < 0.05 or yhat > 0.95
-MAX_EXTENT = 1000.0  # |z| stays <= 1e6: far inside float64, and saturated beyond any doubt
-MAX_ABS_X = 1000.0
+# Gradient check by central differences in float64, step h in w: truncation error ~ h^2 |L'''|
+# ~ 1e-13, rounding ~ 1e-16 |L| / h ~ 1e-10; both far below the tolerance (relative to max |dL/dw|).
+FD_STEP, FD_TOLERANCE = 1e-6, 1e-6
+MAX_EXTENT, MAX_ABS_X = 1000.0, 1000.0  # |z| <= 2e6: far inside float64, and saturated beyond doubt
 MAX_GRID = 2001  # 2001 x 2001 float64 arrays: 32 MB each; finer shows nothing new
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Arguments, all validated here, before anything is computed or written."""
-    parser = Parser(
-        prog="part1_loss_gradient.py",
-        description="Part 1: loss and gradient surfaces of one sigmoid neuron (questions 1.1-1.6).",
-    )
-    parser.add_argument("--out", type=Path, default=Path("figures"),
-                        help="folder for the PNG figures and part1_loss_gradient.json (default figures/)")
-    parser.add_argument("--extent", type=positive(float), default=4.0,
-                        help="weight and bias both run over [-extent, extent] (default 4; at most 1000)")
-    parser.add_argument("--x", type=finite_float, default=1.0,
-                        help="input to the neuron, handout Figure 1 (default 1)")
-    parser.add_argument("--y", type=probability, default=0.5,
-                        help="target in [0, 1], handout 1.2 and 1.4 (default 0.5)")
-    parser.add_argument("--grid", type=odd_grid_size, default=101,
-                        help="grid points per axis, odd so w = 0 and b = 0 lie on the grid (default 101)")
-    args = parser.parse_args(argv)
-    if args.extent > MAX_EXTENT:
-        parser.error(f"argument --extent: {args.extent:g} is too large (at most {MAX_EXTENT:g})")
-    if abs(args.x) > MAX_ABS_X:
-        parser.error(f"argument --x: {args.x:g} is too large (|x| at most {MAX_ABS_X:g})")
-    return args
-
-
-def odd_grid_size(text: str) -> int:
-    """argparse type: an odd integer in [3, MAX_GRID]."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 3 or value > MAX_GRID or value % 2 == 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be an odd integer from 3 to {MAX_GRID}")
-    return value
-
-
-# ---------------------------------------------------------------------------------------------
-# The neuron of Figure 1 on the (weight, bias) grid. Every function below takes the
-# pre-activation z = w*x + b elementwise (any shape) and returns the same shape.
-# ---------------------------------------------------------------------------------------------
-
-
-def weight_bias_grid(extent: float, grid: int) -> tuple[np.ndarray, np.ndarray]:
-    """W, B of shape (grid, grid) covering [-extent, extent]^2; rows = bias, columns = weight."""
-    half = grid // 2
-    # i / half is exact in sign, so the axis is exactly symmetric, 0 in the middle, +-extent at the ends.
-    axis = extent * (np.arange(-half, half + 1) / half)
-    W, B = np.meshgrid(axis, axis)
-    return W, B
-
-
-# 1.1 Sigmoid output ---------------------------------------------------------------------------
-
+# 1.1 The neuron. Every function takes z = w x + b elementwise (any shape).
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
     """yhat = 1 / (1 + e^-z), evaluated with e^-|z| so that nothing overflows for any z."""
@@ -129,52 +49,34 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-# 1.2 L2 loss ----------------------------------------------------------------------------------
-
+# 1.2 and 1.3: L2 loss and its gradient.
 
 def l2_loss(yhat: np.ndarray, y: float) -> np.ndarray:
     """L2 = (yhat - y)^2."""
     return (yhat - y) ** 2
 
 
-# 1.3 Back-propagation with L2 loss ------------------------------------------------------------
-
-
 def l2_gradient_w(z: np.ndarray, x: float, y: float) -> np.ndarray:
     """dL2/dw = 2 (yhat - y) * yhat (1 - yhat) * x, by the chain rule through the sigmoid."""
-    yhat = sigmoid(z)
-    # 1 - yhat is written sigmoid(-z): 1 - sigmoid(z) rounds to 0 beyond z = 37 in float64,
-    # sigmoid(-z) keeps the tiny (but non-zero) slope that L2 really has out there.
-    return 2.0 * (yhat - y) * yhat * sigmoid(-z) * x
+    # 1 - yhat as sigmoid(-z): 1 - sigmoid(z) is 0 beyond z = 37 in float64, sigmoid(-z) is not.
+    return 2.0 * (sigmoid(z) - y) * sigmoid(z) * sigmoid(-z) * x
 
 
-# 1.4 Cross-entropy loss -----------------------------------------------------------------------
-
+# 1.4 and 1.5: cross-entropy loss and its gradient.
 
 def cross_entropy_loss(z: np.ndarray, y: float) -> np.ndarray:
-    """CE = -(y log yhat + (1 - y) log(1 - yhat)), computed from the logit z.
-
-    With yhat = sigmoid(z) this is exactly softplus(z) - y z. Written as
-    max(z, 0) - y z + log1p(e^-|z|) it never takes log(0) and never overflows, so it is finite
-    for every finite z (log(yhat) would give -inf once yhat rounds to 0 or 1).
-    """
+    """CE = -(y log yhat + (1 - y) log(1 - yhat)) = softplus(z) - y z, computed from the logit z as
+    max(z, 0) - y z + log1p(e^-|z|): finite for every z (log(yhat) is -inf once yhat rounds to 0 or 1)."""
     return np.maximum(z, 0.0) - y * z + np.log1p(np.exp(-np.abs(z)))
 
 
-# 1.5 Back-propagation with cross-entropy loss -------------------------------------------------
-
-
 def cross_entropy_gradient_w(z: np.ndarray, x: float, y: float) -> np.ndarray:
-    """dCE/dw = (yhat - y) * x.
-
-    The sigmoid's slope yhat (1 - yhat) cancels against the 1 / (yhat (1 - yhat)) from the log,
-    so, unlike L2, nothing shrinks the gradient where the neuron saturates.
-    """
+    """dCE/dw = (yhat - y) * x: the sigmoid's slope yhat (1 - yhat) cancels against the log's
+    1 / (yhat (1 - yhat)), so, unlike L2, nothing shrinks the gradient where the neuron saturates."""
     return (sigmoid(z) - y) * x
 
 
-# Figure 2, the handout's example: ReLU instead of sigmoid, L2 loss ---------------------------
-
+# The handout's Figure 2: ReLU instead of sigmoid, L2 loss.
 
 def relu(z: np.ndarray) -> np.ndarray:
     """yhat = max(z, 0)."""
@@ -182,158 +84,142 @@ def relu(z: np.ndarray) -> np.ndarray:
 
 
 def relu_l2_gradient_w(z: np.ndarray, x: float, y: float) -> np.ndarray:
-    """d/dw (relu(z) - y)^2 = 2 (relu(z) - y) * [z > 0] * x; slope 0 at z = 0 (as torch takes it)."""
+    """d/dw (relu(z) - y)^2 = 2 (relu(z) - y) [z > 0] x; slope 0 at z = 0 (as torch takes it)."""
     return 2.0 * (relu(z) - y) * (z > 0) * x
 
 
+# name: (loss as a function of z and y, its closed-form dL/dw, whether it has a kink at z = 0)
+LOSSES: dict[str, tuple[Callable[..., Any], Callable[..., Any], bool]] = {
+    "l2": (lambda z, y: l2_loss(sigmoid(z), y), l2_gradient_w, False),
+    "ce": (cross_entropy_loss, cross_entropy_gradient_w, False),
+    "relu_l2": (lambda z, y: l2_loss(relu(z), y), relu_l2_gradient_w, True),
+}
+
+
+def check_gradient(loss: Callable[..., Any], gradient: Callable[..., Any], W: np.ndarray, B: np.ndarray,
+                   x: float, y: float, kink: bool = False, h: float = FD_STEP) -> dict[str, Any]:
+    """A closed-form dL/dw against the central difference (L(w + h) - L(w - h)) / 2h at every point.
+    max_rel_diff = max_abs_diff / the largest |dL/dw| (pointwise ratios mean nothing where dL/dw = 0).
+    kink: skip the points whose probes straddle z = 0, where ReLU has no derivative."""
+    up, down = W + h, W - h
+    numeric = (loss(up * x + B, y) - loss(down * x + B, y)) / (up - down)  # up - down: the step taken
+    z = W * x + B
+    keep = np.abs(z) > 2.0 * h * abs(x) if kink else np.ones(z.shape, bool)
+    max_abs = float(np.abs(gradient(z, x, y) - numeric)[keep].max(initial=0.0))
+    scale = float(np.abs(numeric[keep]).max(initial=0.0))
+    max_rel = max_abs / scale if scale > 0 else max_abs
+    return {"max_abs_diff": max_abs, "max_rel_diff": max_rel, "step": h, "points": int(keep.sum()),
+            "passed": max_rel <= FD_TOLERANCE}
+
+
+# 1.1-1.5 and Figure 2: the surfaces over the (weight, bias) grid.
+
+def weight_bias_grid(extent: float, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """W, B of shape (grid, grid) covering [-extent, extent]^2; rows = bias, columns = weight."""
+    half = grid // 2
+    axis = extent * (np.arange(-half, half + 1) / half)  # exactly symmetric, 0 in the middle
+    return tuple(np.meshgrid(axis, axis))  # type: ignore[return-value]
+
+
 def neuron_surfaces(extent: float, grid: int, x: float, y: float) -> dict[str, np.ndarray]:
-    """Every surface of part 1 on the grid, each (grid, grid): rows = bias, columns = weight."""
+    """Every surface of part 1 on the grid, each (grid, grid)."""
     W, B = weight_bias_grid(extent, grid)
     z = W * x + B
-    yhat = sigmoid(z)
-    return {
-        "W": W, "B": B, "z": z,
-        "sigmoid_output": yhat,                                # 1.1
-        "l2_loss": l2_loss(yhat, y),                           # 1.2
-        "l2_gradient": l2_gradient_w(z, x, y),                 # 1.3
-        "ce_loss": cross_entropy_loss(z, y),                   # 1.4
-        "ce_gradient": cross_entropy_gradient_w(z, x, y),      # 1.5
-        "relu_output": relu(z),                                # Figure 2
-        "relu_l2_loss": l2_loss(relu(z), y),
-        "relu_l2_gradient": relu_l2_gradient_w(z, x, y),
-    }
+    return {"W": W, "B": B, "z": z, "sigmoid_output": sigmoid(z),                  # 1.1
+            "l2_loss": l2_loss(sigmoid(z), y), "l2_gradient": l2_gradient_w(z, x, y),  # 1.2, 1.3
+            "ce_loss": cross_entropy_loss(z, y), "ce_gradient": cross_entropy_gradient_w(z, x, y),
+            "relu_output": relu(z), "relu_l2_loss": l2_loss(relu(z), y),        # Figure 2
+            "relu_l2_gradient": relu_l2_gradient_w(z, x, y)}
 
 
-# ---------------------------------------------------------------------------------------------
-# How every surface looks (1.1-1.5 and Figure 2): one function, so they all look the same.
-# ---------------------------------------------------------------------------------------------
-
-
-def surface_figure(W: np.ndarray, B: np.ndarray, values: np.ndarray, title: str, zlabel: str,
+def surface_figure(W: np.ndarray, B: np.ndarray, values: np.ndarray, title: str, label: str,
                    signed: bool) -> Any:
-    """A 3D surface of `values` (grid, grid) over weight W and bias B, with a colour bar.
-
-    signed: the colour scale's white sits at 0 (for gradients), blue below, red above.
-    """
+    """A 3D surface over (w, b), 3.2 in wide (half a page); the colour bar names the quantity."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import Normalize, TwoSlopeNorm
-    from matplotlib.ticker import MaxNLocator, StrMethodFormatter
+    from matplotlib.ticker import MaxNLocator
 
+    fig = plt.figure(figsize=(3.2, 2.7))
+    # Placed by hand: layout engines do not see a 3D axes' wide margins.
+    ax = fig.add_axes((-0.1, 0.03, 0.88, 0.86), projection="3d", computed_zorder=False)
+    count = min(W.shape[0], 41)  # 41 x 41 facets: smooth at 8 cm, quick to draw
     low, high = float(values.min()), float(values.max())
+    # Signed surfaces (the gradients): white exactly at 0; where one sign is much larger (Figure 2's
+    # ReLU gradient: -1 against +15), each sign gets its full colours.
+    norm = Normalize(-max(-low, high), max(-low, high)) if signed else Normalize(low, high)
     if signed and low < 0 < high and not 0.5 < -low / high < 2.0:
-        # Lopsided (Figure 2's ReLU gradient: -1 against +15): each sign gets its full colours.
-        norm: Normalize = TwoSlopeNorm(0.0, low, high)
-    elif signed:
-        bound = max(abs(low), abs(high)) or 1.0
-        norm = Normalize(-bound, bound)
-    else:
-        norm = Normalize(low, high) if low < high else Normalize(low - 1.0, high + 1.0)
-    fig = plt.figure(figsize=(5.0, 4.2))
-    # Axes placed by hand: a 3D axes leaves wide margins; this keeps the surface large and the
-    # z-axis label clear of the colour bar.
-    ax = fig.add_axes((-0.07, 0.0, 0.9, 0.9), projection="3d", computed_zorder=False)
-    count = min(W.shape[0], 51)  # 51 x 51 facets: smooth at report size, a quarter the drawing time
-    surface = ax.plot_surface(W, B, values, cmap=FIGURE_CMAP, norm=norm, rcount=count,
-                              ccount=count, linewidth=0, antialiased=False)
-    ax.set_xlabel("weight $w$", labelpad=1, fontsize=11)
-    ax.set_ylabel("bias $b$", labelpad=1, fontsize=11)
-    ax.set_zlabel(zlabel, labelpad=10, fontsize=11)
-    for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
-        axis.set_major_locator(MaxNLocator(5))
-    ax.tick_params(axis="both", labelsize=9, pad=-2)
-    ax.tick_params(axis="z", labelsize=9, pad=4)
+        norm = TwoSlopeNorm(0.0, low, high)
+    surface = ax.plot_surface(W, B, values, cmap="coolwarm", norm=norm, rcount=count, ccount=count,
+                              linewidth=0, antialiased=False)
+    for axis, bins, name in ((ax.xaxis, 4, "weight $w$"), (ax.yaxis, 4, "bias $b$"), (ax.zaxis, 3, "")):
+        axis.set_major_locator(MaxNLocator(bins, steps=[1, 2, 4, 5, 10]))
+        axis.set_label_text(name, fontsize=9)
+        axis.labelpad = -5
+    ax.tick_params(labelsize=8.5, pad=-3)
+    ax.tick_params(axis="z", pad=0)
     ax.view_init(elev=28, azim=-60)
-    ax.set_box_aspect(None, zoom=0.92)
-    fig.suptitle(title, fontsize=12, y=0.975)
-    colour_bar = fig.colorbar(surface, cax=fig.add_axes((0.875, 0.22, 0.03, 0.52)))
-    colour_bar.ax.tick_params(labelsize=9)
-    if isinstance(norm, TwoSlopeNorm):  # the two halves have different scales: tick each one
-        ticks = np.concatenate([MaxNLocator(3).tick_values(low, 0.0), MaxNLocator(5).tick_values(0.0, high)])
-        colour_bar.set_ticks(np.unique(ticks[(ticks >= low) & (ticks <= high)]))
-        colour_bar.ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
-    else:
-        colour_bar.ax.yaxis.set_major_locator(MaxNLocator(6))
+    ax.set_box_aspect(None, zoom=0.9)
+    fig.suptitle(title, fontsize=9.5, y=0.985, va="top")
+    bar = fig.colorbar(surface, cax=fig.add_axes((0.76, 0.2, 0.03, 0.55)), format="{x:g}")
+    bar.set_label(label, fontsize=9, labelpad=2)
+    bar.ax.tick_params(labelsize=8.5)
+    if isinstance(norm, TwoSlopeNorm):  # the two halves have different scales: ticks on each
+        ticks = np.append(MaxNLocator(2).tick_values(norm.vmin, 0), MaxNLocator(4).tick_values(0, norm.vmax))
+        bar.set_ticks(np.unique(ticks[(ticks >= norm.vmin) & (ticks <= norm.vmax)]))
     return fig
 
 
-# ---------------------------------------------------------------------------------------------
-# 1.6: the comparison at a glance. With input x, every surface depends on (w, b) only through
-# z = w x + b, so curves against z show exactly the values each surface takes on the grid.
-# ---------------------------------------------------------------------------------------------
-
+# 1.6: every surface depends on (w, b) only through z = w x + b, so curves against z show exactly
+# the values each surface takes on the grid.
 
 def comparison_figure(z_range: tuple[float, float], x: float, y: float) -> Any:
-    """Left: both losses against z. Right: |dL/dw| of both against z, log scale; saturated band shaded."""
+    """Left: both losses against z. Right: |dL/dw| of both, log scale. Saturated bands shaded."""
     import matplotlib.pyplot as plt
 
     z = np.linspace(z_range[0], z_range[1], 2001)
-    l2_grad = np.abs(l2_gradient_w(z, x, y))
-    ce_grad = np.abs(cross_entropy_gradient_w(z, x, y))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.8))
-    styles = {"L2": {"color": "tab:blue"}, "CE": {"color": "tab:red"}}
-
-    left.plot(z, l2_loss(sigmoid(z), y), label=r"L2 $(\hat y - y)^2$", lw=2, **styles["L2"])
-    left.plot(z, cross_entropy_loss(z, y), label="cross-entropy", lw=2, **styles["CE"])
+    grads = {"L2": np.abs(l2_gradient_w(z, x, y)), "CE": np.abs(cross_entropy_gradient_w(z, x, y))}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(6.5, 2.8))
+    left.plot(z, l2_loss(sigmoid(z), y), "tab:blue", lw=1.8, label=r"L2 $(\hat y - y)^2$")
+    left.plot(z, cross_entropy_loss(z, y), "tab:red", lw=1.8, label="cross-entropy")
     left.set_ylabel("loss")
-    left.set_title(f"loss (target $y$ = {y:g})", fontsize=11)
-
-    # Log scale: the L2 gradient falls by orders of magnitude where CE's stays at |yhat - y|.
-    positive_values = np.concatenate([l2_grad[l2_grad > 0], ce_grad[ce_grad > 0]])
-    if positive_values.size:
+    left.set_title(f"loss (target $y$ = {y:g})", fontsize=10)
+    positive_values = np.concatenate([g[g > 0] for g in grads.values()])
+    if positive_values.size:  # log scale: L2's gradient falls by orders of magnitude, CE's does not
         right.set_yscale("log")
         right.set_ylim(positive_values.min() / 3, positive_values.max() * 3)
-    right.plot(z, l2_grad, label=r"$|\partial\mathcal{L}_{L2}/\partial w|$", lw=2, **styles["L2"])
-    right.plot(z, ce_grad, label=r"$|\partial\mathcal{L}_{CE}/\partial w|$", lw=2, **styles["CE"])
+    for (name, grad), colour in zip(grads.items(), ("tab:blue", "tab:red"), strict=True):
+        right.plot(z, grad, colour, lw=1.8, label=rf"$|\partial\mathcal{{L}}_{{{name}}}/\partial w|$")
     right.set_ylabel(r"$|\partial\mathcal{L}/\partial w|$")
-    # Where the grid is most saturated (its largest z), mark how many times larger CE's gradient is.
-    if l2_grad[-1] > 0:
-        at = z_range[1] - 0.015 * (z_range[1] - z_range[0])
-        low, high = float(np.abs(l2_gradient_w(at, x, y))), float(np.abs(cross_entropy_gradient_w(at, x, y)))
-        right.annotate("", xy=(at, high), xytext=(at, low),
-                       arrowprops={"arrowstyle": "<->", "color": "0.2", "lw": 1.2})
-        ratio = ce_grad[-1] / l2_grad[-1]
-        ratio_text = f"{ratio:,.0f}" if ratio < 1e6 else f"{ratio:.2e}"
-        right.text(at - 0.01 * (z_range[1] - z_range[0]), high * 0.45,
-                   f"CE/L2 = {ratio_text}×\nat z = {z_range[1]:g}", ha="right", va="top", fontsize=9)
-    right.set_title("gradient magnitude (log scale)", fontsize=11)
-
+    right.set_title("gradient magnitude (log scale)", fontsize=10)
+    if grads["L2"][-1] > 0:  # at the grid's largest z, the most saturated: how much larger CE's gradient is
+        ratio = grads["CE"][-1] / grads["L2"][-1]
+        right.annotate(f"CE/L2 = {ratio:,.0f}×\nat z = {z[-1]:g}" if ratio < 1e6 else f"CE/L2 = {ratio:.2e}×",
+                       (z[-1], grads["L2"][-1]), (0.97, 0.55), textcoords="axes fraction", ha="right",
+                       arrowprops={"arrowstyle": "->", "color": "0.2"})
     edge = float(np.log(1.0 / SATURATED - 1.0))  # |z| beyond which yhat < 0.05 or > 0.95
     for ax in (left, right):
         for start, stop in ((z_range[0], -edge), (edge, z_range[1])):
-            if start < stop:
-                ax.axvspan(start, stop, color="0.88", lw=0, zorder=0)
-        ax.set_xlim(*z_range)
-        ax.set_xlabel(r"pre-activation $z = wx + b$")
+            ax.axvspan(start, max(start, stop), color="0.88", lw=0, zorder=0)
+        ax.set(xlim=z_range, xlabel=r"pre-activation $z = wx + b$")
         ax.grid(alpha=0.3)
     left.axvspan(0, 0, color="0.88", label=r"saturated: $\hat y<0.05$ or $>0.95$")  # legend entry only
-    left.legend(fontsize=9, loc="upper center")
-    right.legend(fontsize=9, loc="lower center")
-    fig.suptitle(f"1.6  L2 vs cross-entropy for one sigmoid neuron (x = {x:g}); "
-                 "each surface takes exactly these values", fontsize=11)
-    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.14, top=0.83, wspace=0.22)
+    left.legend(fontsize=8.5, loc="upper center")
+    right.legend(fontsize=8.5, loc="lower center")
+    fig.suptitle(f"1.6  L2 against cross-entropy along $z = wx + b$ ($x$ = {x:g})", fontsize=11)
     return fig
 
 
 def gradient_statistics(loss: np.ndarray, grad: np.ndarray, W: np.ndarray, B: np.ndarray,
                         z: np.ndarray, saturated: np.ndarray | None) -> dict[str, Any]:
-    """The numbers 1.6 quotes for one loss over the grid (see the module docstring for the keys).
-
-    saturated: (grid, grid) bool mask of the sigmoid's saturated points, None for ReLU.
-    """
+    """The numbers 1.6 quotes for one loss over the grid; saturated: the sigmoid's mask, None for ReLU."""
     magnitude = np.abs(grad)
     peak = np.unravel_index(int(np.argmax(magnitude)), magnitude.shape)
     largest = float(magnitude[peak])
-    stats = {
-        "loss_min": float(loss.min()),
-        "loss_max": float(loss.max()),
-        "grad_abs_max": largest,
-        "grad_abs_max_w": float(W[peak]),
-        "grad_abs_max_b": float(B[peak]),
-        "grad_abs_max_z": float(z[peak]),
-        "grad_abs_mean": float(magnitude.mean()),
-        "share_grad_below_1pct": float((magnitude < 0.01 * largest).mean()),
-        "share_grad_below_10pct": float((magnitude < 0.10 * largest).mean()),
-    }
+    stats = {"loss_min": float(loss.min()), "loss_max": float(loss.max()), "grad_abs_max": largest,
+             "grad_abs_max_w": float(W[peak]), "grad_abs_max_b": float(B[peak]),
+             "grad_abs_max_z": float(z[peak]), "grad_abs_mean": float(magnitude.mean()),
+             "share_grad_below_1pct": float((magnitude < 0.01 * largest).mean()),
+             "share_grad_below_10pct": float((magnitude < 0.10 * largest).mean())}
     if saturated is not None:
         stats["grad_abs_mean_saturated"] = float(magnitude[saturated].mean()) if saturated.any() else None
     return stats
@@ -345,127 +231,103 @@ def corner_values(extent: float, x: float, y: float) -> dict[str, dict[str, floa
     for name, (w, b) in {"w_pos_b_pos": (extent, extent), "w_neg_b_neg": (-extent, -extent),
                          "w_pos_b_neg": (extent, -extent), "w_neg_b_pos": (-extent, extent)}.items():
         z = np.float64(w * x + b)
-        l2_grad = float(l2_gradient_w(z, x, y))
-        ce_grad = float(cross_entropy_gradient_w(z, x, y))
-        corners[name] = {
-            "w": w, "b": b, "z": float(z), "yhat": float(sigmoid(z)),
-            "l2_loss": float(l2_loss(sigmoid(z), y)), "ce_loss": float(cross_entropy_loss(z, y)),
-            "l2_grad": l2_grad + 0.0, "ce_grad": ce_grad + 0.0,  # + 0.0 turns -0.0 into 0.0
-            # null, not infinity, where the L2 gradient is exactly 0 (JSON has no infinity)
-            "ratio_ce_to_l2": abs(ce_grad) / abs(l2_grad) if l2_grad != 0 else None,
-        }
+        l2_grad, ce_grad = float(l2_gradient_w(z, x, y)), float(cross_entropy_gradient_w(z, x, y))
+        corners[name] = {"w": w, "b": b, "z": float(z), "yhat": float(sigmoid(z)),
+                         "l2_loss": float(l2_loss(sigmoid(z), y)), "ce_loss": float(cross_entropy_loss(z, y)),
+                         "l2_grad": l2_grad + 0.0, "ce_grad": ce_grad + 0.0,  # + 0.0: -0.0 becomes 0.0
+                         # null, not infinity, where the L2 gradient is exactly 0 (JSON has no infinity)
+                         "ratio_ce_to_l2": abs(ce_grad) / abs(l2_grad) if l2_grad != 0 else None}
     return corners
 
 
 def measure_1_6(surfaces: dict[str, np.ndarray], extent: float, x: float, y: float) -> dict[str, Any]:
-    """The numbers that answer 1.6 (keys in the module docstring); all JSON-ready, none NaN."""
+    """The numbers that answer 1.6, all JSON-ready, none NaN: the range of z, the saturated share of
+    the grid, per loss its statistics (gradient_statistics), and the four corners."""
     W, B, z, yhat = surfaces["W"], surfaces["B"], surfaces["z"], surfaces["sigmoid_output"]
     saturated = (yhat < SATURATED) | (yhat > 1.0 - SATURATED)
-    return {
-        "z_range": [float(z.min()), float(z.max())],
-        "saturated_share": float(saturated.mean()),
-        "saturation_threshold": SATURATED,
-        "losses": {
-            "l2": gradient_statistics(surfaces["l2_loss"], surfaces["l2_gradient"], W, B, z, saturated),
-            "ce": gradient_statistics(surfaces["ce_loss"], surfaces["ce_gradient"], W, B, z, saturated),
-            "relu_l2": gradient_statistics(surfaces["relu_l2_loss"], surfaces["relu_l2_gradient"],
-                                           W, B, z, None),
-        },
-        "corners": corner_values(extent, x, y),
-    }
+    return {"z_range": [float(z.min()), float(z.max())], "saturated_share": float(saturated.mean()),
+            "saturation_threshold": SATURATED, "corners": corner_values(extent, x, y),
+            "losses": {name: gradient_statistics(surfaces[f"{name}_loss"], surfaces[f"{name}_gradient"], W, B,
+                                                 z, None if kink else saturated)
+                       for name, (_, _, kink) in LOSSES.items()}}
 
 
-# ---------------------------------------------------------------------------------------------
-# main: compute the surfaces, draw 1.1-1.5, Figure 2 and 1.6, measure 1.6, write the JSON.
-# ---------------------------------------------------------------------------------------------
+# main: check the gradients, draw 1.1-1.5, 1.6 and Figure 2, measure 1.6, write the JSON.
 
-L2, CE = r"\mathcal{L}_{L2}", r"\mathcal{L}_{CE}"
-# id (a key of neuron_surfaces), question, file name, title, z-axis label, signed, what it shows
+L2, CE, DW = r"\mathcal{L}_{L2}", r"\mathcal{L}_{CE}", r"/\partial w"
+# id (a key of neuron_surfaces), question, title with the formula, colour-bar label, what it shows
 SURFACE_FIGURES = [
-    ("sigmoid_output", "1.1", "part1_1.1_sigmoid_output.png",
-     "1.1  Sigmoid output\n" r"$\hat y = \sigma(wx + b)$", r"output $\hat y$", False,
+    ("sigmoid_output", "1.1", r"1.1  Sigmoid output $\hat y = \sigma(wx + b)$", r"output $\hat y$",
      "sigmoid output against weight and bias"),
-    ("l2_loss", "1.2", "part1_1.2_l2_loss.png",
-     "1.2  L2 loss\n" rf"${L2} = (\hat y - y)^2$", "L2 loss", False,
-     "L2 loss against weight and bias"),
-    ("l2_gradient", "1.3", "part1_1.3_l2_gradient.png",
-     "1.3  Gradient of L2 loss\n" rf"$\partial {L2}/\partial w = 2(\hat y - y)\,\hat y(1-\hat y)\,x$",
-     rf"$\partial {L2}/\partial w$", True,
-     "gradient of the L2 loss with respect to the weight"),
-    ("ce_loss", "1.4", "part1_1.4_ce_loss.png",
-     "1.4  Cross-entropy loss\n" rf"${CE} = -(y\log\hat y + (1-y)\log(1-\hat y))$", "CE loss", False,
-     "cross-entropy loss against weight and bias"),
-    ("ce_gradient", "1.5", "part1_1.5_ce_gradient.png",
-     "1.5  Gradient of cross-entropy loss\n" rf"$\partial {CE}/\partial w = (\hat y - y)\,x$",
-     rf"$\partial {CE}/\partial w$", True,
+    ("l2_loss", "1.2", rf"1.2  L2 loss ${L2} = (\hat y - y)^2$", "L2 loss", "L2 loss against weight and bias"),
+    ("l2_gradient", "1.3", "1.3  Gradient of L2\n" rf"$\partial {L2}{DW} = 2(\hat y - y)\,\hat y(1-\hat y)\,x$",
+     rf"$\partial {L2}{DW}$", "gradient of the L2 loss with respect to the weight"),
+    ("ce_loss", "1.4", f"1.4  Cross-entropy loss\n${CE} = -(y\\log\\hat y + (1-y)\\log(1-\\hat y))$",
+     "CE loss", "cross-entropy loss against weight and bias"),
+    ("ce_gradient", "1.5", rf"1.5  Gradient of CE $\partial {CE}{DW} = (\hat y - y)\,x$", rf"$\partial {CE}{DW}$",
      "gradient of the cross-entropy loss with respect to the weight"),
-    ("relu_output", "figure 2", "part1_fig2_relu_output.png",
-     "Figure 2: ReLU output\n" r"$\hat y = \max(0,\, wx + b)$", r"output $\hat y$", False,
+    ("relu_output", "figure 2", r"Fig. 2  ReLU output $\hat y = \max(0, wx + b)$", r"output $\hat y$",
      "ReLU output, as the handout's Figure 2 (left)"),
-    ("relu_l2_loss", "figure 2", "part1_fig2_relu_l2_loss.png",
-     "Figure 2: L2 loss of ReLU\n" rf"${L2} = (\hat y - y)^2$", "L2 loss", False,
+    ("relu_l2_loss", "figure 2", rf"Fig. 2  L2 loss of ReLU ${L2} = (\hat y - y)^2$", "L2 loss",
      "L2 loss of the ReLU neuron, as the handout's Figure 2 (middle)"),
-    ("relu_l2_gradient", "figure 2", "part1_fig2_relu_l2_gradient.png",
-     "Figure 2: gradient of L2 loss of ReLU\n" rf"$\partial {L2}/\partial w = 2(\hat y - y)\,[wx+b>0]\,x$",
-     rf"$\partial {L2}/\partial w$", True,
-     "gradient of the ReLU neuron's L2 loss, as the handout's Figure 2 (right)"),
+    ("relu_l2_gradient", "figure 2", f"Fig. 2  Gradient of L2 of ReLU\n$\\partial {L2}{DW} = 2(\\hat y - y)"
+     "\\,[wx+b>0]\\,x$", rf"$\partial {L2}{DW}$", "its gradient, as the handout's Figure 2 (right)"),
 ]
-COMPARISON_FIGURE = ("comparison", "1.6", "part1_1.6_loss_and_gradient_vs_z.png",
-                     "both losses and gradient magnitudes against z = wx + b, log scale")
-RESULTS_FILE = "part1_loss_gradient.json"
+COMPARISON_FIGURE = {"id": "comparison", "question": "1.6", "file": "part1_1.6_loss_and_gradient_vs_z.png",
+                     "shows": "both losses and gradient magnitudes against z = wx + b, log scale"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     check_out_dir(args.out)
-    surfaces = neuron_surfaces(args.extent, args.grid, args.x, args.y)
-
-    # 1.1-1.5 and Figure 2: one surface each.
+    s = neuron_surfaces(args.extent, args.grid, args.x, args.y)
+    checks = {name: check_gradient(loss, gradient, s["W"], s["B"], args.x, args.y, kink)
+              for name, (loss, gradient, kink) in LOSSES.items()}
+    diffs = ", ".join(f"{name} {check['max_rel_diff']:.1e}" for name, check in checks.items())
+    verdict = "all pass" if all(c["passed"] for c in checks.values()) else f"FAILED: > {FD_TOLERANCE:g}"
+    print(f"gradient check, central differences (h = {FD_STEP:g}): largest |closed form - numeric| / "
+          f"largest |dL/dw|: {diffs} ({verdict})")
     figures = []
-    for key, question, name, title, zlabel, signed, shows in SURFACE_FIGURES:
-        save_figure(args.out / name, surface_figure, surfaces["W"], surfaces["B"], surfaces[key], title,
-                    zlabel, signed)
+    for key, question, title, label, shows in SURFACE_FIGURES:
+        name = f"part1_{question.replace('figure ', 'fig')}_{key}.png"
+        save_figure(args.out / name, surface_figure, s["W"], s["B"], s[key], title, label, "gradient" in key)
         figures.append({"id": key, "question": question, "file": name, "shows": shows})
-        print(f"wrote {args.out / name}")
-
-    # 1.6: the picture and the numbers.
-    key, question, name, shows = COMPARISON_FIGURE
-    z = surfaces["z"]
-    save_figure(args.out / name, comparison_figure, (float(z.min()), float(z.max())), args.x, args.y)
-    figures.insert(5, {"id": key, "question": question, "file": name, "shows": shows})  # after 1.5
-    print(f"wrote {args.out / name}")
-    results = {
-        "config": {"extent": args.extent, "grid": args.grid, "x": args.x, "y": args.y},
-        "versions": library_versions(),
-        "figures": figures,
-        **measure_1_6(surfaces, args.extent, args.x, args.y),
-    }
-    write_json(args.out / RESULTS_FILE, results)
-    print(f"wrote {args.out / RESULTS_FILE}")
-    print_summary(results)
+    save_figure(args.out / COMPARISON_FIGURE["file"], comparison_figure,
+                (float(s["z"].min()), float(s["z"].max())), args.x, args.y)
+    figures.insert(5, COMPARISON_FIGURE)  # after 1.5, before Figure 2
+    results = {"config": {"extent": args.extent, "grid": args.grid, "x": args.x, "y": args.y},
+               "versions": library_versions(), "figures": figures, "gradient_check": checks,
+               **measure_1_6(s, args.extent, args.x, args.y)}
+    write_json(args.out / "part1_loss_gradient.json", results)
+    print(f"wrote {len(figures)} figures and part1_loss_gradient.json into {args.out}")
+    ratio = results["corners"]["w_pos_b_pos"]["ratio_ce_to_l2"]  # the 1.6 numbers in a few lines
+    print(f"1.6: {results['saturated_share']:.0%} of the grid saturated; at its corner w = b = extent, "
+          "|dCE/dw| / |dL2/dw| = " + ("n/a (dL2/dw = 0)" if ratio is None else f"{ratio:,.4g}"))
+    for key, stats in results["losses"].items():
+        print(f"  {key}: loss {stats['loss_min']:.3g} to {stats['loss_max']:.3g}, largest |dL/dw| "
+              f"{stats['grad_abs_max']:.4g} (at z = {stats['grad_abs_max_z']:g}), mean {stats['grad_abs_mean']:.3g}")
     return 0
 
 
-def print_summary(results: dict[str, Any]) -> None:
-    """The 1.6 numbers in a few lines."""
-    config, losses = results["config"], results["losses"]
-    print(f"\n1.6 summary (x = {config['x']:g}, y = {config['y']:g}, w and b in "
-          f"[{-config['extent']:g}, {config['extent']:g}], {config['grid']}^2 points, "
-          f"{results['saturated_share']:.0%} of them saturated):")
-    for key, label in (("l2", "L2"), ("ce", "CE")):
-        stats = losses[key]
-        mean_saturated = stats["grad_abs_mean_saturated"]
-        print(f"  {label}: loss {stats['loss_min']:.3g}..{stats['loss_max']:.3g}; "
-              f"max |dL/dw| {stats['grad_abs_max']:.4g} at |z| = {abs(stats['grad_abs_max_z']):.3g}; "
-              f"|dL/dw| < 1% of max on {stats['share_grad_below_1pct']:.0%} of the grid; "
-              "mean |dL/dw| where saturated "
-              + ("n/a" if mean_saturated is None else f"{mean_saturated:.3g}"))
-    for name, corner in results["corners"].items():
-        ratio = corner["ratio_ce_to_l2"]
-        print(f"  corner {name} (z = {corner['z']:g}): dL2/dw = {corner['l2_grad']:.3g}, "
-              f"dCE/dw = {corner['ce_grad']:.4g}, |CE|/|L2| = "
-              + ("n/a (L2 gradient is 0)" if ratio is None else f"{ratio:,.0f}" if ratio < 1e6
-                 else f"{ratio:.3g}"))
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Arguments, all validated here, before anything is computed or written."""
+    parser = Parser(prog="part1_loss_gradient.py",
+                    description="Part 1: loss and gradient surfaces of one sigmoid neuron (1.1-1.6).")
+    parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder (default figures/)")
+    parser.add_argument("--extent", type=positive(float), default=4.0,
+                        help="weight and bias both run over [-extent, extent] (default 4; at most 1000)")
+    parser.add_argument("--x", type=finite_float, default=1.0, help="input to the neuron (default 1)")
+    parser.add_argument("--y", type=probability, default=0.5, help="target in [0, 1] (default 0.5)")
+    parser.add_argument("--grid", type=int, default=101,
+                        help=f"points per axis, odd: w = 0, b = 0 lie on the grid (default 101; 3 to {MAX_GRID})")
+    args = parser.parse_args(argv)
+    if args.extent > MAX_EXTENT:
+        parser.error(f"argument --extent: {args.extent:g} is too large (at most {MAX_EXTENT:g})")
+    if abs(args.x) > MAX_ABS_X:
+        parser.error(f"argument --x: {args.x:g} is too large (|x| at most {MAX_ABS_X:g})")
+    if not 3 <= args.grid <= MAX_GRID or args.grid % 2 == 0:
+        parser.error(f"argument --grid: {args.grid} must be an odd integer from 3 to {MAX_GRID}")
+    return args
 
 
 # =============================================================================================
@@ -503,7 +365,8 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     output -> one line, exit 1. Never a traceback for these."""
     prog = Path(sys.argv[0]).name if argv is None else "main"
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_interrupted)
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # under nohup, SIGHUP stays ignored
+            signal.signal(sig, _raise_interrupted)
     try:
         return main(argv)
     except InputError as err:
@@ -566,7 +429,12 @@ def check_out_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         for stale in out.glob(f".*{TEMP_MARK}*"):
-            stale.unlink(missing_ok=True)
+            with stale.open("rb") as file:
+                try:  # a file another run is still writing is locked: leave it
+                    fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                stale.unlink(missing_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".probe" + TEMP_MARK, dir=out)
         os.close(fd)
         os.unlink(probe)
@@ -580,14 +448,16 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", dir=path.parent)
-    os.close(fd)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held while writing: no other run removes it as stale
         write(Path(tmp))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
 
 
 def write_json(path: Path, data: Any) -> None:

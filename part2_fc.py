@@ -288,11 +288,11 @@ class Record:
         values = self.sums[:, stop].double().cpu().T.tolist()
         for run, (loss, acc, l2f, slope), div, d in zip(self.rows[stop].tolist(), values, diverged, dead,
                                                         strict=True):
-            never_finite = div and t == 0
+            never_finite, samples = div and t == 0, t // self.stride + 1
             self.out[run].update(
                 final_loss=None if never_finite else loss, final_accuracy=None if never_finite else acc,
                 dead_start=int(self.dead_start[run]), dead_end=d,
-                l2_factor=l2f / (t // self.stride + 1), hidden_slope=slope / (t // self.stride + 1))
+                l2_factor=finite_or_none(l2f / samples), hidden_slope=finite_or_none(slope / samples))
             if div or acc == 1:
                 self.out[run]["diverged_at" if div else "iterations"] = t
         self.rows, self.sums, self.initial = self.rows[keep], self.sums[:, keep], self.initial[keep]
@@ -302,6 +302,10 @@ class Record:
         curves = torch.stack(self.curves).double().cpu().numpy() if self.curves else None
         return {"runs": self.out, "band": band, "band_stride": self.stride,
                 "curves": None if curves is None else {"loss": curves[:, 0], "accuracy": curves[:, 1]}}
+
+
+def finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def dead_units(h: torch.Tensor) -> torch.Tensor:
@@ -392,26 +396,31 @@ def factor_table(settings: dict[str, Any], half: dict[str, Any] | None) -> list[
         l2, ce = f"{act}-l2", f"{act}-ce"
         if l2 in med and ce in med:
             rows.append(ratio_row(f"l2_over_ce_{act}", l2, ce, med[l2], med[ce],
-                                  1 / fac[l2]["l2_factor"]["median"], "1 / mean 2yhat(1-yhat) of the L2 runs"))
+                                  div(1, fac[l2]["l2_factor"]["median"]), "1 / mean 2yhat(1-yhat) of the L2 runs"))
         if half and l2 in med and ce in half:
             rows.append(ratio_row(f"l2_over_half_lr_ce_{act}", l2, f"{ce} at lr/2", med[l2],
-                                  half[ce]["summary"]["median"], 0.5 / fac[l2]["l2_factor"]["median"],
+                                  half[ce]["summary"]["median"], div(0.5, fac[l2]["l2_factor"]["median"]),
                                   "1 / (2 x mean 2yhat(1-yhat) of the L2 runs)"))
     for loss in ("l2", "ce"):
         sig, relu = f"sigmoid-{loss}", f"relu-{loss}"
         if sig in med and relu in med:
             rows.append(ratio_row(f"sigmoid_over_relu_{loss}", sig, relu, med[sig], med[relu],
-                                  fac[relu]["hidden_slope"]["median"] / fac[sig]["hidden_slope"]["median"],
+                                  div(fac[relu]["hidden_slope"]["median"], fac[sig]["hidden_slope"]["median"]),
                                   "ReLU's share of active units / sigmoid's mean sigmoid'(a)"))
     return rows
 
 
-def ratio_row(fid: str, num: str, den: str, a: float | None, b: float | None, predicted: float,
+def div(a: float | None, b: float | None) -> float | None:
+    """a / b, or None where either is missing or b is 0."""
+    return None if a is None or not b else a / b
+
+
+def ratio_row(fid: str, num: str, den: str, a: float | None, b: float | None, predicted: float | None,
               basis: str) -> dict[str, Any]:
     """A measured ratio of medians a / b (None where a median is not reached: then a / b >= cap / b
     when only a is missing) next to its first-order prediction."""
     return {"id": fid, "numerator": num, "denominator": den, "predicted": predicted, "basis": basis,
-            "measured": None if a is None or b is None else a / b}
+            "measured": div(a, b)}
 
 
 def sweep_results(trained: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -845,7 +854,8 @@ def print_summary(results: dict[str, Any], seconds: float, out: Path) -> None:
               f"{summ['reached']:>3}/{n:<4}  {dead['seeds_with_dead_end']} seed(s)")
     for f in results["factors"]:
         measured = "-" if f["measured"] is None else f"{f['measured']:.2f}"
-        print(f"  {f['id']:<26} median ratio {measured:>5}, first-order prediction {f['predicted']:.2f}")
+        predicted = "-" if f["predicted"] is None else f"{f['predicted']:.2f}"
+        print(f"  {f['id']:<26} median ratio {measured:>5}, first-order prediction {predicted}")
     if "lr_sweep" in results:
         sweep = results["lr_sweep"]
         print("  best rates: " + ", ".join(f"{s} {row['best']['lr']:g}" if row["best"] else f"{s} none"
