@@ -171,6 +171,7 @@ test: lint
 bench: $(INSTALLED)
 	$(PY) benchmarks/bench_part2.py
 	$(PY) benchmarks/bench_part3.py
+	$(PY) benchmarks/bench_single_run.py
 
 # --- housekeeping ------------------------------------------------------------------------------
 
