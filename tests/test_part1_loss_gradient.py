@@ -1,4 +1,5 @@
-"""Tests for part1_loss_gradient.py: closed-form gradients, stable cross-entropy, the CLI, run_main.
+"""Tests for part1_loss_gradient.py: closed-form gradients, the built-in gradient check, stable
+cross-entropy, figure sizes and fonts, the CLI, run_main.
 
 Tolerances, all in float64:
 - closed form vs torch autograd over whole grids: |ours - torch| <= 1e-15 + 1e-10 |torch|
@@ -10,8 +11,11 @@ Tolerances, all in float64:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import io
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -133,13 +137,165 @@ def test_grid_is_symmetric_centred_and_spans_the_extent() -> None:
     assert (B[:, :1] == B).all()  # rows = bias
 
 
+# The gradient check that every run makes and records (part1_loss_gradient.json: gradient_check)
+
+
+def check(name: str, x: float = 1.0, y: float = 0.5, gradient=None, kink=None, extent: float = 4.0):
+    loss, closed_form, has_kink = p1.LOSSES[name]
+    W, B = p1.weight_bias_grid(extent, 101)
+    return p1.check_gradient(loss, gradient or closed_form, W, B, x, y, has_kink if kink is None else kink)
+
+
+@pytest.mark.parametrize(("extent", "x", "y"), CASES)
+def test_gradient_check_passes_for_the_closed_forms(extent: float, x: float, y: float) -> None:
+    for name in ("l2", "ce", "relu_l2"):
+        result = check(name, x, y, extent=extent)
+        assert result["passed"] and result["max_rel_diff"] < 1e-6, (name, result)
+        assert result["step"] == p1.FD_STEP == 1e-6 and result["tolerance"] == 1e-6
+
+
+@pytest.mark.parametrize("name", ["l2", "ce", "relu_l2"])
+def test_gradient_check_catches_a_gradient_off_by_a_tenth_of_a_percent(name: str) -> None:
+    closed_form = p1.LOSSES[name][1]
+    result = check(name, gradient=lambda z, x, y: 1.001 * closed_form(z, x, y))
+    assert not result["passed"]
+    # max |0.001 g - (fd - g)| = 0.001 max |g| up to the check's own error (< 1e-8 relative)
+    assert result["max_rel_diff"] == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_gradient_check_catches_a_missing_chain_rule_factor() -> None:
+    # Forgetting the input x (here -2): the sign flips and the size halves, so the difference is
+    # 1.5 times the largest |dL/dw|. Forgetting the factor 2 of L2: half of it.
+    result = check("ce", x=-2.0, gradient=lambda z, x, y: p1.sigmoid(z) - y)
+    assert not result["passed"] and result["max_rel_diff"] == pytest.approx(1.5, rel=1e-6)
+    result = check("l2", gradient=lambda z, x, y: p1.l2_gradient_w(z, x, y) / 2)
+    assert not result["passed"] and result["max_rel_diff"] == pytest.approx(0.5, rel=1e-6)
+
+
+def test_gradient_check_skips_only_the_relu_kink() -> None:
+    # With x = 1 the grid's anti-diagonal w = -b (101 points) has z = 0 exactly; there the probes
+    # straddle the kink: ((h - y)^2 - y^2) / 2h = -y + h/2, against the closed form's 0. Relative to
+    # the largest |dL/dw| = 2 (8 - y) at the corner z = 8 that is y / (2 (8 - y)) = 1/30 for y = 1/2.
+    kept = check("relu_l2")
+    assert kept["points"] == 101 * 101 - 101 and kept["passed"]
+    unguarded = check("relu_l2", kink=False)
+    assert unguarded["points"] == 101 * 101 and not unguarded["passed"]
+    assert unguarded["max_rel_diff"] == pytest.approx(1 / 30, rel=1e-5)
+    assert check("l2")["points"] == check("ce")["points"] == 101 * 101  # smooth: every point
+
+
+def test_gradient_check_of_a_flat_surface_is_zero() -> None:
+    # x = 0: z = b does not depend on w, so every gradient and every difference is exactly 0.
+    for name in ("l2", "ce", "relu_l2"):
+        result = check(name, x=0.0)
+        assert result["max_abs_diff"] == result["max_rel_diff"] == 0.0 and result["passed"]
+
+
+# Figures sized for the report: surfaces at half the text width, the 1.6 comparison at full width
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height in pixels from the PNG header (IHDR)."""
+    return struct.unpack(">II", path.read_bytes()[16:24])
+
+
+def texts_inside(fig) -> list:
+    """The texts a drawn figure shows (titles, axis labels, the tick labels in view, legends, notes),
+    each checked to lie whole inside the canvas: nothing clipped."""
+    renderer = fig.canvas.get_renderer()
+    width, height = fig.canvas.get_width_height()
+    texts = list(fig.texts)
+    for ax in fig.axes:
+        texts += [ax.title, *ax.texts, *(ax.get_legend().get_texts() if ax.get_legend() else [])]
+        for axis in (ax.xaxis, ax.yaxis, getattr(ax, "zaxis", None)):
+            if axis is None:
+                continue
+            low, high = sorted(axis.get_view_interval())
+            texts += [axis.label] + [label for tick in axis.get_major_ticks() if low <= tick.get_loc() <= high
+                                     for label in (tick.label1, tick.label2)]
+    texts = [t for t in texts if t.get_visible() and t.get_text().strip()]
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= width + 1 and box.y1 <= height + 1, text.get_text()
+    return texts
+
+
+@pytest.mark.parametrize("index", [2, 3, 7])  # the longest titles: 1.3, 1.4 and Figure 2's gradient
+def test_surface_figure_is_3_2_inches_wide_with_fonts_of_8_5_pt_or_more_and_nothing_clipped(index: int) -> None:
+    import matplotlib.pyplot as plt
+
+    key, _, title, label, _ = p1.SURFACE_FIGURES[index]
+    surfaces = p1.neuron_surfaces(4.0, 101, 1.0, 0.5)
+    fig = p1.surface_figure(surfaces["W"], surfaces["B"], surfaces[key], title, label, "gradient" in key)
+    try:
+        assert fig.get_size_inches()[0] == pytest.approx(3.2)
+        fig.canvas.draw()
+        texts = texts_inside(fig)
+        assert any(t.get_text() == label for t in texts)  # the colour bar names the quantity
+        assert min(t.get_fontsize() for t in texts) >= 8.5
+    finally:
+        plt.close(fig)
+
+
+def test_comparison_figure_is_6_5_inches_wide_with_fonts_of_8_5_pt_or_more_and_nothing_clipped() -> None:
+    import matplotlib.pyplot as plt
+
+    fig = p1.comparison_figure((-8.0, 8.0), 1.0, 0.5)
+    try:
+        assert fig.get_size_inches()[0] == pytest.approx(6.5)
+        fig.canvas.draw()
+        texts = texts_inside(fig)
+        assert min(t.get_fontsize() for t in texts) >= 8.5
+        # the ratio it marks is the closed forms' at z = 8: |dCE/dw| / |dL2/dw| = 1 / (2 yhat (1 - yhat))
+        ratio = 1 / (2 * p1.sigmoid(np.float64(8.0)) * p1.sigmoid(np.float64(-8.0)))
+        assert any(f"CE/L2 = {ratio:,.0f}×" in t.get_text() for t in texts)
+    finally:
+        plt.close(fig)
+
+
+def test_part1_imports_no_other_part_and_no_torch(repo_root: Path) -> None:
+    code = ("import sys; import part1_loss_gradient; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'part2_fc', 'part3_line', "
+            "'part3_detection')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo_root,
+                            timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
+
+
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The CLI with its defaults, run twice into two fresh folders."""
+    """The CLI with its defaults, run twice into two fresh folders; what it prints is kept beside each."""
     outs = tmp_path_factory.mktemp("run1") / "figs", tmp_path_factory.mktemp("run2") / "figs"
     for out in outs:
-        assert p1.run_main(p1.main, ["--out", str(out)]) == 0
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert p1.run_main(p1.main, ["--out", str(out)]) == 0
+        (out.parent / "stdout.txt").write_text(printed.getvalue())
     return outs
+
+
+def test_cli_records_and_prints_the_gradient_check(two_runs: tuple[Path, Path]) -> None:
+    out = two_runs[0]
+    recorded = json.loads((out / "part1_loss_gradient.json").read_text())["gradient_check"]
+    assert set(recorded) == {"l2", "ce", "relu_l2"}
+    W, B = p1.weight_bias_grid(4.0, 101)
+    for name, (loss, gradient, kink) in p1.LOSSES.items():
+        assert recorded[name] == p1.check_gradient(loss, gradient, W, B, 1.0, 0.5, kink)
+        assert recorded[name]["passed"] and 0 < recorded[name]["max_rel_diff"] < 1e-6
+        assert recorded[name]["max_abs_diff"] < 1e-6 * (15.0 if name == "relu_l2" else 0.5)
+    lines = [line for line in (out.parent / "stdout.txt").read_text().splitlines() if "gradient check" in line]
+    assert len(lines) == 1 and "h = 1e-06" in lines[0] and "all within 1e-06" in lines[0], lines
+    for name in recorded:
+        assert f"{name} {recorded[name]['max_rel_diff']:.1e}" in lines[0]
+
+
+def test_cli_figures_have_the_report_sizes_at_200_dpi(two_runs: tuple[Path, Path]) -> None:
+    out = two_runs[0]
+    for name, _, file, _ in [(f["id"], f["question"], f["file"], f["shows"])
+                             for f in json.loads((out / "part1_loss_gradient.json").read_text())["figures"]]:
+        width, height = png_size(out / file)
+        assert width == (1300 if name == "comparison" else 640), file  # 6.5 in and 3.2 in at 200 dpi
+        assert height < width, file
 
 
 def test_cli_writes_every_figure_and_the_json(two_runs: tuple[Path, Path]) -> None:
@@ -147,7 +303,7 @@ def test_cli_writes_every_figure_and_the_json(two_runs: tuple[Path, Path]) -> No
     assert {path.name for path in out.iterdir()} == EXPECTED_FILES  # no temporary files left
     results = json.loads((out / "part1_loss_gradient.json").read_text())
     assert set(results) == {"config", "versions", "figures", "z_range", "saturated_share",
-                            "saturation_threshold", "losses", "corners"}
+                            "saturation_threshold", "losses", "corners", "gradient_check"}
     assert results["saturation_threshold"] == p1.SATURATED
     assert results["config"] == {"extent": 4.0, "grid": 101, "x": 1.0, "y": 0.5}
     assert results["versions"]["torch"] == torch.__version__
