@@ -13,7 +13,8 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from part1_loss_gradient import DATASET_FILES, STANDIN_SHA256, InputError, load_dataset
+from part1_loss_gradient import InputError
+from part2_fc import DATASET_FILES, STANDIN_SHA256, load_dataset
 
 ALL_FILES = [rel for files in DATASET_FILES.values() for rel in files.values()]
 
@@ -27,6 +28,12 @@ EXPECTED_FORMAT = {
     "detection/detection_labs.npy": ((64,), np.float64, {0, 1}),
     "detection/detection_width.npy": ((64,), np.float64, set(range(1, 8))),
 }
+
+# Summary statistics measured on the course files (numpy), which the stand-ins are drawn to match.
+COURSE_WIDTHS = {0: {2: 5, 3: 12, 4: 8, 5: 5, 6: 1, 7: 1}, 1: {1: 4, 2: 4, 3: 9, 4: 10, 5: 4, 6: 1}}
+COURSE_LINE_INK = 0.2431  # mean pixel value of the course's line images
+COURSE_LINE_TOUCHING = 6  # course line images whose bar and square touch (one 8-connected component)
+COURSE_DETECTION_INK = 0.1975  # follows from the width histogram: an object's area depends on w only
 
 
 @pytest.fixture(scope="module")
@@ -152,24 +159,65 @@ def test_random_labels_are_linearly_separable_with_about_11_ones(standin_dir: Pa
     assert perceptron_converges(images.reshape(len(images), -1).astype(float), labels)
 
 
+def filled_rectangle(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """bbox(mask) when mask's nonzero pixels fill their bounding box exactly, else None."""
+    if not mask.any():
+        return None
+    box = bbox(mask)
+    return box if mask.sum() == box[2] * box[3] else None
+
+
+def line_shapes(image: np.ndarray) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """(bar, square) boxes (top, left, height, width) of a line image, found by a vertical cut.
+
+    The image must split at some column into two filled rectangles, one a bar (11-14 tall, 2-4 wide)
+    and one a square of odd side; the shapes may touch side by side (no empty column between).
+    """
+    found = set()
+    for cut in range(1, image.shape[1]):
+        left, right = np.zeros(image.shape, bool), np.zeros(image.shape, bool)
+        left[:, :cut], right[:, cut:] = image[:, :cut] > 0, image[:, cut:] > 0
+        boxes = [filled_rectangle(left), filled_rectangle(right)]
+        if None in boxes:
+            continue
+        bars = [b for b in boxes if b[2] > b[3] and 11 <= b[2] <= 14 and 2 <= b[3] <= 4]
+        squares = [b for b in boxes if b[2] == b[3] and b[2] % 2 == 1]
+        if len(bars) == 1 and len(squares) == 1:
+            found.add((bars[0], squares[0]))
+    assert len(found) == 1, f"not one bar and one square: {found}"
+    return found.pop()
+
+
+def test_line_shapes_parses_touching_shapes() -> None:
+    image = np.zeros((16, 16))
+    image[1:13, 7:10] = 1  # bar 12 x 3
+    image[4:9, 2:7] = 1  # square of side 5, touching the bar on its left
+    assert len(components(image)) == 1
+    assert line_shapes(image) == ((1, 7, 12, 3), (4, 2, 5, 5))
+
+
 def test_line_label_says_whether_the_square_is_left_of_the_bar(standin_dir: Path) -> None:
     images = load(standin_dir, "line/line_imgs.npy")
     labels = load(standin_dir, "line/line_labs.npy")
     assert (labels[:32] == 1).all() and (labels[32:] == 0).all()  # the course's order
     for i, (image, label) in enumerate(zip(images, labels, strict=True)):
-        parts = components(image)
-        assert len(parts) == 2, f"image {i}: {len(parts)} 8-connected components (shapes touch?)"
-        boxes = [bbox(mask) for mask in parts]
-        for mask, (_, _, h, w) in zip(parts, boxes, strict=True):
-            assert mask.sum() == h * w, f"image {i}: a shape is not a filled rectangle"
-        bars = [b for b in boxes if b[2] > b[3] and 11 <= b[2] <= 14 and 2 <= b[3] <= 4]
-        squares = [b for b in boxes if b[2] == b[3] and b[2] % 2 == 1]
-        assert len(bars) == 1 and len(squares) == 1, f"image {i}: shapes {boxes}"
-        (_, bar_left, _, bar_w), (_, square_left, _, side) = bars[0], squares[0]
+        (_, bar_left, _, bar_w), (_, square_left, _, side) = line_shapes(image)
+        assert image.sum() == bar_w * line_shapes(image)[0][2] + side * side, f"image {i}: shapes overlap"
         square_is_left = square_left + side <= bar_left
         square_is_right = bar_left + bar_w <= square_left
         assert square_is_left != square_is_right, f"image {i}: square and bar overlap in columns"
         assert square_is_left == (label == 1), f"image {i}: label {label} but square left={square_is_left}"
+
+
+def test_line_statistics_match_the_course(standin_dir: Path) -> None:
+    images = load(standin_dir, "line/line_imgs.npy")
+    assert abs(images.mean() - COURSE_LINE_INK) < 0.02  # the old stand-ins held 0.35
+    touching = sum(len(components(image)) == 1 for image in images)
+    assert abs(touching - COURSE_LINE_TOUCHING) <= 3
+    shapes = [line_shapes(image) for image in images]
+    sides = np.array([square[2] for _, square in shapes])
+    assert 4.0 <= sides.mean() <= 5.0  # course: 4.6 px, mostly 3 and 5
+    assert 2.8 <= np.mean([bar[3] for bar, _ in shapes]) <= 3.3  # bar width, course 3.05
 
 
 def test_detection_objects_match_label_and_width(standin_dir: Path) -> None:
@@ -177,8 +225,6 @@ def test_detection_objects_match_label_and_width(standin_dir: Path) -> None:
     labels = load(standin_dir, "detection/detection_labs.npy")
     widths = load(standin_dir, "detection/detection_width.npy")
     assert (labels[:32] == 0).all() and (labels[32:] == 1).all()  # the course's order
-    for label in (0, 1):
-        assert set(widths[labels == label].astype(int).tolist()) == set(range(1, 8))
     for i, (image, label, width) in enumerate(zip(images, labels, widths, strict=True)):
         w = int(width)
         assert w == width
@@ -191,6 +237,67 @@ def test_detection_objects_match_label_and_width(standin_dir: Path) -> None:
         count = (2 * w + 1) ** 2 if label == 1 else 2 * w * w + 2 * w + 1
         assert image.sum() == count, f"image {i}: {image.sum():g} pixels, label {label}, width {w}"
         assert (image.astype(bool) == expected).all(), f"image {i}: not a {['diamond', 'square'][int(label)]}"
+
+
+def test_detection_statistics_match_the_course(standin_dir: Path) -> None:
+    images = load(standin_dir, "detection/detection_imgs.npy")
+    labels = load(standin_dir, "detection/detection_labs.npy")
+    widths = load(standin_dir, "detection/detection_width.npy")
+    for label in (0, 1):
+        values, counts = np.unique(widths[labels == label].astype(int), return_counts=True)
+        assert dict(zip(values.tolist(), counts.tolist(), strict=True)) == COURSE_WIDTHS[label]
+    assert images.mean() == pytest.approx(COURSE_DETECTION_INK, abs=1e-4)
+    for image in images:  # centres in rows and columns 4..11, as the course's
+        rows, cols = np.nonzero(image)
+        assert 4 <= (rows.min() + rows.max()) / 2 <= 11 and 4 <= (cols.min() + cols.max()) / 2 <= 11
+
+
+def test_class_balance_matches_the_course(standin_dir: Path) -> None:
+    assert load(standin_dir, "random/random_labs.npy").sum() == 11
+    assert load(standin_dir, "line/line_labs.npy").sum() == 32
+    assert load(standin_dir, "detection/detection_labs.npy").sum() == 32
+    assert abs(load(standin_dir, "random/random_imgs.npy").mean() - 0.5) < 0.05
+
+
+@pytest.mark.parametrize("rel", ALL_FILES)
+def test_no_standin_file_equals_a_course_file(standin_dir: Path, course_dir: Path, rel: str) -> None:
+    """The bytes always differ; so do the arrays, except the line and detection labels, which hold
+    the course's order by design (1 then 0, 0 then 1: 32 each)."""
+    ours, theirs = (standin_dir / rel).read_bytes(), (course_dir / rel).read_bytes()
+    assert ours != theirs
+    same_by_design = rel in ("line/line_labs.npy", "detection/detection_labs.npy")
+    assert np.array_equal(load(standin_dir, rel), load(course_dir, rel)) == same_by_design
+    for other in ALL_FILES:  # not under another name either
+        assert ours != (course_dir / other).read_bytes()
+
+
+def test_standin_images_are_drawn_not_copied(standin_dir: Path, course_dir: Path) -> None:
+    """Few images coincide with a course image (small objects can by chance); none of the random set's."""
+    limits = {"random/random_imgs.npy": 0, "line/line_imgs.npy": 2, "detection/detection_imgs.npy": 12}
+    for rel, most in limits.items():
+        ours, theirs = load(standin_dir, rel), load(course_dir, rel)
+        course_images = {image.tobytes() for image in theirs}
+        assert sum(image.tobytes() in course_images for image in ours) <= most, rel
+
+
+def test_select_ranks_draws_by_distance_to_the_targets(
+    generator: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--select without training: a stand-in part2_fc gives each draw statistics; the closest wins."""
+    targets = generator.TARGETS
+    assert generator.distance({s: dict(t) for s, t in targets.items()}, targets) == 0
+    off = {s: {"reach_rate": t["reach_rate"], "median": t["median"]} for s, t in targets.items()}
+    off["relu-ce"] = {"reach_rate": targets["relu-ce"]["reach_rate"] - 0.1, "median": None}
+    assert generator.distance(off, targets) == pytest.approx(2.0)
+
+    def fake_summaries(data_dir: Path, seeds: int, workers: int, scripts: Path) -> dict:
+        subseed = int(data_dir.name)
+        return {s: {"reach_rate": t["reach_rate"], "median": None if t["median"] is None
+                    else t["median"] * (1 + abs(subseed - 2) / 10)} for s, t in targets.items()}
+
+    monkeypatch.setattr(generator, "part2_summaries", fake_summaries)
+    assert generator.select(4, seeds=3, workers=1, scripts=Path(".")) == 2
+    assert "best sub-seeds (distance): 2 (0.00)" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------------------------
