@@ -214,3 +214,34 @@ def test_a_median_beyond_the_cap_gives_an_exact_lower_bound(small: dict[str, Any
     assert f">{bound:.2f}×" in text
     assert "the median is 137.5" in text
     assert "central differences" not in text
+
+
+def test_a_setting_without_a_best_rate_is_paired_against_the_fastest(small: dict[str, Any], tmp_path: Path) -> None:
+    """The sweep's paired comparison computed in the report: the fastest setting at its best rate
+    against a setting that has no best rate, at the rate of its smallest median."""
+    figures = tmp_path / "figures"
+    shutil.copytree(small["figures"], figures)
+    p2 = json.loads((figures / "part2_fc.json").read_text())
+    sweep = p2["lr_sweep"]
+    lead = sweep["ranking_at_best"][0]
+    other = next(k for k in sweep["settings"] if sweep["settings"][k]["best"] is None)
+    lead_its = sweep["settings"][lead]["iterations"][sweep["lrs"].index(sweep["settings"][lead]["best"]["lr"])]
+    # `other` never gets there from the first seed, one iteration later than `lead` from the middle
+    # ones, and first from the last seed
+    designed = [None] + [None if i is None else i + 1 for i in lead_its[1:-1]] + [1]
+    row = sweep["settings"][other]
+    row["iterations"] = [designed, *row["iterations"][1:]]
+    row["median"] = [float(statistics.median(i for i in designed if i is not None))] + [None] * (len(sweep["lrs"]) - 1)
+    (figures / "part2_fc.json").write_text(json.dumps(p2))
+    wins = sum((a if a is not None else math.inf) < (b if b is not None else math.inf)
+               for a, b in zip(lead_its, designed, strict=True))
+    losses = sum((a if a is not None else math.inf) > (b if b is not None else math.inf)
+                 for a, b in zip(lead_its, designed, strict=True))
+    n = wins + losses
+    p = min(1.0, 2 * sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2**n)
+    text = build(figures, tmp_path)["text"]
+    sentence = (f"than {SHORT[other]} at {sweep['lrs'][0]:g} for {wins} of {len(designed)} paired seeds, "
+                f"more for {losses}")
+    assert sentence in text
+    verdict = text[text.index(sentence):][:len(sentence) + 80]
+    assert ("not decided at the 5% level" in verdict) == (p >= 0.05), verdict
