@@ -179,7 +179,7 @@ def check_batch_invariance(setting: str, x: torch.Tensor, y: torch.Tensor, cfg: 
     assert mine == alone  # every recorded number, bit for bit
 
 
-@pytest.mark.parametrize("setting", ["relu-ce", "sigmoid-l2"])
+@pytest.mark.parametrize("setting", ["relu-ce", "sigmoid-ce"])
 def test_a_seed_is_bit_identical_alone_and_among_fifty(setting: str, data) -> None:
     x, y = data["float32"]
     check_batch_invariance(setting, x, y, p2.Config(lr=0.1, max_iters=300, log=False))
@@ -429,36 +429,40 @@ def test_a_constructed_dead_relu_unit_is_counted_and_a_sigmoid_one_is_not(data, 
     assert p2.dead_units(h).tolist() == [1]
 
 
-def strided_study(x: torch.Tensor, y: torch.Tensor) -> tuple[dict, list[dict]]:
-    """Seeds 0 and 1 of relu-ce with a cap of 4000: stride 2; they stop at different iterations."""
-    setting, lr, cap = "relu-ce", FAST_LR["relu-ce"], 4000
-    cfg = p2.Config(dtype="float64", lr=lr, max_iters=cap, log=False)
-    result = p2.train(setting, [(0, lr), (1, lr)], x, y, cfg, band_runs=2)
-    return result, [reference_run(setting, s, lr, x, y, cap) for s in (0, 1)]
+def strided_study(x: torch.Tensor, y: torch.Tensor) -> tuple[dict, list[dict], int]:
+    """Seeds 0 and 1 of relu-ce with a cap of 2000 x stride (stride > 1), the stride chosen so that
+    a run stops between two sampled iterations. Returns the engine's result, the references, stride."""
+    setting, lr = "relu-ce", FAST_LR["relu-ce"]
+    refs = [reference_run(setting, s, lr, x, y, 10_000) for s in (0, 1)]
+    stops = [r["iterations"] for r in refs]
+    assert None not in stops  # the references stopped on their own, before any cap used below
+    stride = next(k for k in (2, 3, 5, 7) if any(t % k for t in stops))
+    cfg = p2.Config(dtype="float64", lr=lr, max_iters=2000 * stride, log=False)
+    return p2.train(setting, [(0, lr), (1, lr)], x, y, cfg, band_runs=2), refs, stride
 
 
 def test_factors_are_sampled_every_stride_iterations(data) -> None:
-    result, refs = strided_study(*data["float64"])
-    assert result["band_stride"] == 2  # cap // 2000
+    result, refs, stride = strided_study(*data["float64"])
+    assert result["band_stride"] == stride  # cap // 2000
     for run, ref in zip(result["runs"], refs, strict=True):
-        assert run["iterations"] == ref["iterations"] is not None
-        # iterations 0, 2, 4, ... up to the stop
-        assert run["l2_factor"] == pytest.approx(np.mean(ref["l2f"][::2]), rel=1e-9)
-        assert run["hidden_slope"] == pytest.approx(np.mean(ref["slope"][::2]), rel=1e-9)
+        assert run["iterations"] == ref["iterations"]
+        # iterations 0, stride, 2 stride, ... up to the stop
+        assert run["l2_factor"] == pytest.approx(np.mean(ref["l2f"][::stride]), rel=1e-9)
+        assert run["hidden_slope"] == pytest.approx(np.mean(ref["slope"][::stride]), rel=1e-9)
+        assert run["final_loss"] == pytest.approx(ref["losses"][-1], rel=1e-9)
 
 
 def test_bug_band_holds_a_stopped_runs_last_loss_with_a_stride(data) -> None:
-    """BUG in part2_fc.py: with stride > 1 (max_iters > 3999) the band's held loss of a run is only
+    """BUG in part2_fc.py: with stride > 1 (max_iters >= 4000) the band's held loss of a run is only
     updated at sampled iterations (Record.record_band, t % stride == 0); a run that stops between two
     samples leaves the stack holding the loss of the sample before, not its last loss, though the
-    Record docstring says "a stopped run holds its last value" (here: seed 1 stops at an odd t; the band
-    at the next even t uses its loss from t - 1). Fix: in Record.drop, before forgetting the stopped
-    rows, write their last loss into self.held (in_band = stop & (self.rows < self.band_runs);
+    Record docstring says "a stopped run holds its last value" (stand-in data: seed 1 stops at t = 73,
+    the band at t = 74, 76, ... uses its loss at 72). Fix: in Record.drop, before forgetting the
+    stopped rows, write their last loss into self.held (in_band = stop & (self.rows < self.band_runs);
     self.held[self.rows[in_band]] = self.sums[0, in_band].double().cpu())."""
-    result, refs = strided_study(*data["float64"])
-    assert any(r["iterations"] % 2 == 1 for r in refs)  # a run stops between two samples
+    result, refs, stride = strided_study(*data["float64"])
     longest = max(len(r["losses"]) for r in refs)
-    held = np.array([[r["losses"][min(t, len(r["losses"]) - 1)] for r in refs] for t in range(0, longest, 2)])
+    held = np.array([[r["losses"][min(t, len(r["losses"]) - 1)] for r in refs] for t in range(0, longest, stride)])
     np.testing.assert_allclose(result["band"], np.quantile(held, [0.25, 0.5, 0.75], axis=1), rtol=1e-9)
 
 
@@ -495,14 +499,17 @@ def test_a_huge_initialisation_diverges_at_iteration_0(setting: str, overrides: 
 
 def test_diverge_factor_is_opt_in(data) -> None:
     x, y = data["float64"]
-    setting, seed, lr, cap = "relu-ce", 2, 3.0, 300  # a large rate: the loss rises now and then
-    free = reference_run(setting, seed, lr, x, y, cap)
-    losses = free["losses"]
-    # the first t >= 2 whose loss is above every loss since iteration 1: a factor between the two
-    # stops the run exactly there
-    rise = next(t for t in range(2, len(losses)) if losses[t] > max(losses[1:t]))
-    factor = (max(losses[1:rise]) + losses[rise]) / 2 / losses[0]
-    assert free["iterations"] is not None and rise < free["iterations"]
+    setting, lr, cap = "relu-ce", 3.0, 300  # a large rate: the loss rises now and then
+
+    def first_rise(losses: list[float]) -> int | None:
+        """The first t >= 2 whose loss is above every loss since iteration 1."""
+        return next((t for t in range(2, len(losses)) if losses[t] > max(losses[1:t])), None)
+
+    # the first seed that reaches 100% and whose loss rises on the way (derived, not assumed)
+    seed, free = next((s, r) for s in range(10) if (r := reference_run(setting, s, lr, x, y, cap))["iterations"]
+                      is not None and first_rise(r["losses"]) is not None)
+    losses, rise = free["losses"], first_rise(free["losses"])
+    factor = (max(losses[1:rise]) + losses[rise]) / 2 / losses[0]  # stops the run exactly at `rise`
     for f, expected in ((None, None), (factor, rise), (0.5 * losses[1] / losses[0], 1)):
         ref = reference_run(setting, seed, lr, x, y, cap, diverge_factor=f)
         assert ref["diverged_at"] == expected
@@ -576,8 +583,7 @@ def test_cli_sweep_best_rates_follow_from_the_iterations(study) -> None:
         expected = min(fit)[1] if fit else None
         assert (row["best"] and row["best"]["lr"]) == expected, s
         decided.append(expected is not None)
-    # the stand-in data give both outcomes here: the rule is exercised, not skipped
-    assert any(decided) and not all(decided)
+    assert any(decided)  # a best rate exists here (both outcomes on constructed input: test above)
     # the sweep's base-rate column is the main study for the same seeds (one run, trained once)
     for s, row in sweep["settings"].items():
         assert row["iterations"][0] == study["json"]["settings"][s]["iterations"]
