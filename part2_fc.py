@@ -284,6 +284,8 @@ class Record:
     def drop(self, keep: torch.Tensor) -> None:
         """Write out the runs that stopped at this iteration (keep False), then forget them."""
         stop, t = ~keep, self.t
+        in_band = stop & (self.rows < self.band_runs)  # a stopped run's band value: its last loss
+        self.held[self.rows[in_band]] = self.sums[0, in_band].double().cpu()
         dead, diverged = dead_units(self.h)[stop].tolist(), self.diverged[stop].tolist()
         values = self.sums[:, stop].double().cpu().T.tolist()
         for run, (loss, acc, l2f, slope), div, d in zip(self.rows[stop].tolist(), values, diverged, dead,
@@ -446,7 +448,7 @@ def sweep_results(trained: dict[str, Any], args: argparse.Namespace) -> dict[str
         summarize_stops(settings[s]["iterations"][base], [None] * len(seeds))))
     return {"lrs": args.lrs, "seeds": seeds, "min_reach": args.min_reach, "settings": settings,
             "ranking_at_best": at_best, "ranking_at_base": at_base,
-            "ranking_survives": None if at_base is None else at_base[:len(at_best)] == at_best,
+            "ranking_survives": None if at_base is None else [s for s in at_base if s in at_best] == at_best,
             "paired_at_best": paired_counts(best_its)}
 
 
@@ -454,11 +456,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = config_from_args(args)
     data = load_dataset(args.data_dir, "random")
-    check_out_dir(args.out)
     runs_per_setting = max(len(plan_runs(args, s)) for s in args.settings)
     check_memory(runs_per_setting * min(args.workers, len(args.settings)),
                  (args.hidden * 8 + 16) * len(data.labels) * 4 + args.max_iters // 500 * 8, "--seeds/--hidden")
     args.workers = worker_count(args.workers, len(args.settings), cfg)
+    check_out_dir(args.out)
     x = torch.tensor(data.images.reshape(len(data.images), -1), dtype=cfg.torch_dtype, device=cfg.device)
     y = torch.tensor(data.labels, dtype=cfg.torch_dtype, device=cfg.device)
     seeds = seed_list(args)
@@ -883,13 +885,13 @@ COURSE_SHA256 = {
     "detection/detection_width.npy": "351e417718a42d70a8bbb68b178df19e245bcfef722d6bfc296df80cebb43b20",
 }
 STANDIN_SHA256 = {
-    "random/random_imgs.npy": "d702133bd67d2605311ed4815ca6f9116824812133490730b7f0b722d8d525f2",
-    "random/random_labs.npy": "dd50c62ef8211f7498ddb02cda5f1ed99bf6a1cffe42561cdc12e6b262f1dfdf",
-    "line/line_imgs.npy": "f02729d00c8a744384b7fb9fe393826402976e7423cc1c2a9c89eba7c18dd27b",
+    "random/random_imgs.npy": "2be1ace6386f767fd7c9bab117085f28d072e696397008670f121d1eb79a50d3",
+    "random/random_labs.npy": "9ff6ac20799c34d26ee4fe292d95e46389c64852eab2025704250b7016deb565",
+    "line/line_imgs.npy": "afdabdc70c4fed1ee4fdbf650a4eaf2d35dcc4d7c81d42becd661ad6fbd06156",
     "line/line_labs.npy": "4b1cc6fb65f511aab7cd937c168a1aa5c0b97829ec8809af79147a916f26fdd2",
-    "detection/detection_imgs.npy": "e4f871ee81dbf154be9ea4cfea0972c58f617f1fa04dbeea7b6bc63195640291",
+    "detection/detection_imgs.npy": "1c6818b30f42bff70bbf7b2ee1e7cb21b1c225818d2814f60b08b0e69ba72833",
     "detection/detection_labs.npy": "ccb23edcb0eee2be7665ecd255e94c5f31ea909d06c64f3f34119aa299dd23da",
-    "detection/detection_width.npy": "9ee52ee779312068b90bbd9338070896fcc2b4ada665280879721121184faa75",
+    "detection/detection_width.npy": "cc02f74b59d0fdd5b24ba1494ca8fa0881418a44f92a03159dc8bfbf7420c57e",
 }
 
 
@@ -921,13 +923,16 @@ def load_npy(path: Path) -> np.ndarray:
     problem is an InputError naming the file."""
     try:
         with path.open("rb") as file:
+            magic = file.read(6)
+            if magic != b"\x93NUMPY":
+                raise InputError(f"{path}: " + ("file is empty" if not magic else "holds an archive, not one array"
+                                 if magic.startswith(b"PK") else "not a .npy file (no .npy header)"))
+            file.seek(0)
             version = np.lib.format.read_magic(file)
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
                 np.lib.format.read_array_header_2_0
             shape, _, dtype = read_header(file)
-            if dtype.kind not in "biuf" or math.prod(shape) > MAX_VALUES:
-                raise InputError(f"{path}: holds {dtype} values of shape {shape}; expected at most "
-                                 f"{MAX_VALUES:,} numbers")
+            check_header(path, shape, dtype)
             array = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise InputError(f"{path}: file is missing") from None
@@ -936,6 +941,15 @@ def load_npy(path: Path) -> np.ndarray:
     if not np.isfinite(array.astype(np.float64)).all():
         raise InputError(f"{path}: holds NaN or infinite values")
     return array
+
+
+def check_header(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    if dtype.hasobject:
+        raise InputError(f"{path}: holds Python objects (pickle); refusing to load it")
+    if dtype.kind not in "biuf":
+        raise InputError(f"{path}: values must be numbers, found dtype {dtype}")
+    if math.prod(shape) > MAX_VALUES:
+        raise InputError(f"{path}: claims shape {shape}, more than {MAX_VALUES:,} numbers")
 
 
 def load_dataset(data_dir: Path | str, name: str) -> Dataset:
@@ -949,8 +963,10 @@ def load_dataset(data_dir: Path | str, name: str) -> Dataset:
     expected = {"images": ("(N, H, W) images", 3), "labels": ("(N,) labels", 1), "widths": ("(N,) widths", 1)}
     for role, array in arrays.items():
         what, ndim = expected[role]
-        if array.ndim != ndim or 0 in array.shape or len(array) != n:
-            raise InputError(f"{paths[role]}: expected {what} for {n} images, found shape {array.shape}")
+        if array.ndim != ndim or 0 in array.shape:
+            raise InputError(f"{paths[role]}: expected {what}, found shape {array.shape}")
+        if len(array) != n:
+            raise InputError(f"{paths[role]}: {len(array)} {role} for {n} images")
     if images.min() < 0 or images.max() > 1:
         raise InputError(f"{paths['images']}: pixel values must lie in [0, 1], "
                          f"found {images.min():g}..{images.max():g}")

@@ -139,8 +139,16 @@ def first_at(values: np.ndarray, level: float = 1.0) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
+def stays_from(values: np.ndarray) -> int | None:
+    """The iteration from which values stay at 1 up to the run's stop (None if not 1 at the stop)."""
+    below = np.flatnonzero(values < 1)
+    return None if values[-1] < 1 else int(below[-1] + 1) if below.size else 0
+
+
 def width_measurements(run: SeedRun, baseline_mse: float, groups: list[str]) -> dict[str, Any]:
-    """When classification reached 100% (all images, each class, each width); when the width loss
+    """When classification first reached 100% of all images, and from when on each class's and each
+    width's images stay classified right (a one-class group is all right whenever the net calls every
+    image that class, so the first time says little); when the width loss
     first fell 20x and first beat the mean-width predictor, with the width accuracy and RMS error
     (pixels) there."""
     c = run.curves
@@ -148,7 +156,7 @@ def width_measurements(run: SeedRun, baseline_mse: float, groups: list[str]) -> 
     beat = next((t for t, v in enumerate(c["l2"]) if v < baseline_mse), None)
     return {
         "classification_iterations": first_at(c["accuracy"]),
-        "group_classification_iterations": {name: first_at(c[f"group_{i}"]) for i, name in enumerate(groups)},
+        "group_classification_iterations": {name: stays_from(c[f"group_{i}"]) for i, name in enumerate(groups)},
         "l2_fall_20x": None if fell is None else {"iteration": fell, "width_accuracy": float(c["width_accuracy"][fell]),
                                                   "rms": float(np.sqrt(c["l2"][fell]))},
         "beats_mean_width": None if beat is None else {"iteration": beat,
@@ -163,7 +171,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = load_dataset(args.data_dir, "detection")
     image = tuple(data.images.shape[1:])
     conv_sizes(image, args.padding)
-    check_out_dir(args.out)
     seeds = seed_list(args)
     groups, matrix = group_matrix(data)
     batch = batch_of(data) | {"groups": matrix}
@@ -174,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         studies["width lr x10"] = (replace(cfg, lr_reg=10 * args.lr_reg), batch, DetectionNet)
     args.workers = worker_count(args.workers, len(seeds) * len(studies), cfg)
     check_memory(len(seeds) * len(studies), 160 * args.max_iters + 4 * 30_000, "--seeds/--max-iters")
+    check_out_dir(args.out)
     print(f"Part 3.2: {len(seeds)} seed(s) on {data.describe()}, lr {args.lr:g} (CE) and {args.lr_reg:g} "
           f"(L2), {args.dtype} on {args.device}, {args.workers} process(es)", flush=True)
     trained = train_seeds(studies, seeds, args.workers, cfg.log)

@@ -138,7 +138,7 @@ def initial_model(net_class: type[LineNet], seed: int, image: tuple[int, int], c
     with torch.no_grad():
         for name, param in net.named_parameters():
             param.copy_(truncated_normal(tuple(param.shape), cfg.init_std, gen) if name.endswith("weight")
-                        else torch.full_like(param, cfg.init_bias))
+                        else torch.full(param.shape, cfg.init_bias, dtype=torch.float64))
     return net.to(cfg.device)
 
 
@@ -290,13 +290,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     image = tuple(data.images.shape[1:])
     conv_sizes(image, args.padding)
     rows = holdout_split(data.images, data.labels, args.holdout) if args.holdout else None
-    check_out_dir(args.out)
     seeds = seed_list(args)
     studies = {"3.1": (cfg, batch_of(data), LineNet)}
     if rows is not None:
         studies["3.1 holdout"] = (cfg, batch_of(data, rows[0]), LineNet)
     args.workers = worker_count(args.workers, len(seeds) * len(studies), cfg)
     check_memory(len(seeds) * len(studies), 64 * args.max_iters + 4 * 30_000, "--seeds/--max-iters")
+    check_out_dir(args.out)
     print(f"Part 3.1: {len(seeds)} seed(s) on {data.describe()}, padding {args.padding}, {args.dtype} on "
           f"{args.device}, {args.workers} process(es)", flush=True)
     trained = train_seeds(studies, seeds, args.workers, cfg.log)
@@ -355,7 +355,8 @@ def conv2_class_means(net: LineNet, data: Dataset) -> dict[str, list[float]]:
     x = torch.tensor(data.images[:, None], dtype=next(net.parameters()).dtype)
     with torch.no_grad():
         maps = net.feature_maps(x)[1].mean((2, 3)).double().numpy()  # (B, 8)
-    return {str(c): maps[data.labels == c].mean(0).tolist() for c in (0, 1) if (data.labels == c).any()}
+    means = {str(c): maps[data.labels == c].mean(0) for c in (0, 1) if (data.labels == c).any()}
+    return {c: [float(v) if np.isfinite(v) else None for v in m] for c, m in means.items()}
 
 
 def draw_typical(run: SeedRun, cfg: Config, data: Dataset, out: Path, prefix: str, question: str,
