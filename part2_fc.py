@@ -493,9 +493,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["factors"] = factor_table(settings, half)
     if args.lrs:
         results["lr_sweep"] = sweep_results(trained, args)
-    results["figures"] = planned_figures(args)
-    write_json(args.out / "part2_fc.json", results)  # before the figures: no figure can lose the numbers
-    draw_figures(results, trained, args)
+    write_json(args.out / "part2_fc.json", results | {"figures": []})  # no figure can lose the numbers
+    results["figures"] = draw_figures(results, trained, args)
+    write_json(args.out / "part2_fc.json", results)
     print_summary(results, seconds, args.out)
     return 0
 
@@ -512,26 +512,23 @@ def control_record(by_run: dict[tuple[int, float], dict], seeds: list[int], lr: 
 # ---------------------------------------------------------------------------------------------
 
 
-def planned_figures(args: argparse.Namespace) -> list[str]:
-    many = ["part2_share_reached.png", "part2_loss_band.png"] if args.seeds > 1 else []
-    return ["part2_curves.png", *many, *(["part2_lr_sweep.png"] if args.lrs else [])]
-
-
-def draw_figures(results: dict[str, Any], trained: dict[str, Any], args: argparse.Namespace) -> None:
+def draw_figures(results: dict[str, Any], trained: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """The figures of 2.1-2.5; returns the names of those drawn."""
     settings, out = results["settings"], args.out
     order = results["ranking"]["many_seeds"]
     typical = {LABELS[s] + f" (seed {settings[s]['single']['seed']})": trained[s]["typical"] for s in order}
-    save_figure(out / "part2_curves.png", plot_typical_curves, typical,
-                "2.1-2.4: the median seed of each setting")
+    drawn = {"part2_curves.png": save_figure(out / "part2_curves.png", plot_typical_curves, typical,
+                                             "2.1-2.4: the median seed of each setting")}
     if args.seeds > 1:
-        save_figure(out / "part2_share_reached.png", plot_share_reached,
-                    {LABELS[s]: settings[s]["iterations"] for s in order}, args.max_iters,
-                    f"2.5: share of {args.seeds} seeds at 100% training accuracy")
+        drawn["part2_share_reached.png"] = save_figure(
+            out / "part2_share_reached.png", plot_share_reached, {LABELS[s]: settings[s]["iterations"] for s in order},
+            args.max_iters, f"2.5: share of {args.seeds} seeds at 100% training accuracy")
         bands = {LABELS[s]: (trained[s]["band"], trained[s]["band_stride"]) for s in order}
-        save_figure(out / "part2_loss_band.png", plot_bands, bands,
-                    f"2.5: training loss over {args.seeds} seeds (median, IQR)")
+        drawn["part2_loss_band.png"] = save_figure(out / "part2_loss_band.png", plot_bands, bands,
+                                                   f"2.5: training loss over {args.seeds} seeds (median, IQR)")
     if args.lrs:
-        save_figure(out / "part2_lr_sweep.png", plot_sweep, results["lr_sweep"])
+        drawn["part2_lr_sweep.png"] = save_figure(out / "part2_lr_sweep.png", plot_sweep, results["lr_sweep"])
+    return [name for name, ok in drawn.items() if ok]
 
 
 def plot_typical_curves(curves: dict[str, dict[str, np.ndarray]], title: str) -> Any:

@@ -203,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "controls": {name.replace(" ", "_"): run_record(trained[name]) if name in trained else None
                      for name in ("no width head", "width lr x10")},
     }
+    write_json(args.out / "part3_detection.json", results | {"figures": []})  # no figure can lose the numbers
     results["figures"] = figures(one, runs, class_its, cfg, data, args.out)
     write_json(args.out / "part3_detection.json", results)
     print_summary(results, args.out)
@@ -225,11 +226,12 @@ def figures(one: SeedRun, runs: list[SeedRun], class_its: list[int | None], cfg:
     net = trained_model(one, cfg, data.images.shape[1:], DetectionNet)
     with torch.no_grad():
         pred = net(torch.tensor(data.images[:, None], dtype=cfg.torch_dtype))[1].double().numpy()
-    save_figure(out / "part3_detection_width_scatter.png", plot_width_scatter, pred, data,
-                f"3.2: widths at the stop, seed {one.seed} (median seed)")
+    if save_figure(out / "part3_detection_width_scatter.png", plot_width_scatter, pred, data,
+                   f"3.2: widths at the stop, seed {one.seed} (median seed)"):
+        names.append("part3_detection_width_scatter.png")
     many = draw_many(runs, {"cross-entropy": "ce", "width L2 (pixels$^2$)": "l2"}, out, "part3_detection", "3.2",
                      {"100% widths (the stop)": [r.iterations for r in runs], "100% classification": class_its})
-    return [*names, "part3_detection_width_scatter.png", *many]
+    return names + many
 
 
 def plot_width_scatter(pred: np.ndarray, data: Dataset, title: str) -> Any:

@@ -309,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "holdout": None if rows is None else holdout_record(trained["3.1 holdout"], cfg, data, rows),
         "controls": {"fc": fc_control(data, seeds, cfg) if args.control_fc else None},
     }
+    write_json(args.out / "part3_line.json", results | {"figures": []})  # no figure can lose the numbers
     results["figures"] = draw_typical(one, cfg, data, args.out, "part3_line", "3.1",
                                       {"curves": [("ce", "cross-entropy loss"), ("accuracy", "accuracy (%)")]})
     results["figures"] += draw_many(runs, {"cross-entropy loss": "ce"}, args.out, "part3_line", "3.1",
@@ -368,13 +369,14 @@ def draw_typical(run: SeedRun, cfg: Config, data: Dataset, out: Path, prefix: st
     start = initial_model(net_class, run.seed, data.images.shape[1:], replace(cfg, device="cpu"))
     state = f"seed {run.seed} (median seed), " + describe(run.iterations, run.diverged_at, None).split(",")[0]
     names = [f"{prefix}_{name}.png" for name in curves] + [f"{prefix}_kernels.png", f"{prefix}_feature_maps.png"]
-    for name, panels in zip(names, curves.values(), strict=False):
-        save_figure(out / name, plot_curves, run, panels, f"{question}: {state}")
-    save_figure(out / names[-2], plot_kernels, net, start, f"{question}: conv1 kernels, {state}")
+    drawn = [save_figure(out / name, plot_curves, run, panels, f"{question}: {state}")
+             for name, panels in zip(names, curves.values(), strict=False)]
+    drawn.append(save_figure(out / names[-2], plot_kernels, net, start, f"{question}: conv1 kernels, {state}"))
     samples = [(int(np.flatnonzero(data.labels == c)[0]), f"label {c}: {name}") for c, name in classes.items()
                if (data.labels == c).any()]
-    save_figure(out / names[-1], plot_feature_maps, net, data, samples, f"{question}: feature maps, {state}")
-    return names
+    drawn.append(save_figure(out / names[-1], plot_feature_maps, net, data, samples,
+                             f"{question}: feature maps, {state}"))
+    return [name for name, ok in zip(names, drawn, strict=True) if ok]
 
 
 def draw_many(runs: list[SeedRun], losses: dict[str, str], out: Path, prefix: str, question: str,
@@ -383,12 +385,12 @@ def draw_many(runs: list[SeedRun], losses: dict[str, str], out: Path, prefix: st
     if len(runs) < 2:
         return []
     last = max(r.stop for r in runs)
-    save_figure(out / f"{prefix}_share_reached.png", plot_share_reached, stops, last,
-                f"{question}: share of {len(runs)} seeds at 100%")
+    share = save_figure(out / f"{prefix}_share_reached.png", plot_share_reached, stops, last,
+                        f"{question}: share of {len(runs)} seeds at 100%")
     bands = {label: (loss_band(runs, metric), 1) for label, metric in losses.items()}
-    save_figure(out / f"{prefix}_loss_band.png", plot_bands, bands,
-                f"{question}: training loss over {len(runs)} seeds (median, IQR)", "loss")
-    return [f"{prefix}_share_reached.png", f"{prefix}_loss_band.png"]
+    band = save_figure(out / f"{prefix}_loss_band.png", plot_bands, bands,
+                       f"{question}: training loss over {len(runs)} seeds (median, IQR)", "loss")
+    return [name for name, ok in ((f"{prefix}_share_reached.png", share), (f"{prefix}_loss_band.png", band)) if ok]
 
 
 def loss_band(runs: list[SeedRun], metric: str) -> np.ndarray:

@@ -533,7 +533,8 @@ def study(tmp_path_factory, standin_dir: Path) -> dict:
     common = ["--data-dir", str(standin_dir), *CLI_ARGS]
     assert p2.main([*common, "--out", str(root / "a"), "--workers", "2"]) == 0
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(p2, "draw_figures", lambda *a: None)
+        drawn = json.loads((root / "a" / "part2_fc.json").read_text())["figures"]
+        mp.setattr(p2, "draw_figures", lambda *a: drawn)  # the same list, nothing drawn
         assert p2.main([*common, "--out", str(root / "b"), "--workers", "2"]) == 0
         assert p2.main([*common, "--out", str(root / "c"), "--workers", "1"]) == 0
     read = {k: (root / k / "part2_fc.json").read_bytes() for k in "abc"}
@@ -745,8 +746,11 @@ def test_a_figure_that_cannot_be_drawn_is_skipped_and_the_json_written(tmp_path:
     assert all(row["best"] is None for row in res["lr_sweep"]["settings"].values())
     skipped = [line for line in err.splitlines() if line.startswith("skipped figure")]
     assert skipped and "Traceback" not in err
-    for name in res["figures"]:
-        assert (out / name).exists() or any(name in line for line in skipped), name
+    for name in res["figures"]:  # only the figures drawn are listed
+        assert (out / name).exists() and not any(name in line for line in skipped), name
+    assert all(any(f"figure {name}" in line for line in skipped) for name in
+               {"part2_curves.png", "part2_share_reached.png", "part2_loss_band.png", "part2_lr_sweep.png"}
+               - set(res["figures"]))
 
 
 def test_runs_that_diverge_at_iteration_0_do_not_crash_the_cli(tmp_path: Path, standin_dir: Path,
