@@ -882,8 +882,8 @@ COURSE_SHA256 = {
     "detection/detection_width.npy": "351e417718a42d70a8bbb68b178df19e245bcfef722d6bfc296df80cebb43b20",
 }
 STANDIN_SHA256 = {
-    "random/random_imgs.npy": "2be1ace6386f767fd7c9bab117085f28d072e696397008670f121d1eb79a50d3",
-    "random/random_labs.npy": "9ff6ac20799c34d26ee4fe292d95e46389c64852eab2025704250b7016deb565",
+    "random/random_imgs.npy": "784620833d233b07fbaf3866c19a3583da811a7456c528fc8e9b978a17e13bfe",
+    "random/random_labs.npy": "fd3219e7042a4f932fa95fa52097eee271e0d19988d5a7d5f1ed4bf693115cdf",
     "line/line_imgs.npy": "afdabdc70c4fed1ee4fdbf650a4eaf2d35dcc4d7c81d42becd661ad6fbd06156",
     "line/line_labs.npy": "4b1cc6fb65f511aab7cd937c168a1aa5c0b97829ec8809af79147a916f26fdd2",
     "detection/detection_imgs.npy": "1c6818b30f42bff70bbf7b2ee1e7cb21b1c225818d2814f60b08b0e69ba72833",
