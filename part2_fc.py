@@ -179,6 +179,7 @@ def train(setting: str, runs: Sequence[tuple[int, float]], x: torch.Tensor, y: t
     # A run at rate lr_r minimises (lr_r / lr) * its loss: the same step as SGD at lr_r (exact for
     # a factor 1.0 or 0.5); no run's loss depends on another's weights.
     scale = torch.tensor([lr / cfg.lr for _, lr in runs], dtype=cfg.torch_dtype, device=cfg.device)
+    scale = None if bool((scale == 1).all()) else scale  # all at the base rate: nothing to scale
     record = Record(len(runs), activation, band_runs, keep_curves, cfg)
     last_print = time.perf_counter()
     for t in range(cfg.max_iters + 1):
@@ -187,17 +188,17 @@ def train(setting: str, runs: Sequence[tuple[int, float]], x: torch.Tensor, y: t
         loss = loss_fn(kind, logits, y)  # (R,)
         stop = record.step(t, logits, loss, h, y)  # (R,): True where a run stops at iteration t
         if t < cfg.max_iters:
-            model.zero_grad()
-            (scale * loss).sum().backward()
+            (loss if scale is None else scale * loss).sum().backward()
             with torch.no_grad():
                 for p in model.parameters():
                     p.add_(p.grad, alpha=-cfg.lr)  # p -= lr * dL/dp: plain gradient descent
+                    p.grad = None
         if cfg.log and t % 100 == 0 and time.perf_counter() - last_print > PROGRESS_SECONDS:
             last_print = time.perf_counter()
             print(f"  {setting}: iteration {t}, {len(record.rows)}/{len(runs)} run(s) training", flush=True)
         if stop.any():
             keep = ~stop
-            model, scale = model.rows(keep), scale[keep]
+            model, scale = model.rows(keep), None if scale is None else scale[keep]
             record.drop(keep)
             if not keep.any():
                 break
@@ -245,8 +246,8 @@ class Record:
     def __init__(self, n: int, activation: str, band_runs: int, keep_curves: bool, cfg: Config) -> None:
         self.cfg, self.relu, self.rows = cfg, activation == "relu", torch.arange(n)
         self.out: list[dict[str, Any]] = [{"iterations": None, "diverged_at": None} for _ in range(n)]
-        self.sums = torch.zeros(4, n, dtype=cfg.torch_dtype, device=cfg.device)  # last loss, acc; factors
-        self.initial = self.dead_start = torch.zeros(n)
+        self.factors = torch.zeros(2, n, dtype=cfg.torch_dtype, device=cfg.device)  # sums, sampled
+        self.now: tuple[torch.Tensor, ...] = ()  # (loss, accuracy) (R,) of this iteration
         self.band_runs, self.stride = band_runs, max(1, cfg.max_iters // 2000)
         self.held = torch.full((band_runs,), math.nan, dtype=torch.float64)
         self.band: list[torch.Tensor] = []
@@ -257,53 +258,62 @@ class Record:
         """Record iteration t (logits (R, B), loss (R,), hidden outputs h (R, H, B)); returns the (R,)
         mask of the runs that stop here."""
         with torch.no_grad():
-            acc = accuracy_fn(logits, y)
-            finite = torch.isfinite(loss)
-            self.sums[:2] = torch.where(finite, torch.stack([loss, acc]), self.sums[:2])
-            if t % self.stride == 0:  # the factors, sampled where the band is
-                p = torch.sigmoid(logits)
-                self.sums[2] += (2 * p * (1 - p)).mean(-1)
-                self.sums[3] += ((h > 0).to(h.dtype) if self.relu else h * (1 - h)).mean((1, 2))
-            diverged = ~finite
             if t == 0:
-                self.initial, self.dead_start = loss.clone(), dead_units(h)
-            elif self.cfg.diverge_factor is not None:
-                diverged |= loss > self.cfg.diverge_factor * self.initial
+                self.y_pos, self.initial, self.dead_start = y > 0.5, loss.detach(), dead_units(h)
+            acc = ((logits > 0) == self.y_pos).to(loss.dtype).mean(-1)  # accuracy_fn, with y > 0.5 kept
+            self.prev, self.now = self.now, (loss.detach(), acc)
+            self.t, self.h, self.finite = t, h, torch.isfinite(loss)
+            if t % self.stride == 0:  # the factors and the band, sampled
+                p = torch.sigmoid(logits)
+                self.factors[0] += (2 * p * (1 - p)).mean(-1)
+                self.factors[1] += ((h > 0).to(h.dtype) if self.relu else h * (1 - h)).mean((1, 2))
+                if self.band_runs:
+                    self.record_band()
             if self.curves is not None:
-                self.curves.append(torch.stack([loss[0], acc[0]]))
-            if self.band_runs and t % self.stride == 0:
-                self.record_band()
-            self.t, self.h, self.diverged = t, h, diverged
-            return diverged | (acc == 1) | (t == self.cfg.max_iters)
+                self.curves.append(torch.stack(self.now))
+            if t == self.cfg.max_iters:
+                return torch.ones_like(self.finite)
+            return self.diverged() | (acc == 1)
+
+    def last_finite(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's loss and accuracy at its last iteration with a finite loss (NaN if none yet)."""
+        before = self.prev or tuple(torch.full_like(v, math.nan) for v in self.now)
+        return tuple(torch.where(self.finite, now, old) for now, old in zip(self.now, before, strict=True))
+
+    def diverged(self) -> torch.Tensor:
+        bad = ~self.finite
+        if self.cfg.diverge_factor is not None and self.t > 0:
+            bad |= self.now[0] > self.cfg.diverge_factor * self.initial
+        return bad
 
     def record_band(self) -> None:
         in_band = self.rows < self.band_runs
-        self.held[self.rows[in_band]] = self.sums[0, in_band].double().cpu()
+        self.held[self.rows[in_band]] = self.last_finite()[0][in_band].double().cpu()
         self.band.append(torch.nanquantile(self.held, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)))
 
     def drop(self, keep: torch.Tensor) -> None:
         """Write out the runs that stopped at this iteration (keep False), then forget them."""
         stop, t = ~keep, self.t
+        loss, acc = self.last_finite()
         in_band = stop & (self.rows < self.band_runs)  # a stopped run's band value: its last loss
-        self.held[self.rows[in_band]] = self.sums[0, in_band].double().cpu()
-        dead, diverged = dead_units(self.h)[stop].tolist(), self.diverged[stop].tolist()
-        values = self.sums[:, stop].double().cpu().T.tolist()
-        for run, (loss, acc, l2f, slope), div, d in zip(self.rows[stop].tolist(), values, diverged, dead,
-                                                        strict=True):
-            never_finite, samples = div and t == 0, t // self.stride + 1
-            self.out[run].update(
-                final_loss=None if never_finite else loss, final_accuracy=None if never_finite else acc,
-                dead_start=int(self.dead_start[run]), dead_end=d,
-                l2_factor=finite_or_none(l2f / samples), hidden_slope=finite_or_none(slope / samples))
-            if div or acc == 1:
+        self.held[self.rows[in_band]] = loss[in_band].double().cpu()
+        columns = [loss, acc, self.factors[0], self.factors[1], dead_units(self.h), self.diverged()]
+        samples = t // self.stride + 1
+        for run, (loss_r, acc_r, l2f, slope, dead, div) in zip(
+                self.rows[stop].tolist(), zip(*(c[stop].tolist() for c in columns), strict=True), strict=True):
+            self.out[run].update(final_loss=finite_or_none(loss_r), final_accuracy=finite_or_none(acc_r),
+                                 dead_start=int(self.dead_start[run]), dead_end=dead,
+                                 l2_factor=finite_or_none(l2f / samples), hidden_slope=finite_or_none(slope / samples))
+            if div or acc_r == 1:
                 self.out[run]["diverged_at" if div else "iterations"] = t
-        self.rows, self.sums, self.initial = self.rows[keep], self.sums[:, keep], self.initial[keep]
+        self.rows, self.factors, self.initial = self.rows[keep], self.factors[:, keep], self.initial[keep]
+        self.now, self.finite = tuple(v[keep] for v in self.now), self.finite[keep]
 
     def results(self) -> dict[str, Any]:
         band = torch.stack(self.band).T.numpy() if self.band else None
         curves = torch.stack(self.curves).double().cpu().numpy() if self.curves else None
         return {"runs": self.out, "band": band, "band_stride": self.stride,
-                "curves": None if curves is None else {"loss": curves[:, 0], "accuracy": curves[:, 1]}}
+                "curves": None if curves is None else {"loss": curves[:, 0, 0], "accuracy": curves[:, 1, 0]}}
 
 
 def finite_or_none(value: float) -> float | None:

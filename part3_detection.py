@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from part1_loss_gradient import Parser, check_out_dir, positive, run_main, save_figure, write_json
+from part1_loss_gradient import Parser, check_out_dir, positive, run_main, write_json
 from part2_fc import (
     Config,
     Dataset,
@@ -57,14 +57,15 @@ from part3_line import (
     batch_of,
     conv2_class_means,
     conv_sizes,
-    draw_many,
-    draw_typical,
+    draw_figures,
+    many_figures,
     network_record,
     run_record,
     single_record,
     summary_line,
     train_seeds,
     trained_model,
+    typical_figures,
     typical_run,
 )
 
@@ -217,21 +218,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def figures(one: SeedRun, runs: list[SeedRun], class_its: list[int | None], cfg: Config, data: Dataset,
             out: Path) -> list[str]:
-    """3.2 (1)-(4) as two figures, the kernels, feature maps and widths of the median seed; the
-    seeds together."""
-    names = draw_typical(one, cfg, data, out, "part3_detection", "3.2", {
-        "classification": [("ce", "cross-entropy loss"), ("accuracy", "classification accuracy (%)")],
-        "width": [("l2", "width L2 loss (pixels$^2$)"), ("width_accuracy", "width accuracy (%)")]},
-        DetectionNet, DETECTION_CLASSES)
+    """3.2 (1)-(4) as two figures, the widths, kernels and feature maps of the median seed; the seeds
+    together. Returns the names of those drawn."""
     net = trained_model(one, cfg, data.images.shape[1:], DetectionNet)
     with torch.no_grad():
         pred = net(torch.tensor(data.images[:, None], dtype=cfg.torch_dtype))[1].double().numpy()
-    if save_figure(out / "part3_detection_width_scatter.png", plot_width_scatter, pred, data,
-                   f"3.2: widths at the stop, seed {one.seed} (median seed)"):
-        names.append("part3_detection_width_scatter.png")
-    many = draw_many(runs, {"cross-entropy": "ce", "width L2 (pixels$^2$)": "l2"}, out, "part3_detection", "3.2",
-                     {"100% widths (the stop)": [r.iterations for r in runs], "100% classification": class_its})
-    return names + many
+    scatter = ("part3_detection_width_scatter.png", plot_width_scatter,
+               (pred, data, f"3.2: widths at the stop, seed {one.seed} (median seed)"))
+    typical = typical_figures(one, cfg, data, "part3_detection", "3.2", {
+        "classification": [("ce", "cross-entropy loss"), ("accuracy", "classification accuracy (%)")],
+        "width": [("l2", "width L2 loss (pixels$^2$)"), ("width_accuracy", "width accuracy (%)")]},
+        DetectionNet, DETECTION_CLASSES)
+    many = many_figures(runs, {"cross-entropy": "ce", "width L2 (pixels$^2$)": "l2"}, "part3_detection", "3.2",
+                        {"100% widths (the stop)": [r.iterations for r in runs], "100% classification": class_its})
+    return draw_figures(out, [*typical[:2], scatter, *typical[2:], *many], cfg)
 
 
 def plot_width_scatter(pred: np.ndarray, data: Dataset, title: str) -> Any:

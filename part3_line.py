@@ -27,7 +27,8 @@ _feature_maps.png, with --seeds > 1 _share_reached.png and _loss_band.png; part3
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -310,10 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "controls": {"fc": fc_control(data, seeds, cfg) if args.control_fc else None},
     }
     write_json(args.out / "part3_line.json", results | {"figures": []})  # no figure can lose the numbers
-    results["figures"] = draw_typical(one, cfg, data, args.out, "part3_line", "3.1",
-                                      {"curves": [("ce", "cross-entropy loss"), ("accuracy", "accuracy (%)")]})
-    results["figures"] += draw_many(runs, {"cross-entropy loss": "ce"}, args.out, "part3_line", "3.1",
-                                    {"conv net, line images": [r.iterations for r in runs]})
+    figures = typical_figures(one, cfg, data, "part3_line", "3.1",
+                              {"curves": [("ce", "cross-entropy loss"), ("accuracy", "accuracy (%)")]})
+    figures += many_figures(runs, {"cross-entropy loss": "ce"}, "part3_line", "3.1",
+                            {"conv net, line images": [r.iterations for r in runs]})
+    results["figures"] = draw_figures(args.out, figures, cfg)
     write_json(args.out / "part3_line.json", results)
     print_summary(results, args.out, "part3_line.json")
     return 0
@@ -360,37 +362,49 @@ def conv2_class_means(net: LineNet, data: Dataset) -> dict[str, list[float]]:
     return {c: [float(v) if np.isfinite(v) else None for v in m] for c, m in means.items()}
 
 
-def draw_typical(run: SeedRun, cfg: Config, data: Dataset, out: Path, prefix: str, question: str,
-                 curves: dict[str, list[tuple[str, str]]], net_class: type[LineNet] = LineNet,
-                 classes: dict[int, str] = LINE_CLASSES) -> list[str]:
+Figure = tuple[str, Callable[..., Any], tuple]  # file name, draw function, its arguments
+
+
+def draw_figures(out: Path, figures: list[Figure], cfg: Config) -> list[str]:
+    """Draw and save the figures, two at a time in forked processes (each costs most of a second of
+    matplotlib; on CUDA one at a time, in this process). Returns the names of those drawn."""
+    workers = 1 if cfg.device == "cuda" else min(2, len(figures), os.cpu_count() or 1)
+    if workers > 1:
+        import matplotlib.pyplot  # noqa: F401  (once, before forking)
+    drawn = pool_map(draw_one, [(out / name, fn, args) for name, fn, args in figures], workers)
+    return [name for (name, _, _), ok in zip(figures, drawn, strict=True) if ok]
+
+
+def draw_one(path: Path, draw: Callable[..., Any], args: tuple) -> bool:
+    return save_figure(path, draw, *args)
+
+
+def typical_figures(run: SeedRun, cfg: Config, data: Dataset, prefix: str, question: str,
+                    curves: dict[str, list[tuple[str, str]]], net_class: type[LineNet] = LineNet,
+                    classes: dict[int, str] = LINE_CLASSES) -> list[Figure]:
     """The typical run's curves (per name, two panels: (metric, axis label)), its conv1 kernels and
-    its feature maps; returns the file names."""
+    its feature maps."""
     net = trained_model(run, cfg, data.images.shape[1:], net_class)
     start = initial_model(net_class, run.seed, data.images.shape[1:], replace(cfg, device="cpu"))
     state = f"seed {run.seed} (median seed), " + describe(run.iterations, run.diverged_at, None).split(",")[0]
-    names = [f"{prefix}_{name}.png" for name in curves] + [f"{prefix}_kernels.png", f"{prefix}_feature_maps.png"]
-    drawn = [save_figure(out / name, plot_curves, run, panels, f"{question}: {state}")
-             for name, panels in zip(names, curves.values(), strict=False)]
-    drawn.append(save_figure(out / names[-2], plot_kernels, net, start, f"{question}: conv1 kernels, {state}"))
     samples = [(int(np.flatnonzero(data.labels == c)[0]), f"label {c}: {name}") for c, name in classes.items()
                if (data.labels == c).any()]
-    drawn.append(save_figure(out / names[-1], plot_feature_maps, net, data, samples,
-                             f"{question}: feature maps, {state}"))
-    return [name for name, ok in zip(names, drawn, strict=True) if ok]
+    return [(f"{prefix}_{name}.png", plot_curves, (run, panels, f"{question}: {state}"))
+            for name, panels in curves.items()] + [
+        (f"{prefix}_kernels.png", plot_kernels, (net, start, f"{question}: conv1 kernels, {state}")),
+        (f"{prefix}_feature_maps.png", plot_feature_maps, (net, data, samples, f"{question}: feature maps, {state}"))]
 
 
-def draw_many(runs: list[SeedRun], losses: dict[str, str], out: Path, prefix: str, question: str,
-              stops: dict[str, list[int | None]]) -> list[str]:
+def many_figures(runs: list[SeedRun], losses: dict[str, str], prefix: str, question: str,
+                 stops: dict[str, list[int | None]]) -> list[Figure]:
     """With more than one seed: the share of seeds at the stop, and the loss bands over seeds."""
     if len(runs) < 2:
         return []
-    last = max(r.stop for r in runs)
-    share = save_figure(out / f"{prefix}_share_reached.png", plot_share_reached, stops, last,
-                        f"{question}: share of {len(runs)} seeds at 100%")
     bands = {label: (loss_band(runs, metric), 1) for label, metric in losses.items()}
-    band = save_figure(out / f"{prefix}_loss_band.png", plot_bands, bands,
-                       f"{question}: training loss over {len(runs)} seeds (median, IQR)", "loss")
-    return [name for name, ok in ((f"{prefix}_share_reached.png", share), (f"{prefix}_loss_band.png", band)) if ok]
+    return [(f"{prefix}_share_reached.png", plot_share_reached,
+             (stops, max(r.stop for r in runs), f"{question}: share of {len(runs)} seeds at 100%")),
+            (f"{prefix}_loss_band.png", plot_bands,
+             (bands, f"{question}: training loss over {len(runs)} seeds (median, IQR)", "loss"))]
 
 
 def loss_band(runs: list[SeedRun], metric: str) -> np.ndarray:

@@ -42,10 +42,7 @@ def plain_loop(setting: str, seed: int, x: torch.Tensor, y: torch.Tensor, iters:
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for t in range(iters + 1):
         z = model(x).squeeze(1)
-        if loss_kind == "l2":
-            loss = F.mse_loss(torch.sigmoid(z), y)
-        else:
-            loss = F.binary_cross_entropy_with_logits(z, y)
+        loss = F.mse_loss(torch.sigmoid(z), y) if loss_kind == "l2" else F.binary_cross_entropy_with_logits(z, y)
         if not torch.isfinite(loss) or bool(((torch.sigmoid(z) > 0.5) == (y > 0.5)).all()) or t == iters:
             return t + 1
         opt.zero_grad()

@@ -27,10 +27,10 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def iterations(results: dict, key: str = "iterations") -> int:
+def iterations(record: dict, cap: int) -> int:
     """Updates the run made: its stop, or the cap when it never stopped."""
-    one = results["single"]
-    return one[key] if one[key] is not None else one["diverged_at"] or results["config"]["max_iters"]
+    one = record["single"]
+    return one["iterations"] if one["iterations"] is not None else one["diverged_at"] or cap
 
 
 def main() -> None:
@@ -48,11 +48,13 @@ def main() -> None:
             ours = [py, script, *data, "--out", tmp]
             subprocess.run(ours, cwd=ROOT, check=True, capture_output=True)
             results = json.loads((Path(tmp) / script.replace(".py", ".json")).read_text())
+            cap = results["config"]["max_iters"]
             if plain_args is None:
-                its = [iterations(results["settings"][s]) for s in ("sigmoid-l2", "sigmoid-ce", "relu-l2", "relu-ce")]
+                settings = ("sigmoid-l2", "sigmoid-ce", "relu-l2", "relu-ce")
+                its = [iterations(results["settings"][s], cap) for s in settings]
                 plain = [py, str(PLAIN / "plain_part2.py"), "--iters", ",".join(map(str, its))]
             else:
-                its = [iterations(results)]
+                its = [iterations(results, cap)]
                 plain = [py, str(PLAIN / "plain_part3.py"), "--task", plain_args, "--iters", str(its[0])]
             plain += [*data, "--out", f"{tmp}/plain"]
             t_ours, t_plain = [], []

