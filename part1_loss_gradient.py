@@ -23,6 +23,7 @@ import platform
 import signal
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -30,6 +31,17 @@ from typing import Any, NoReturn
 import numpy as np
 
 os.environ["MPLBACKEND"] = "Agg"  # the scripts only write files: any terminal or notebook works
+
+
+def _quiet_interrupt(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+    """Ctrl-C before run_main (while the libraries load): one line, no traceback (exit status 130)."""
+    if issubclass(kind, KeyboardInterrupt):
+        print(f"{Path(sys.argv[0]).name}: interrupted while starting; nothing was written", file=sys.stderr)
+    else:
+        sys.__excepthook__(kind, value, tb)
+
+
+sys.excepthook = _quiet_interrupt
 
 # ===== Part 1. Everything down to the fence answers the handout's questions 1.1-1.6, in order. =====
 
@@ -455,8 +467,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         write(Path(tmp))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):  # name the file the user knows, not the temporary one
+            raise OSError(err.errno, err.strerror, str(path)) from None
         raise
     finally:
         os.close(fd)
@@ -474,8 +488,10 @@ def save_figure(path: Path, draw: Callable[..., Any], *args: Any) -> bool:
     import matplotlib.pyplot as plt
 
     try:
-        fig = draw(*args)
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=200, metadata={"Software": None}))
+        with warnings.catch_warnings():  # NaN or inf in a diverged run's data: the figure says enough
+            warnings.simplefilter("ignore")
+            fig = draw(*args)
+            atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=200, metadata={"Software": None}))
     except (ValueError, IndexError, ZeroDivisionError, OverflowError, RuntimeError) as err:
         print(f"skipped figure {path.name}: {err}", file=sys.stderr)
         return False
