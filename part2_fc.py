@@ -12,7 +12,7 @@ axis, so the same forward pass, loss and SGD step train R copies at once; seed k
 weights in every setting and at every rate, and its numbers do not depend on its company (tested).
 With --workers 2 (default) two settings train side by side in two processes.
 
-Outputs in --out: part2_loss.png and part2_accuracy.png (2.1-2.4: each setting's median seed),
+Outputs in --out: part2_curves.png (2.1-2.4: loss and accuracy of each setting's median seed),
 part2_share_reached.png and part2_loss_band.png (2.5, --seeds > 1), part2_lr_sweep.png (--lrs), and
 part2_fc.json (per setting and seed: iterations to 100%, divergence, final loss and accuracy, dead
 units, the measured gradient factors; the rankings, paired comparisons, sweep and control).
@@ -22,6 +22,7 @@ The last section of this file, fenced off, holds the data loader and what part 3
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import math
 import multiprocessing
@@ -29,7 +30,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,7 @@ from part1_loss_gradient import (
 # setting -> (hidden activation f, loss, handout question); the output unit is always a sigmoid
 SETTINGS = {"sigmoid-l2": ("sigmoid", "l2", "2.1"), "sigmoid-ce": ("sigmoid", "ce", "2.2"),
             "relu-l2": ("relu", "l2", "2.3"), "relu-ce": ("relu", "ce", "2.4")}
-LABELS = {"sigmoid-l2": "sigmoid + L2", "sigmoid-ce": "sigmoid + CE", "relu-l2": "ReLU + L2",
-          "relu-ce": "ReLU + CE"}
+LABELS = {s: f"{'ReLU' if act == 'relu' else act} + {loss.upper()}" for s, (act, loss, _) in SETTINGS.items()}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -91,9 +91,7 @@ def learning_rates(text: str) -> list[float]:
     return sorted(rates)
 
 
-# ---------------------------------------------------------------------------------------------
-# The network of Figure 3: 16 pixels -> FC -> 4 units, f(Wx + b) -> FC -> 1 unit -> sigmoid.
-# ---------------------------------------------------------------------------------------------
+# --- The network of Figure 3: 16 pixels -> FC -> 4 units, f(Wx + b) -> FC -> 1 unit -> sigmoid.
 
 
 class FCNet(nn.Module):
@@ -138,9 +136,7 @@ def accuracy_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ((logits > 0) == (y > 0.5)).to(logits.dtype).mean(-1)
 
 
-# ---------------------------------------------------------------------------------------------
-# Training, as the handout fixes it: plain full-batch SGD, stop at the first 100% accuracy.
-# ---------------------------------------------------------------------------------------------
+# --- Training, as the handout fixes it: plain full-batch SGD, stop at the first 100% accuracy.
 
 
 @dataclass(frozen=True)
@@ -167,13 +163,9 @@ class Config:
 def train(setting: str, runs: Sequence[tuple[int, float]], x: torch.Tensor, y: torch.Tensor,
           cfg: Config, band_runs: int = 0, keep_curves: bool = False) -> dict[str, Any]:
     """Train the runs (seed, learning rate) of `setting` together on images x (B, n_in), labels y (B,).
-
-    Iteration t evaluates the weights after t updates; its forward pass also gives update t + 1's
-    gradient. A run stops at its first iteration at 100% (iterations = t), at a non-finite loss
-    (diverged_at = t), or at the cap; stopped runs leave the stack. Returns "runs" (one record per
-    run, see Record.finish), "band" (loss quartiles over the first band_runs runs, see Record) and,
-    with keep_curves (one run only), "curves": its loss and accuracy (T,) at every iteration.
-    """
+    Iteration t evaluates the weights after t updates. A run stops at its first 100% (iterations = t),
+    a non-finite loss (diverged_at = t) or the cap, and leaves the stack. Returns "runs" (a record per
+    run) and "band" (see Record) and, with keep_curves (one run only), its "curves": loss, accuracy (T,)."""
     activation, kind, _ = SETTINGS[setting]
     model = FCNet(*initial_weights([seed for seed, _ in runs], x.shape[1], cfg), activation)
     # A run at rate lr_r minimises (lr_r / lr) * its loss: the same step as SGD at lr_r (exact for
@@ -326,9 +318,7 @@ def dead_units(h: torch.Tensor) -> torch.Tensor:
     return (h == 0).all(dim=2).sum(-1).cpu()
 
 
-# ---------------------------------------------------------------------------------------------
-# 2.1-2.5: the settings side by side, their typical seeds, the statistics over seeds.
-# ---------------------------------------------------------------------------------------------
+# --- 2.1-2.5: the settings side by side, their typical seeds, the statistics over seeds.
 
 
 def plan_runs(args: argparse.Namespace, setting: str) -> list[tuple[int, float]]:
@@ -363,15 +353,6 @@ def train_settings(args: argparse.Namespace, cfg: Config, x: torch.Tensor, y: to
     return out
 
 
-def typical_curves(setting: str, seed: int, trained: dict[str, Any], x: torch.Tensor, y: torch.Tensor,
-                   cfg: Config) -> dict[str, np.ndarray]:
-    """The loss and accuracy curves of `seed` in `setting`: kept from the study when the seed trained
-    alone, else trained again alone (the same code; a seed's run does not depend on its company)."""
-    if trained["curves"] is not None:
-        return trained["curves"]
-    return train(setting, [(seed, cfg.lr)], x, y, cfg, keep_curves=True)["curves"]
-
-
 def setting_record(setting: str, seeds: list[int], by_run: dict[tuple[int, float], dict],
                    lr: float) -> dict[str, Any]:
     """The main study's per-seed results of one setting, and their summary."""
@@ -402,37 +383,30 @@ def factor_table(settings: dict[str, Any], half: dict[str, Any] | None) -> list[
     2 yhat (1 - yhat)). Sigmoid against ReLU: ReLU's mean f'(a) / sigmoid's. L2 against CE at half
     the rate: predicted 1 / (2 x the L2 run's factor)."""
     med = {s: settings[s]["summary"]["median"] for s in settings}
-    fac = {s: settings[s]["factors"] for s in settings}
-    rows = []
+    fac = {s: {k: v["median"] for k, v in settings[s]["factors"].items()} for s in settings}
+    rows = []  # (id, numerator, denominator, measured ratio, predicted ratio, basis of the prediction)
     for act in ("sigmoid", "relu"):
         l2, ce = f"{act}-l2", f"{act}-ce"
         if l2 in med and ce in med:
-            rows.append(ratio_row(f"l2_over_ce_{act}", l2, ce, med[l2], med[ce],
-                                  div(1, fac[l2]["l2_factor"]["median"]), "1 / mean 2yhat(1-yhat) of the L2 runs"))
+            rows.append((f"l2_over_ce_{act}", l2, ce, div(med[l2], med[ce]), div(1, fac[l2]["l2_factor"]),
+                         "1 / mean 2yhat(1-yhat) of the L2 runs"))
         if half and l2 in med and ce in half:
-            rows.append(ratio_row(f"l2_over_half_lr_ce_{act}", l2, f"{ce} at lr/2", med[l2],
-                                  half[ce]["summary"]["median"], div(0.5, fac[l2]["l2_factor"]["median"]),
-                                  "1 / (2 x mean 2yhat(1-yhat) of the L2 runs)"))
+            rows.append((f"l2_over_half_lr_ce_{act}", l2, f"{ce} at lr/2", div(med[l2], half[ce]["summary"]["median"]),
+                         div(0.5, fac[l2]["l2_factor"]), "1 / (2 x mean 2yhat(1-yhat) of the L2 runs)"))
     for loss in ("l2", "ce"):
         sig, relu = f"sigmoid-{loss}", f"relu-{loss}"
         if sig in med and relu in med:
-            rows.append(ratio_row(f"sigmoid_over_relu_{loss}", sig, relu, med[sig], med[relu],
-                                  div(fac[relu]["hidden_slope"]["median"], fac[sig]["hidden_slope"]["median"]),
-                                  "ReLU's share of active units / sigmoid's mean sigmoid'(a)"))
-    return rows
+            rows.append((f"sigmoid_over_relu_{loss}", sig, relu, div(med[sig], med[relu]),
+                         div(fac[relu]["hidden_slope"], fac[sig]["hidden_slope"]),
+                         "ReLU's share of active units / sigmoid's mean sigmoid'(a)"))
+    # a measured ratio is None where a median is not reached (then a / b >= cap / b when only a is missing)
+    return [{"id": i, "numerator": num, "denominator": den, "predicted": pred, "basis": basis, "measured": measured}
+            for i, num, den, measured, pred, basis in rows]
 
 
 def div(a: float | None, b: float | None) -> float | None:
     """a / b, or None where either is missing or b is 0."""
     return None if a is None or not b else a / b
-
-
-def ratio_row(fid: str, num: str, den: str, a: float | None, b: float | None, predicted: float | None,
-              basis: str) -> dict[str, Any]:
-    """A measured ratio of medians a / b (None where a median is not reached: then a / b >= cap / b
-    when only a is missing) next to its first-order prediction."""
-    return {"id": fid, "numerator": num, "denominator": den, "predicted": predicted, "basis": basis,
-            "measured": div(a, b)}
 
 
 def sweep_results(trained: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -488,7 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rec["single"] = {"seed": seed, "percentile": percentile, "iterations": rec["iterations"][k],
                          "diverged_at": rec["diverged_at"][k], "final_accuracy": rec["final_accuracy"][k],
                          "final_loss": rec["final_loss"][k]}
-        result["typical"] = typical_curves(setting, seed, result, x, y, cfg)
+        # its curves: kept when it trained alone, else trained again alone (the same numbers, tested)
+        result["typical"] = result["curves"] or train(setting, [(seed, cfg.lr)], x, y, cfg, keep_curves=True)["curves"]
     seconds = time.perf_counter() - started
     results["ranking"] = {
         "single_seed": sorted(settings, key=lambda s: as_rank(settings[s]["single"]["iterations"])),
@@ -517,9 +492,7 @@ def control_record(by_run: dict[tuple[int, float], dict], seeds: list[int], lr: 
     return {"iterations": its, "summary": summarize_stops(its, [r["diverged_at"] for r in runs])}
 
 
-# ---------------------------------------------------------------------------------------------
-# Figures, drawn for print: a full text width, 9 pt text; one comparative panel per quantity.
-# ---------------------------------------------------------------------------------------------
+# --- Figures, drawn for print: a full text width, 9 pt text; one comparative panel per quantity.
 
 
 def draw_figures(results: dict[str, Any], trained: dict[str, Any], args: argparse.Namespace) -> list[str]:
@@ -695,19 +668,13 @@ def pool_map(fn: Callable[..., Any], jobs: list[tuple], workers: int,
     next free process; `done(index, result)` as each finishes). Forked: no second start-up. A job's
     result is the same in any process. Ctrl-C or SIGTERM ends every worker with the parent."""
     results: list[Any] = [None] * len(jobs)
-    if workers <= 1:
-        finished: Iterator = (_call((i, fn, job)) for i, job in enumerate(jobs))
-        return _collect(finished, results, done)
-    with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
-        finished = pool.imap_unordered(_call, [(i, fn, job) for i, job in enumerate(jobs)])
-        return _collect(finished, results, done)
-
-
-def _collect(finished: Iterator, results: list[Any], done: Callable[[int, Any], None] | None) -> list[Any]:
-    for index, result in finished:
-        results[index] = result
-        if done:
-            done(index, result)
+    indexed = [(i, fn, job) for i, job in enumerate(jobs)]
+    pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init) if workers > 1 else None
+    with pool or contextlib.nullcontext():
+        for index, result in pool.imap_unordered(_call, indexed) if pool else map(_call, indexed):
+            results[index] = result
+            if done:
+                done(index, result)
     return results
 
 
@@ -807,18 +774,13 @@ def new_figure(panels: int = 1) -> tuple[Any, Any]:
     return plt.subplots(1, panels, figsize=(6.5, 2.7), layout="constrained")
 
 
-def share_reached(iterations: list[int | None], t: np.ndarray) -> np.ndarray:
-    """Share of runs whose stop came by iteration t, at each t."""
-    stops = np.sort([i for i in iterations if i is not None])
-    return np.searchsorted(stops, t, side="right") / len(iterations)
-
-
 def plot_share_reached(iterations: dict[str, list[int | None]], max_iters: int, title: str) -> Any:
     """Share of seeds at the stop rule against iteration (log axis), one line per label."""
     fig, ax = new_figure()
     t = np.unique(np.geomspace(1, max_iters + 1, 400).astype(int)) - 1
     for label, its in iterations.items():
-        ax.step(t + 1, 100 * share_reached(its, t), where="post", lw=1.6,
+        share = np.searchsorted(np.sort([i for i in its if i is not None]), t, side="right") / len(its)
+        ax.step(t + 1, 100 * share, where="post", lw=1.6,
                 label=f"{label} ({sum(i is not None for i in its)}/{len(its)})")
     ax.set(xscale="log", xlabel="iteration + 1", ylabel="seeds at 100% (%)", ylim=(-2, 102), title=title)
     ax.legend(loc="upper left")
@@ -862,8 +824,7 @@ def print_summary(results: dict[str, Any], seconds: float, out: Path) -> None:
         print(f"  {s:<11} {single:<34} {fmt(summ['median']):>7} {fmt(summ['q1']) + '-' + fmt(summ['q3']):>12} "
               f"{summ['reached']:>3}/{n:<4}  {dead['seeds_with_dead_end']} seed(s)")
     for f in results["factors"]:
-        measured = "-" if f["measured"] is None else f"{f['measured']:.2f}"
-        predicted = "-" if f["predicted"] is None else f"{f['predicted']:.2f}"
+        measured, predicted = ("-" if f[k] is None else f"{f[k]:.2f}" for k in ("measured", "predicted"))
         print(f"  {f['id']:<26} median ratio {measured:>5}, first-order prediction {predicted}")
     if "lr_sweep" in results:
         sweep = results["lr_sweep"]
@@ -939,7 +900,12 @@ def load_npy(path: Path) -> np.ndarray:
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
                 np.lib.format.read_array_header_2_0
             shape, _, dtype = read_header(file)
-            check_header(path, shape, dtype)
+            if dtype.hasobject:
+                raise InputError(f"{path}: holds Python objects (pickle); refusing to load it")
+            if dtype.kind not in "biuf":
+                raise InputError(f"{path}: values must be numbers, found dtype {dtype}")
+            if math.prod(shape) > MAX_VALUES:
+                raise InputError(f"{path}: claims shape {shape}, more than {MAX_VALUES:,} numbers")
             array = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise InputError(f"{path}: file is missing") from None
@@ -948,15 +914,6 @@ def load_npy(path: Path) -> np.ndarray:
     if not np.isfinite(array.astype(np.float64)).all():
         raise InputError(f"{path}: holds NaN or infinite values")
     return array
-
-
-def check_header(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
-    if dtype.hasobject:
-        raise InputError(f"{path}: holds Python objects (pickle); refusing to load it")
-    if dtype.kind not in "biuf":
-        raise InputError(f"{path}: values must be numbers, found dtype {dtype}")
-    if math.prod(shape) > MAX_VALUES:
-        raise InputError(f"{path}: claims shape {shape}, more than {MAX_VALUES:,} numbers")
 
 
 def load_dataset(data_dir: Path | str, name: str) -> Dataset:

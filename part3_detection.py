@@ -5,11 +5,8 @@
 
 Each image holds one object: label 0 = a diamond, label 1 = an axis-aligned square; its width w is
 the half-extent in pixels (bounding box (2w + 1) x (2w + 1)). How long until the network classifies
-every image and gets every width right, and what makes the width slow?
-
-Which file holds what: this file, 3.2's network (DetectionNet: 3.1's LineNet plus the width head)
-and its objective; part3_line.py, the training loop (train_seed), 3.1's network and the figures;
-part2_fc.py (its fenced last section), the data loader, seeds, processes and statistics.
+every image and gets every width right, and what makes the width slow? This file holds 3.2's
+network and objective; the training loop and the figures are part3_line.py's (see its docstring).
 
 Two learning rates (handout): the classifier learns by cross-entropy at --lr 0.1, the width by
 L2 = mean over the images of (predicted - true width)^2 (no factor 1/2) at --lr-reg 0.001. One plain
@@ -85,9 +82,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# ---------------------------------------------------------------------------------------------
-# The network of Figure 4 with the width head, and 3.2's objective.
-# ---------------------------------------------------------------------------------------------
+# --- The network of Figure 4 with the width head, and 3.2's objective.
 
 
 class DetectionNet(LineNet):
@@ -120,10 +115,8 @@ class DetectionNet(LineNet):
                     f"group_{i}": g for i, g in enumerate(groups.unbind())}
 
 
-# ---------------------------------------------------------------------------------------------
 # Measurements over training: first 100% classification, per class and width; the width against
 # the mean-width baseline.
-# ---------------------------------------------------------------------------------------------
 
 
 def group_matrix(data: Dataset) -> tuple[list[str], np.ndarray]:
@@ -140,30 +133,20 @@ def first_at(values: np.ndarray, level: float = 1.0) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
-def stays_from(values: np.ndarray) -> int | None:
-    """The iteration from which values stay at 1 up to the run's stop (None if not 1 at the stop)."""
-    below = np.flatnonzero(values < 1)
-    return None if values[-1] < 1 else int(below[-1] + 1) if below.size else 0
-
-
 def width_measurements(run: SeedRun, baseline_mse: float, groups: list[str]) -> dict[str, Any]:
     """When classification first reached 100% of all images, and from when on each class's and each
     width's images stay classified right (a one-class group is all right whenever the net calls every
-    image that class, so the first time says little); when the width loss
-    first fell 20x and first beat the mean-width predictor, with the width accuracy and RMS error
-    (pixels) there."""
-    c = run.curves
-    fell = next((t for t, v in enumerate(c["l2"]) if v <= c["l2"][0] / 20), None)
-    beat = next((t for t, v in enumerate(c["l2"]) if v < baseline_mse), None)
-    return {
-        "classification_iterations": first_at(c["accuracy"]),
-        "group_classification_iterations": {name: stays_from(c[f"group_{i}"]) for i, name in enumerate(groups)},
-        "l2_fall_20x": None if fell is None else {"iteration": fell, "width_accuracy": float(c["width_accuracy"][fell]),
-                                                  "rms": float(np.sqrt(c["l2"][fell]))},
-        "beats_mean_width": None if beat is None else {"iteration": beat,
-                                                       "width_accuracy": float(c["width_accuracy"][beat]),
-                                                       "rms": float(np.sqrt(c["l2"][beat]))},
-    }
+    image that class, so the first time says little); when the width loss first fell 20x and first
+    beat the mean-width predictor, with the width accuracy and RMS error (pixels) there."""
+    c, stays = run.curves, {}
+    for i, name in enumerate(groups):  # from when on the group stays at 1 (None if not 1 at the stop)
+        below = np.flatnonzero(c[f"group_{i}"] < 1)
+        stays[name] = None if c[f"group_{i}"][-1] < 1 else int(below[-1] + 1) if below.size else 0
+    l2, width_accuracy = c["l2"], c["width_accuracy"]
+    hits = {"l2_fall_20x": np.flatnonzero(l2 <= l2[0] / 20), "beats_mean_width": np.flatnonzero(l2 < baseline_mse)}
+    return {"classification_iterations": first_at(c["accuracy"]), "group_classification_iterations": stays} | {
+        key: {"iteration": int(t[0]), "width_accuracy": float(width_accuracy[t[0]]), "rms": float(np.sqrt(l2[t[0]]))}
+        if t.size else None for key, t in hits.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -211,9 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------------------
-# Figures and the printed summary.
-# ---------------------------------------------------------------------------------------------
+# --- Figures and the printed summary.
 
 
 def figures(one: SeedRun, runs: list[SeedRun], class_its: list[int | None], cfg: Config, data: Dataset,

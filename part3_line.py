@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -88,9 +89,7 @@ def add_part3_args(parser: Parser) -> None:
                         help="valid: no padding, 16 -> 10 -> 4 pixels (default); same: keep the size")
 
 
-# ---------------------------------------------------------------------------------------------
-# The network of Figure 4 and 3.1's objective: cross-entropy, stop at 100% accuracy.
-# ---------------------------------------------------------------------------------------------
+# --- The network of Figure 4 and 3.1's objective: cross-entropy, stop at 100% accuracy.
 
 
 class LineNet(nn.Module):
@@ -223,9 +222,7 @@ def train_seeds(studies: dict[str, tuple[Config, dict[str, np.ndarray], type[Lin
     return {name: [r for (n, _), r in zip(jobs, runs, strict=True) if n == name] for name in studies}
 
 
-# ---------------------------------------------------------------------------------------------
-# 3.1: the typical run, the held-out images, the fully connected control.
-# ---------------------------------------------------------------------------------------------
+# --- 3.1: the typical run, the held-out images, the fully connected control.
 
 
 def typical_run(runs: list[SeedRun]) -> tuple[SeedRun, float]:
@@ -321,9 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------------------
-# Records and figures (3.2 uses them too).
-# ---------------------------------------------------------------------------------------------
+# --- Records and figures (3.2 uses them too).
 
 
 def batch_of(data: Dataset, rows: np.ndarray | slice = slice(None)) -> dict[str, np.ndarray]:
@@ -376,6 +371,7 @@ def draw_figures(out: Path, figures: list[Figure], cfg: Config) -> list[str]:
 
 
 def draw_one(path: Path, draw: Callable[..., Any], args: tuple) -> bool:
+    """save_figure, looked up when called (a worker gets this function by name)."""
     return save_figure(path, draw, *args)
 
 
@@ -400,18 +396,14 @@ def many_figures(runs: list[SeedRun], losses: dict[str, str], prefix: str, quest
     """With more than one seed: the share of seeds at the stop, and the loss bands over seeds."""
     if len(runs) < 2:
         return []
-    bands = {label: (loss_band(runs, metric), 1) for label, metric in losses.items()}
+    last = max(r.stop for r in runs)
+    # per loss, (3, T) quartiles over seeds at each iteration; a stopped run holds its last value
+    bands = {label: (np.nanquantile([np.pad(r.curves[metric], (0, last - r.stop), mode="edge") for r in runs],
+                                    [0.25, 0.5, 0.75], axis=0), 1) for label, metric in losses.items()}
     return [(f"{prefix}_share_reached.png", plot_share_reached,
-             (stops, max(r.stop for r in runs), f"{question}: share of {len(runs)} seeds at 100%")),
+             (stops, last, f"{question}: share of {len(runs)} seeds at 100%")),
             (f"{prefix}_loss_band.png", plot_bands,
              (bands, f"{question}: training loss over {len(runs)} seeds (median, IQR)", "loss"))]
-
-
-def loss_band(runs: list[SeedRun], metric: str) -> np.ndarray:
-    """(3, T) quartiles over seeds of a metric per iteration; a stopped run holds its last value."""
-    last = max(r.stop for r in runs)
-    table = np.array([np.pad(r.curves[metric], (0, last - r.stop), mode="edge") for r in runs])
-    return np.nanquantile(table, [0.25, 0.5, 0.75], axis=0)
 
 
 def plot_curves(run: SeedRun, panels: list[tuple[str, str]], title: str) -> Any:
@@ -503,6 +495,4 @@ def print_summary(results: dict[str, Any], out: Path, name: str) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(run_main(main))
