@@ -35,11 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from part1_loss_gradient import (
     InputError,
     Parser,
@@ -52,6 +47,11 @@ from part1_loss_gradient import (
     save_figure,
     write_json,
 )
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 # setting -> (hidden activation f, loss, handout question); the output unit is always a sigmoid
 SETTINGS = {"sigmoid-l2": ("sigmoid", "l2", "2.1"), "sigmoid-ce": ("sigmoid", "ce", "2.2"),

@@ -30,10 +30,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from torch import nn
-
 from part1_loss_gradient import Parser, check_out_dir, positive, run_main, write_json
 from part2_fc import (
     Config,
@@ -65,6 +61,10 @@ from part3_line import (
     typical_figures,
     typical_run,
 )
+
+import numpy as np
+import torch
+from torch import nn
 
 WIDTH_TOLERANCE = 0.5  # a width is right when |predicted - true| < 0.5 pixels (strictly)
 DETECTION_CLASSES = {0: "diamond", 1: "square"}

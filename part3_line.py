@@ -29,14 +29,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import torch
-from torch import nn
 
 from part1_loss_gradient import InputError, Parser, check_out_dir, run_main, save_figure, write_json
 from part2_fc import (
@@ -64,6 +61,10 @@ from part2_fc import (
     typical_seed,
     worker_count,
 )
+
+import numpy as np
+import torch
+from torch import nn
 
 KERNEL, CHANNELS = 7, (16, 8)  # Figure 4: 16 kernels of 7x7, then 8
 PADDINGS = {"valid": 0, "same": KERNEL // 2}  # zeros added on each side before each convolution
@@ -398,8 +399,10 @@ def many_figures(runs: list[SeedRun], losses: dict[str, str], prefix: str, quest
         return []
     last = max(r.stop for r in runs)
     # per loss, (3, T) quartiles over seeds at each iteration; a stopped run holds its last value
-    bands = {label: (np.nanquantile([np.pad(r.curves[metric], (0, last - r.stop), mode="edge") for r in runs],
-                                    [0.25, 0.5, 0.75], axis=0), 1) for label, metric in losses.items()}
+    with warnings.catch_warnings():  # iterations where every seed's loss is NaN (diverged) stay NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        bands = {label: (np.nanquantile([np.pad(r.curves[metric], (0, last - r.stop), mode="edge") for r in runs],
+                                        [0.25, 0.5, 0.75], axis=0), 1) for label, metric in losses.items()}
     return [(f"{prefix}_share_reached.png", plot_share_reached,
              (stops, last, f"{question}: share of {len(runs)} seeds at 100%")),
             (f"{prefix}_loss_band.png", plot_bands,

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-import numpy as np
-import pytest
-
 from part1_loss_gradient import InputError
 from part2_fc import DATASET_FILES, STANDIN_SHA256, load_dataset
+
+import numpy as np
+import pytest
 
 ALL_FILES = [rel for files in DATASET_FILES.values() for rel in files.values()]
 

@@ -20,11 +20,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import part1_loss_gradient as p1
+
 import numpy as np
 import pytest
 import torch
-
-import part1_loss_gradient as p1
 
 AUTOGRAD_TOL = {"atol": 1e-15, "rtol": 1e-10}
 FD_STEP = 1e-6

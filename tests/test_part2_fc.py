@@ -16,14 +16,14 @@ import os
 from fractions import Fraction
 from pathlib import Path
 
+import part2_fc as p2
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
-
-import part2_fc as p2
 
 F64 = p2.Config(dtype="float64", log=False)
 # a rate per setting at which seeds 0-3 reach 100% within a few hundred iterations (stand-in data)

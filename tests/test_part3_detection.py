@@ -14,15 +14,15 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
-from torch import nn
-
 import part3_detection as p32
 import part3_line as p3
 from part1_loss_gradient import run_main
 from part2_fc import Config, Dataset, load_dataset, summarize_stops
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
 
 
 @pytest.fixture(scope="module")

@@ -20,14 +20,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import part3_line as p3
+from part1_loss_gradient import InputError, run_main
+from part2_fc import Config, Dataset, load_dataset, seed_generator, summarize_stops, truncated_normal
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
-
-import part3_line as p3
-from part1_loss_gradient import InputError, run_main
-from part2_fc import Config, Dataset, load_dataset, seed_generator, summarize_stops, truncated_normal
 
 
 @pytest.fixture(scope="module")
