@@ -643,7 +643,7 @@ def check_memory(runs: int, bytes_per_run: int, flags: str) -> None:
                          f"{free / 2**30:.1f} GiB are free; use fewer seeds, or a smaller network")
 
 
-def _worker_init() -> None:
+def worker_init() -> None:
     """A worker process: one torch thread; Ctrl-C is the parent's to handle; dies with the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -662,16 +662,23 @@ def _call(job: tuple[int, Callable[..., Any], tuple]) -> tuple[int, Any]:
     return index, fn(*args)
 
 
+def start_workers(workers: int, initializer: Callable[[], None] = worker_init) -> Any:
+    """`workers` forked processes, as a context manager (they end with it, Ctrl-C and SIGTERM
+    included); for one worker, a null context (work stays in this process)."""
+    if workers <= 1:
+        return contextlib.nullcontext()
+    return multiprocessing.get_context("fork").Pool(workers, initializer=initializer)
+
+
 def pool_map(fn: Callable[..., Any], jobs: list[tuple], workers: int,
-             done: Callable[[int, Any], None] | None = None) -> list[Any]:
-    """[fn(*job) for job in jobs], in `workers` forked processes when workers > 1 (each job to the
-    next free process; `done(index, result)` as each finishes). Forked: no second start-up. A job's
-    result is the same in any process. Ctrl-C or SIGTERM ends every worker with the parent."""
+             done: Callable[[int, Any], None] | None = None, pool: Any = None) -> list[Any]:
+    """[fn(*job) for job in jobs], in `workers` forked processes when workers > 1, or in the running
+    `pool` (each job to the next free process; `done(index, result)` as each finishes). Forked: no
+    second start-up. A job's result is the same in any process."""
     results: list[Any] = [None] * len(jobs)
     indexed = [(i, fn, job) for i, job in enumerate(jobs)]
-    pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init) if workers > 1 else None
-    with pool or contextlib.nullcontext():
-        for index, result in pool.imap_unordered(_call, indexed) if pool else map(_call, indexed):
+    with contextlib.nullcontext(pool) if pool else start_workers(workers) as running:
+        for index, result in running.imap_unordered(_call, indexed) if running else map(_call, indexed):
             results[index] = result
             if done:
                 done(index, result)

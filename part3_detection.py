@@ -51,6 +51,7 @@ from part3_line import (
     conv2_class_means,
     conv_sizes,
     draw_figures,
+    figure_workers,
     many_figures,
     network_record,
     run_record,
@@ -168,7 +169,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_out_dir(args.out)
     print(f"Part 3.2: {len(seeds)} seed(s) on {data.describe()}, lr {args.lr:g} (CE) and {args.lr_reg:g} "
           f"(L2), {args.dtype} on {args.device}, {args.workers} process(es)", flush=True)
-    trained = train_seeds(studies, seeds, args.workers, cfg.log)
+    with figure_workers(cfg) as drawers:  # they load matplotlib while the seeds train
+        trained = train_seeds(studies, seeds, args.workers, cfg.log)
+        results, one, class_its = detection_results(args, cfg, data, groups, trained)
+        runs = trained["3.2"]
+        write_json(args.out / "part3_detection.json", results | {"figures": []})  # no figure can lose the numbers
+        results["figures"] = figures(one, runs, class_its, cfg, data, args.out, drawers)
+    write_json(args.out / "part3_detection.json", results)
+    print_summary(results, args.out)
+    return 0
+
+
+def detection_results(args: argparse.Namespace, cfg: Config, data: Dataset, groups: list[str],
+                      trained: dict[str, list[SeedRun]]) -> tuple[dict[str, Any], SeedRun, list[int | None]]:
+    """The results record of 3.2, its median seed's run and every seed's first 100% classification."""
+    image = tuple(data.images.shape[1:])
     runs = trained["3.2"]
     one, percentile = typical_run(runs)
     baseline = float(np.mean((data.widths - data.widths.mean()) ** 2))
@@ -187,18 +202,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "controls": {name.replace(" ", "_"): run_record(trained[name]) if name in trained else None
                      for name in ("no width head", "width lr x10")},
     }
-    write_json(args.out / "part3_detection.json", results | {"figures": []})  # no figure can lose the numbers
-    results["figures"] = figures(one, runs, class_its, cfg, data, args.out)
-    write_json(args.out / "part3_detection.json", results)
-    print_summary(results, args.out)
-    return 0
+    return results, one, class_its
 
 
 # --- Figures and the printed summary.
 
 
 def figures(one: SeedRun, runs: list[SeedRun], class_its: list[int | None], cfg: Config, data: Dataset,
-            out: Path) -> list[str]:
+            out: Path, drawers: Any) -> list[str]:
     """3.2 (1)-(4) as two figures, the widths, kernels and feature maps of the median seed; the seeds
     together. Returns the names of those drawn."""
     net = trained_model(one, cfg, data.images.shape[1:], DetectionNet)
@@ -212,7 +223,7 @@ def figures(one: SeedRun, runs: list[SeedRun], class_its: list[int | None], cfg:
         DetectionNet, DETECTION_CLASSES)
     many = many_figures(runs, {"cross-entropy": "ce", "width L2 (pixels$^2$)": "l2"}, "part3_detection", "3.2",
                         {"100% widths (the stop)": [r.iterations for r in runs], "100% classification": class_its})
-    return draw_figures(out, [*typical[:2], scatter, *typical[2:], *many], cfg)
+    return draw_figures(out, [*typical[:2], scatter, *typical[2:], *many], drawers)
 
 
 def plot_width_scatter(pred: np.ndarray, data: Dataset, title: str) -> Any:

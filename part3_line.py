@@ -27,6 +27,7 @@ _feature_maps.png, with --seeds > 1 _share_reached.png and _loss_band.png; part3
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import warnings
@@ -55,11 +56,13 @@ from part2_fc import (
     results_header,
     seed_generator,
     seed_list,
+    start_workers,
     summarize_stops,
     train,
     truncated_normal,
     typical_seed,
     worker_count,
+    worker_init,
 )
 
 import numpy as np
@@ -298,22 +301,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_out_dir(args.out)
     print(f"Part 3.1: {len(seeds)} seed(s) on {data.describe()}, padding {args.padding}, {args.dtype} on "
           f"{args.device}, {args.workers} process(es)", flush=True)
-    trained = train_seeds(studies, seeds, args.workers, cfg.log)
-    runs = trained["3.1"]
-    one, percentile = typical_run(runs)
-    results = results_header("part3_line.py", args, data, cfg) | run_record(runs) | {
-        "network": network_record(cfg, image), "workers": args.workers,
-        "single": single_record(one, percentile, "accuracy", "ce"),
-        "conv2_class_means": conv2_class_means(trained_model(one, cfg, image), data),
-        "holdout": None if rows is None else holdout_record(trained["3.1 holdout"], cfg, data, rows),
-        "controls": {"fc": fc_control(data, seeds, cfg) if args.control_fc else None},
-    }
-    write_json(args.out / "part3_line.json", results | {"figures": []})  # no figure can lose the numbers
-    figures = typical_figures(one, cfg, data, "part3_line", "3.1",
-                              {"curves": [("ce", "cross-entropy loss"), ("accuracy", "accuracy (%)")]})
-    figures += many_figures(runs, {"cross-entropy loss": "ce"}, "part3_line", "3.1",
-                            {"conv net, line images": [r.iterations for r in runs]})
-    results["figures"] = draw_figures(args.out, figures, cfg)
+    with figure_workers(cfg) as drawers:  # they load matplotlib while the seeds train
+        trained = train_seeds(studies, seeds, args.workers, cfg.log)
+        runs = trained["3.1"]
+        one, percentile = typical_run(runs)
+        results = results_header("part3_line.py", args, data, cfg) | run_record(runs) | {
+            "network": network_record(cfg, image), "workers": args.workers,
+            "single": single_record(one, percentile, "accuracy", "ce"),
+            "conv2_class_means": conv2_class_means(trained_model(one, cfg, image), data),
+            "holdout": None if rows is None else holdout_record(trained["3.1 holdout"], cfg, data, rows),
+            "controls": {"fc": fc_control(data, seeds, cfg) if args.control_fc else None},
+        }
+        write_json(args.out / "part3_line.json", results | {"figures": []})  # no figure can lose the numbers
+        figures = typical_figures(one, cfg, data, "part3_line", "3.1",
+                                  {"curves": [("ce", "cross-entropy loss"), ("accuracy", "accuracy (%)")]})
+        figures += many_figures(runs, {"cross-entropy loss": "ce"}, "part3_line", "3.1",
+                                {"conv net, line images": [r.iterations for r in runs]})
+        results["figures"] = draw_figures(args.out, figures, drawers)
     write_json(args.out / "part3_line.json", results)
     print_summary(results, args.out, "part3_line.json")
     return 0
@@ -361,13 +365,23 @@ def conv2_class_means(net: LineNet, data: Dataset) -> dict[str, list[float]]:
 Figure = tuple[str, Callable[..., Any], tuple]  # file name, draw function, its arguments
 
 
-def draw_figures(out: Path, figures: list[Figure], cfg: Config) -> list[str]:
-    """Draw and save the figures, two at a time in forked processes (each costs most of a second of
-    matplotlib; on CUDA one at a time, in this process). Returns the names of those drawn."""
-    workers = 1 if cfg.device == "cuda" else min(2, len(figures), os.cpu_count() or 1)
-    if workers > 1:
-        import matplotlib.pyplot  # noqa: F401  (once, before forking)
-    drawn = pool_map(draw_one, [(out / name, fn, args) for name, fn, args in figures], workers)
+def figure_workers(cfg: Config) -> Any:
+    """Two processes that draw the figures, started before training so that they load matplotlib
+    meanwhile (a figure costs a good part of a second); on CUDA none: figures are drawn here."""
+    return start_workers(1 if cfg.device == "cuda" else min(2, os.cpu_count() or 1), figure_worker_init)
+
+
+def figure_worker_init() -> None:
+    worker_init()
+    import matplotlib.pyplot as plt
+
+    plt.figure().suptitle("warm-up: fonts loaded once").figure.savefig(io.BytesIO(), format="png")
+    plt.close("all")
+
+
+def draw_figures(out: Path, figures: list[Figure], drawers: Any) -> list[str]:
+    """Draw and save the figures with the figure_workers; returns the names of those drawn."""
+    drawn = pool_map(draw_one, [(out / name, fn, args) for name, fn, args in figures], 1, pool=drawers)
     return [name for (name, _, _), ok in zip(figures, drawn, strict=True) if ok]
 
 
