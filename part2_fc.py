@@ -228,17 +228,18 @@ class Record:
 
     Per run: iterations to 100% (None if not reached), diverged_at, final loss and accuracy (the
     last finite ones), dead hidden units (output 0 on every image: no gradient ever again) at the
-    start and at the stop, and two gradient factors averaged over the run's iterations (every
+    start and at the stop, and three gradient factors averaged over the run's iterations (every
     `stride`-th, from 0):
     l2_factor = mean over images of 2 yhat (1 - yhat), the factor by which L2's dL/dz is smaller
     than cross-entropy's; hidden_slope = mean of f'(a) over units and images (for ReLU: the share
-    of active units). The band: quartiles of the loss over the first band_runs runs (a stopped run
-    holds its last value), every `stride` iterations."""
+    of active units), which scales the hidden weights' gradients; hidden_output = mean of
+    h = f(a), which scales the output weights' gradients. The band: quartiles of the loss over the
+    first band_runs runs (a stopped run holds its last value), every `stride` iterations."""
 
     def __init__(self, n: int, activation: str, band_runs: int, keep_curves: bool, cfg: Config) -> None:
         self.cfg, self.relu, self.rows = cfg, activation == "relu", torch.arange(n)
         self.out: list[dict[str, Any]] = [{"iterations": None, "diverged_at": None} for _ in range(n)]
-        self.factors = torch.zeros(2, n, dtype=cfg.torch_dtype, device=cfg.device)  # sums, sampled
+        self.factors = torch.zeros(3, n, dtype=cfg.torch_dtype, device=cfg.device)  # sums, sampled
         self.now: tuple[torch.Tensor, ...] = ()  # (loss, accuracy) (R,) of this iteration
         self.band_runs, self.stride = band_runs, max(1, cfg.max_iters // 2000)
         self.held = torch.full((band_runs,), math.nan, dtype=torch.float64)
@@ -259,6 +260,7 @@ class Record:
                 p = torch.sigmoid(logits)
                 self.factors[0] += (2 * p * (1 - p)).mean(-1)
                 self.factors[1] += ((h > 0).to(h.dtype) if self.relu else h * (1 - h)).mean((1, 2))
+                self.factors[2] += h.mean((1, 2))
                 if self.band_runs:
                     self.record_band()
             if self.curves is not None:
@@ -289,13 +291,14 @@ class Record:
         loss, acc = self.last_finite()
         in_band = stop & (self.rows < self.band_runs)  # a stopped run's band value: its last loss
         self.held[self.rows[in_band]] = loss[in_band].double().cpu()
-        columns = [loss, acc, self.factors[0], self.factors[1], dead_units(self.h), self.diverged()]
+        columns = [loss, acc, *self.factors, dead_units(self.h), self.diverged()]
         samples = t // self.stride + 1
-        for run, (loss_r, acc_r, l2f, slope, dead, div) in zip(
+        for run, (loss_r, acc_r, l2f, slope, out, dead, div) in zip(
                 self.rows[stop].tolist(), zip(*(c[stop].tolist() for c in columns), strict=True), strict=True):
             self.out[run].update(final_loss=finite_or_none(loss_r), final_accuracy=finite_or_none(acc_r),
                                  dead_start=int(self.dead_start[run]), dead_end=dead,
-                                 l2_factor=finite_or_none(l2f / samples), hidden_slope=finite_or_none(slope / samples))
+                                 l2_factor=finite_or_none(l2f / samples), hidden_slope=finite_or_none(slope / samples),
+                                 hidden_output=finite_or_none(out / samples))
             if div or acc_r == 1:
                 self.out[run]["diverged_at" if div else "iterations"] = t
         self.rows, self.factors, self.initial = self.rows[keep], self.factors[:, keep], self.initial[keep]
@@ -365,7 +368,7 @@ def setting_record(setting: str, seeds: list[int], by_run: dict[tuple[int, float
         "diverged": [d is not None for d in per_seed["diverged_at"]], "dead_units": dead,
         "dead_units_summary": dead_units_summary(its, dead),
         "summary": summarize_stops(its, per_seed["diverged_at"]),
-        "factors": {k: summarize_values(per_seed[k]) for k in ("l2_factor", "hidden_slope")},
+        "factors": {k: summarize_values(per_seed[k]) for k in ("l2_factor", "hidden_slope", "hidden_output")},
     }
 
 

@@ -74,7 +74,7 @@ def reference_run(setting: str, seed: int, lr: float, x: torch.Tensor, y: torch.
     activation, kind, _ = p2.SETTINGS[setting]
     model = Reference(seed, activation, F64)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    out = {"iterations": None, "diverged_at": None, "losses": [], "accuracy": [], "l2f": [], "slope": []}
+    out = {"iterations": None, "diverged_at": None, "losses": [], "accuracy": [], "l2f": [], "slope": [], "hout": []}
     for t in range(max_iters + 1):
         z, h = model(x)
         p = torch.sigmoid(z)
@@ -84,6 +84,7 @@ def reference_run(setting: str, seed: int, lr: float, x: torch.Tensor, y: torch.
         out["accuracy"].append(acc)
         out["l2f"].append((2 * p * (1 - p)).mean().item())
         out["slope"].append(((h > 0).double() if activation == "relu" else h * (1 - h)).mean().item())
+        out["hout"].append(h.mean().item())
         if not math.isfinite(loss.item()) or (
                 diverge_factor is not None and t >= 1 and loss.item() > diverge_factor * out["losses"][0]):
             out["diverged_at"] = t
@@ -106,6 +107,7 @@ def check_against_reference(engine_run: dict, ref: dict) -> None:
     assert engine_run["final_accuracy"] == ref["accuracy"][-1]
     assert engine_run["l2_factor"] == pytest.approx(np.mean(ref["l2f"]), rel=1e-7, abs=0)
     assert engine_run["hidden_slope"] == pytest.approx(np.mean(ref["slope"]), rel=1e-7, abs=1e-15)
+    assert engine_run["hidden_output"] == pytest.approx(np.mean(ref["hout"]), rel=1e-7, abs=1e-15)
 
 
 # --- 1. correctness: the stack against the plain loop, seed for seed ------------------------------
