@@ -30,30 +30,26 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from part1_loss_gradient import Parser, check_out_dir, positive, run_main, write_json
+from part1_loss_gradient import Parser, positive, run_main, write_json
 from part2_fc import (
     Config,
     Dataset,
-    check_memory,
-    config_from_args,
-    load_dataset,
     new_figure,
     results_header,
-    seed_list,
     summarize_stops,
-    worker_count,
 )
 from part3_line import (
     LineNet,
     SeedRun,
     add_part3_args,
     batch_of,
+    check_run,
     conv2_class_means,
-    conv_sizes,
     draw_figures,
     figure_workers,
     many_figures,
     network_record,
+    prepare,
     run_record,
     single_record,
     summary_line,
@@ -152,11 +148,7 @@ def width_measurements(run: SeedRun, baseline_mse: float, groups: list[str]) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = config_from_args(args)
-    data = load_dataset(args.data_dir, "detection")
-    image = tuple(data.images.shape[1:])
-    conv_sizes(image, args.padding)
-    seeds = seed_list(args)
+    cfg, data, seeds = prepare(args, "detection")
     groups, matrix = group_matrix(data)
     batch = batch_of(data) | {"groups": matrix}
     studies = {"3.2": (cfg, batch, DetectionNet)}
@@ -164,9 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         studies["no width head"] = (cfg, batch_of(data), LineNet)
     if args.control_width_lr_x10:
         studies["width lr x10"] = (replace(cfg, lr_reg=10 * args.lr_reg), batch, DetectionNet)
-    args.workers = worker_count(args.workers, len(seeds) * len(studies), cfg)
-    check_memory(len(seeds) * len(studies), 160 * args.max_iters + 4 * 30_000, "--seeds/--max-iters")
-    check_out_dir(args.out)
+    check_run(args, cfg, len(seeds) * len(studies), 20 + len(groups))
     print(f"Part 3.2: {len(seeds)} seed(s) on {data.describe()}, lr {args.lr:g} (CE) and {args.lr_reg:g} "
           f"(L2), {args.dtype} on {args.device}, {args.workers} process(es)", flush=True)
     with figure_workers(cfg) as drawers:  # they load matplotlib while the seeds train

@@ -285,20 +285,29 @@ def fc_control(data: Dataset, seeds: list[int], cfg: Config) -> dict[str, Any]:
             "summary": summarize_stops(its, [r["diverged_at"] for r in runs])}
 
 
+def prepare(args: argparse.Namespace, name: str) -> tuple[Config, Dataset, list[int]]:
+    """The checked config, dataset (its images fit the network) and seeds of a part-3 run."""
+    cfg, data = config_from_args(args), load_dataset(args.data_dir, name)
+    conv_sizes(tuple(data.images.shape[1:]), args.padding)
+    return cfg, data, seed_list(args)
+
+
+def check_run(args: argparse.Namespace, cfg: Config, runs: int, floats_per_iteration: int) -> None:
+    """Before the first iteration: the processes to use, the memory the curves need, the output folder."""
+    args.workers = worker_count(args.workers, runs, cfg)
+    check_memory(runs, 8 * floats_per_iteration * args.max_iters + 4 * 30_000, "--seeds/--max-iters")
+    check_out_dir(args.out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = config_from_args(args)
-    data = load_dataset(args.data_dir, "line")
+    cfg, data, seeds = prepare(args, "line")
     image = tuple(data.images.shape[1:])
-    conv_sizes(image, args.padding)
     rows = holdout_split(data.images, data.labels, args.holdout) if args.holdout else None
-    seeds = seed_list(args)
     studies = {"3.1": (cfg, batch_of(data), LineNet)}
     if rows is not None:
         studies["3.1 holdout"] = (cfg, batch_of(data, rows[0]), LineNet)
-    args.workers = worker_count(args.workers, len(seeds) * len(studies), cfg)
-    check_memory(len(seeds) * len(studies), 64 * args.max_iters + 4 * 30_000, "--seeds/--max-iters")
-    check_out_dir(args.out)
+    check_run(args, cfg, len(seeds) * len(studies), 8)
     print(f"Part 3.1: {len(seeds)} seed(s) on {data.describe()}, padding {args.padding}, {args.dtype} on "
           f"{args.device}, {args.workers} process(es)", flush=True)
     with figure_workers(cfg) as drawers:  # they load matplotlib while the seeds train
