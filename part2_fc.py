@@ -243,7 +243,10 @@ class Record:
         self.now: tuple[torch.Tensor, ...] = ()  # (loss, accuracy) (R,) of this iteration
         self.band_runs, self.stride = band_runs, max(1, cfg.max_iters // 2000)
         self.held = torch.full((band_runs,), math.nan, dtype=torch.float64)
-        self.band: list[torch.Tensor] = []
+        # one column per sampled iteration, allocated once: small tensors kept between the big
+        # transient ones of every step would fragment the heap (memory grew with the iterations)
+        self.band = torch.full((3, cfg.max_iters // self.stride + 1), math.nan, dtype=torch.float64)
+        self.quartiles, self.band_points = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64), 0
         self.curves: list[torch.Tensor] | None = [] if keep_curves else None
 
     def step(self, t: int, logits: torch.Tensor, loss: torch.Tensor, h: torch.Tensor,
@@ -283,7 +286,8 @@ class Record:
     def record_band(self) -> None:
         in_band = self.rows < self.band_runs
         self.held[self.rows[in_band]] = self.last_finite()[0][in_band].double().cpu()
-        self.band.append(torch.nanquantile(self.held, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)))
+        self.band[:, self.t // self.stride] = torch.nanquantile(self.held, self.quartiles)
+        self.band_points = self.t // self.stride + 1
 
     def drop(self, keep: torch.Tensor) -> None:
         """Write out the runs that stopped at this iteration (keep False), then forget them."""
@@ -305,7 +309,7 @@ class Record:
         self.now, self.finite = tuple(v[keep] for v in self.now), self.finite[keep]
 
     def results(self) -> dict[str, Any]:
-        band = torch.stack(self.band).T.numpy() if self.band else None
+        band = self.band[:, :self.band_points].numpy() if self.band_points else None
         curves = torch.stack(self.curves).double().cpu().numpy() if self.curves else None
         return {"runs": self.out, "band": band, "band_stride": self.stride,
                 "curves": None if curves is None else {"loss": curves[:, 0, 0], "accuracy": curves[:, 1, 0]}}
