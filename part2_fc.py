@@ -4,7 +4,7 @@ How many SGD iterations does the network of Figure 3 need to reach 100% training
 sigmoid or ReLU hidden units and L2 or cross-entropy loss (2.1-2.4), which is fastest, and why (2.5)?
 
     python part2_fc.py                 # the handout's run: one seed per setting
-    python part2_fc.py --seeds 100 --lrs 0.01,0.03,0.1,0.3,1,3,10,30,100 --sweep-seeds 100 \\
+    python part2_fc.py --seeds 100 --lrs 0.01,0.03,0.1,0.3,1,3,10,30,100 --sweep-seeds 20 \\
                        --control-half-lr      # what `make all` runs for the report
 
 One seed is one copy of the network. Many seeds train together: every parameter has a leading run
@@ -255,8 +255,8 @@ class Record:
         mask of the runs that stop here."""
         with torch.no_grad():
             if t == 0:
-                self.y_pos, self.initial, self.dead_start = y > 0.5, loss.detach(), dead_units(h)
-            acc = ((logits > 0) == self.y_pos).to(loss.dtype).mean(-1)  # accuracy_fn, with y > 0.5 kept
+                self.initial, self.dead_start = loss.detach(), dead_units(h)
+            acc = accuracy_fn(logits, y)
             self.prev, self.now = self.now, (loss.detach(), acc)
             self.t, self.h, self.finite = t, h, torch.isfinite(loss)
             if t % self.stride == 0:  # the factors and the band, sampled
