@@ -1,52 +1,51 @@
 """Part 2: the 16-4-1 fully connected network on the random dataset (handout questions 2.1-2.5).
 
-How many SGD iterations does the network of Figure 3 need to reach 100% training accuracy with
-sigmoid or ReLU hidden units and L2 or cross-entropy loss (2.1-2.4), which is fastest, and why (2.5)?
+How many SGD iterations does the network of the handout's Figure 3 need to reach 100% training
+accuracy with sigmoid or ReLU hidden units and L2 or cross-entropy loss (2.1-2.4)? Which is fastest,
+and why (2.5)?
 
     python part2_fc.py                 # the handout's run: one seed per setting
     python part2_fc.py --seeds 100 --lrs 0.01,0.03,0.1,0.3,1,3,10,30,100 --sweep-seeds 20 \\
                        --control-half-lr      # what `make all` runs for the report
 
-One seed is one copy of the network. Many seeds train together: every parameter has a leading run
-axis, so the same forward pass, loss and SGD step train R copies at once; seed k starts from the same
-weights in every setting and at every rate, and its numbers do not depend on its company (tested).
-With --workers 2 (default) two settings train side by side in two processes.
+Read top to bottom: the network, the two losses, the training loop (forward, loss, backward, SGD
+step, the stop rule) and `main`; then the 2.5 study (many seeds, the rate sweep, the controls); then,
+fenced off, what part 3 shares (flags, data loader, processes, statistics) and the plumbing.
 
-Outputs in --out: part2_curves.png (2.1-2.4: loss and accuracy of each setting's median seed),
-part2_share_reached.png and part2_loss_band.png (2.5, --seeds > 1), part2_lr_sweep.png (--lrs), and
-part2_fc.json (per setting and seed: iterations to 100%, divergence, final loss and accuracy, dead
-units, the measured gradient factors; the rankings, paired comparisons, sweep and control).
-The last section of this file, fenced off, holds the data loader and what part 3 shares.
+One seed is one copy of the network. With --seeds N every parameter gets a leading run axis, so the
+same forward pass, loss and SGD step train N copies at once; seed k starts from the same weights in
+every setting and at every rate, and its numbers do not depend on its company (tested). The four
+settings train side by side in --workers processes (default 2).
+
+Outputs in --out: part2_fc.json (written first: no figure can lose it), part2_curves.png (2.1-2.4),
+and with --seeds > 1 part2_share_reached.png and part2_loss_band.png (2.5), with --lrs
+part2_lr_sweep.png.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
+import importlib.metadata
+import io
+import json
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
+import platform
+import re
 import signal
+import stat
 import sys
+import tempfile
+import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from part1_loss_gradient import (
-    InputError,
-    Parser,
-    check_out_dir,
-    finite_float,
-    library_versions,
-    positive,
-    probability,
-    run_main,
-    save_figure,
-    write_json,
-)
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -59,68 +58,29 @@ SETTINGS = {"sigmoid-l2": ("sigmoid", "l2", "2.1"), "sigmoid-ce": ("sigmoid", "c
 LABELS = {s: f"{'ReLU' if act == 'relu' else act} + {loss.upper()}" for s, (act, loss, _) in SETTINGS.items()}
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = Parser(prog="part2_fc.py", description="Part 2: the 16-4-1 network, four settings (2.1-2.5).")
-    add_training_args(parser)
-    add = parser.add_argument
-    add("--hidden", type=bounded_int(1, 10_000), default=4, help="hidden units (Figure 3: 4)")
-    add("--settings", type=setting_list, default=list(SETTINGS), help="comma-separated subset of "
-        + ", ".join(SETTINGS))
-    add("--lrs", type=learning_rates, default=None,
-        help="2.5 sweep: comma-separated learning rates, every setting at each (default: no sweep)")
-    add("--sweep-seeds", type=bounded_int(1, MAX_SEEDS), default=None, help="seeds of the sweep (default --seeds)")
-    add("--min-reach", type=probability, default=0.9,
-        help="a sweep's best rate needs this share of seeds at 100%% (default 0.9)")
-    add("--control-half-lr", action="store_true", help="2.5 control: the CE settings again at lr / 2")
-    return parser.parse_args(argv)
-
-
-def setting_list(text: str) -> list[str]:
-    """argparse type: comma-separated settings, no repeats."""
-    names = text.split(",")
-    if set(names) - set(SETTINGS) or len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(f"{text!r}: give distinct settings from {', '.join(SETTINGS)}")
-    return names
-
-
-def learning_rates(text: str) -> list[float]:
-    """argparse type: comma-separated positive finite numbers, no repeats; returned sorted."""
-    rates = [positive(float)(item.strip()) for item in text.split(",")]
-    if len(set(rates)) != len(rates):
-        raise argparse.ArgumentTypeError(f"{text!r} repeats a rate")
-    return sorted(rates)
-
-
-# --- The network of Figure 3: 16 pixels -> FC -> 4 units, f(Wx + b) -> FC -> 1 unit -> sigmoid.
+# ===== 2.1-2.4: the network of Figure 3, its two losses, plain SGD until 100% accuracy =====
 
 
 class FCNet(nn.Module):
-    """R copies of the network (runs), one per row of every parameter; R = 1 is the handout's net.
-    Every run sees the same images x (B, n_in); forward gives the logits (R, B) (sigmoid in the loss).
-    The hidden layer is one matrix product of all runs' (R, H, n_in) weights with x^T; each run's
-    numbers come out the same whatever R is (tested)."""
+    """Figure 3: 16 pixels -> FC -> H hidden units f(W1 x + b1) -> FC -> 1 logit (sigmoid in the loss).
+    R copies (runs) side by side: every parameter has a leading run axis, R = 1 is the handout's net.
+    Every run sees the same images x (B, n_in); each run's numbers are the same whatever R is (tested)."""
 
     def __init__(self, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
                  activation: str) -> None:
         super().__init__()
+        # w1 (R, H, n_in), b1 (R, H, 1), w2 (R, H, 1), b2 (R, 1)
         self.w1, self.b1, self.w2, self.b2 = (nn.Parameter(w) for w in (w1, b1, w2, b2))
         self.activation = activation  # the hidden layer's f: "sigmoid" or "relu"
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
-        """Hidden outputs f(W1 x + b1), (R, H, B)."""
+        """Hidden outputs h = f(W1 x + b1), (R, H, B)."""
         a = self.w1 @ x.T + self.b1
         return torch.relu(a) if self.activation == "relu" else torch.sigmoid(a)
 
-    def output(self, h: torch.Tensor) -> torch.Tensor:
-        """Logits (R, B): w2 . h + b2."""
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits z = w2 . h + b2, (R, B), from the hidden outputs h (R, H, B)."""
         return (self.w2 * h).sum(1) + self.b2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(self.hidden(x))
-
-    def rows(self, keep: torch.Tensor) -> FCNet:
-        """The runs picked by the bool mask keep (R,), as a new module."""
-        return FCNet(*(p.detach()[keep] for p in (self.w1, self.b1, self.w2, self.b2)), self.activation)
 
 
 def loss_fn(kind: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -136,65 +96,57 @@ def accuracy_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ((logits > 0) == (y > 0.5)).to(logits.dtype).mean(-1)
 
 
-# --- Training, as the handout fixes it: plain full-batch SGD, stop at the first 100% accuracy.
-
-
 @dataclass(frozen=True)
 class Config:
-    """One run's training settings (parts 2 and 3); every field is a flag, defaults the handout's."""
+    """How a run trains (parts 2 and 3); every field is a flag, the defaults are the handout's."""
 
     lr: float = 0.1  # SGD step size, no momentum
     max_iters: int = 10_000  # cap on SGD updates
     init_std: float = 0.1  # std of the truncated normal weights (redrawn beyond 2 std)
     init_bias: float = 0.1  # every bias starts here
     diverge_factor: float | None = None  # opt-in: a loss above this times the initial loss = diverged
-    dtype: str = "float32"
+    dtype: torch.dtype = torch.float32
     device: str = "cpu"
     hidden: int = 4  # part 2: hidden units (Figure 3)
     padding: str = "valid"  # part 3: "valid" (16 -> 10 -> 4 pixels) or "same"
     lr_reg: float = 0.001  # 3.2: the width loss's learning rate
     log: bool = True  # progress lines
 
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return getattr(torch, self.dtype)
 
-
-def train(setting: str, runs: Sequence[tuple[int, float]], x: torch.Tensor, y: torch.Tensor,
-          cfg: Config, band_runs: int = 0, keep_curves: bool = False) -> dict[str, Any]:
-    """Train the runs (seed, learning rate) of `setting` together on images x (B, n_in), labels y (B,).
-    Iteration t evaluates the weights after t updates. A run stops at its first 100% (iterations = t),
-    a non-finite loss (diverged_at = t) or the cap, and leaves the stack. Returns "runs" (a record per
-    run) and "band" (see Record) and, with keep_curves (one run only), its "curves": loss, accuracy (T,)."""
+def train(setting: str, runs: Sequence[tuple[int, float]], x: np.ndarray, y: np.ndarray, cfg: Config,
+          band_runs: int = 0, keep_curves: bool = False) -> dict[str, Any]:
+    """The handout's loop for the runs (seed, learning rate) of `setting`, all trained together on
+    images x (B, n_in) and labels y (B,). Iteration t evaluates the weights after t updates; a run
+    stops at its first 100% accuracy (iterations = t), at a non-finite loss (diverged_at = t) or at
+    the cap, and leaves the stack. Returns numpy and plain numbers only (see Measurements.results)."""
     activation, kind, _ = SETTINGS[setting]
+    x, y = (torch.tensor(v, dtype=cfg.dtype, device=cfg.device) for v in (x, y))
     model = FCNet(*initial_weights([seed for seed, _ in runs], x.shape[1], cfg), activation)
-    # A run at rate lr_r minimises (lr_r / lr) * its loss: the same step as SGD at lr_r (exact for
-    # a factor 1.0 or 0.5); no run's loss depends on another's weights.
-    scale = torch.tensor([lr / cfg.lr for _, lr in runs], dtype=cfg.torch_dtype, device=cfg.device)
-    scale = None if bool((scale == 1).all()) else scale  # all at the base rate: nothing to scale
-    record = Record(len(runs), activation, band_runs, keep_curves, cfg)
+    rates = torch.tensor([lr for _, lr in runs], dtype=cfg.dtype, device=cfg.device)  # (R,), per run
+    measured = Measurements(len(runs), activation == "relu", band_runs, keep_curves, cfg)
     last_print = time.perf_counter()
     for t in range(cfg.max_iters + 1):
         h = model.hidden(x)  # (R, H, B)
-        logits = model.output(h)  # (R, B)
-        loss = loss_fn(kind, logits, y)  # (R,)
-        stop = record.step(t, logits, loss, h, y)  # (R,): True where a run stops at iteration t
-        if t < cfg.max_iters:
-            (loss if scale is None else scale * loss).sum().backward()
-            with torch.no_grad():
-                for p in model.parameters():
-                    p.add_(p.grad, alpha=-cfg.lr)  # p -= lr * dL/dp: plain gradient descent
-                    p.grad = None
-        if cfg.log and t % 100 == 0 and time.perf_counter() - last_print > PROGRESS_SECONDS:
-            last_print = time.perf_counter()
-            print(f"  {setting}: iteration {t}, {len(record.rows)}/{len(runs)} run(s) training", flush=True)
+        logits = model(h)  # (R, B)
+        loss, accuracy = loss_fn(kind, logits, y), accuracy_fn(logits, y)  # (R,) each
+        diverged = measured.observe(t, logits, loss, accuracy, h, y)  # (R,): non-finite loss (or the opt-in rule)
+        stop = (accuracy == 1) | diverged | (t == cfg.max_iters)  # the handout's stop rule, plus safety
         if stop.any():
             keep = ~stop
-            model, scale = model.rows(keep), None if scale is None else scale[keep]
-            record.drop(keep)
+            measured.finish(stop, h, accuracy == 1, diverged)
             if not keep.any():
                 break
-    return record.results()
+            model = FCNet(*(p.detach()[keep] for p in model.parameters()), activation)
+            rates, loss = rates[keep], loss[keep]
+        loss.sum().backward()  # runs do not share weights: the sum gives each run its own gradient
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= rates.view(-1, *[1] * (p.dim() - 1)) * p.grad  # p -= lr * dL/dp: plain gradient descent
+                p.grad = None
+        if cfg.log and time.perf_counter() - last_print > PROGRESS_SECONDS:
+            last_print = time.perf_counter()
+            print(f"  {setting}: iteration {t}, {len(rates)}/{len(runs)} run(s) training", flush=True)
+    return measured.results()
 
 
 def initial_weights(seeds: Sequence[int], n_in: int, cfg: Config) -> list[torch.Tensor]:
@@ -202,18 +154,13 @@ def initial_weights(seeds: Sequence[int], n_in: int, cfg: Config) -> list[torch.
     starts the same in every setting. Each seed draws its (n_in, H) input weights, then (H, 1)."""
     w1, w2 = [], []
     for seed in seeds:
-        gen = seed_generator(seed)
+        gen = torch.Generator().manual_seed(seed)  # the seed's own stream: its weights and nothing else
         w1.append(truncated_normal((n_in, cfg.hidden), cfg.init_std, gen).T)
         w2.append(truncated_normal((cfg.hidden, 1), cfg.init_std, gen))
     n = len(seeds)
     bias = [torch.full(shape, cfg.init_bias, dtype=torch.float64) for shape in ((n, cfg.hidden, 1), (n, 1))]
     weights = [torch.stack(w1), bias[0], torch.stack(w2), bias[1]]
-    return [w.to(device=cfg.device, dtype=cfg.torch_dtype).contiguous() for w in weights]
-
-
-def seed_generator(seed: int) -> torch.Generator:
-    """Seed `seed`'s own random stream: it draws that seed's initial weights and nothing else."""
-    return torch.Generator().manual_seed(seed)
+    return [w.to(device=cfg.device, dtype=cfg.dtype).contiguous() for w in weights]
 
 
 def truncated_normal(shape: tuple[int, ...], std: float, gen: torch.Generator) -> torch.Tensor:
@@ -223,157 +170,213 @@ def truncated_normal(shape: tuple[int, ...], std: float, gen: torch.Generator) -
     return nn.init.trunc_normal_(out, mean=0.0, std=std, a=-2 * std, b=2 * std, generator=gen)
 
 
-class Record:
-    """What train() keeps of R runs; its tensors are aligned with the rows still training.
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = config_from_args(args, {"--hidden": (args.hidden, 1, 10_000), "--sweep-seeds": (args.sweep_seeds or 1, 1,
+                           MAX_SEEDS), "--min-reach": (args.min_reach, 0, 1)}, hidden=args.hidden)
+    data = load_dataset(args.data_dir, "random")
+    plans = {s: plan_runs(args, s) for s in args.settings}
+    args.workers = check_resources(args, cfg, len(plans), max(map(len, plans.values())),
+                                   (args.hidden * 8 + 16) * len(data.labels) * 4 + args.max_iters // 500 * 8)
+    x, y = data.images.reshape(len(data.images), -1), data.labels
+    print(f"Part 2: {len(args.settings)} settings x {args.seeds} seed(s), {max(map(len, plans.values()))} run(s) "
+          f"per setting, on {data.describe}, {args.dtype} on {args.device}, {args.workers} process(es)", flush=True)
+    band = args.seeds if args.seeds > 1 else 0
+    jobs = [(s, plans[s], x, y, cfg, band, len(plans[s]) == 1) for s in args.settings]
+    started = time.perf_counter()
+    trained = dict(zip(args.settings, run_jobs(train, jobs, args.workers, (
+        lambda i, _: print(f"  {args.settings[i]}: {len(plans[args.settings[i]])} run(s) done", flush=True))
+        if cfg.log else lambda i, _: None), strict=True))
+    seconds = time.perf_counter() - started
 
-    Per run: iterations to 100% (None if not reached), diverged_at, final loss and accuracy (the
-    last finite ones), dead hidden units (output 0 on every image: no gradient ever again) at the
-    start and at the stop, and three gradient factors averaged over the run's iterations (every
-    `stride`-th, from 0):
-    l2_factor = mean over images of 2 yhat (1 - yhat), the factor by which L2's dL/dz is smaller
-    than cross-entropy's; hidden_slope = mean of f'(a) over units and images (for ReLU: the share
-    of active units), which scales the hidden weights' gradients; hidden_output = mean of
-    h = f(a), which scales the output weights' gradients. The band: quartiles of the loss over the
-    first band_runs runs (a stopped run holds its last value), every `stride` iterations."""
+    results = results_header("part2_fc.py", args, data, cfg) | {"workers": args.workers}
+    results["settings"] = {s: setting_record(s, plans[s], trained[s], args) for s in args.settings}
+    results |= study_results(results["settings"], trained, plans, args) if args.seeds > 1 else {}
+    settings = results["settings"]
+    its = {s: settings[s]["single"]["iterations"] for s in args.settings}
+    single = sorted(args.settings, key=lambda s: (its[s] is None, its[s] or 0))  # by one seed; not reached last
+    results["ranking"] = {"single_seed": single, "many_seeds": sorted(
+        args.settings, key=lambda s: rank_key(settings[s]["summary"])) if args.seeds > 1 else single}
+    write_json(args.out / "part2_fc.json", results | {"figures": []})  # no figure can lose the numbers
+    results["figures"] = draw_figures(results, trained, x, y, cfg, args)
+    write_json(args.out / "part2_fc.json", results)
+    print_summary(results, seconds, args.out)
+    return 0
 
-    def __init__(self, n: int, activation: str, band_runs: int, keep_curves: bool, cfg: Config) -> None:
-        self.cfg, self.relu, self.rows = cfg, activation == "relu", torch.arange(n)
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = Parser(prog="part2_fc.py", description="Part 2: the 16-4-1 network, four settings (2.1-2.5).")
+    add_training_args(parser)
+    add = parser.add_argument
+    add("--hidden", type=int, default=4, help="hidden units (Figure 3: 4; 1 to 10,000)")
+    add("--settings", default=",".join(SETTINGS), help="comma-separated subset of " + ", ".join(SETTINGS))
+    add("--lrs", default=None, help="2.5 sweep: comma-separated learning rates, every setting at each (default: none)")
+    add("--sweep-seeds", type=int, default=None, help="seeds of the sweep (default --seeds)")
+    add("--min-reach", type=float, default=0.9,
+        help="a sweep's best rate needs this share of seeds at 100%% (default 0.9)")
+    add("--control-half-lr", action="store_true", help="2.5 control: the CE settings again at lr / 2")
+    args = parser.parse_args(argv)
+    args.settings = args.settings.split(",")
+    if set(args.settings) - set(SETTINGS) or len(set(args.settings)) != len(args.settings):
+        raise InputError(f"argument --settings: give distinct settings from {', '.join(SETTINGS)}")
+    args.lrs = None if args.lrs is None else sorted(positive_rate(item, args.lrs) for item in args.lrs.split(","))
+    if args.lrs and len(set(args.lrs)) != len(args.lrs):
+        raise InputError(f"argument --lrs: {','.join(map(str, args.lrs))} repeats a rate")
+    seed_list(args.first_seed, max(args.seeds, args.sweep_seeds or 0))  # the sweep's seeds stay in range too
+    return args
+
+
+# ===== 2.5: many seeds, the measurements behind "why", the rate sweep and the half-rate control =====
+
+
+class Measurements:
+    """What train() measures on the way, apart from the stop rule. Per run: its stop, final loss and
+    accuracy (the last finite ones), dead hidden units (output 0 on every image: no gradient again)
+    at the start and at the stop, and gradient factors averaged over every `stride`-th iteration:
+      l2_factor        mean over images of 2 yhat (1 - yhat): L2's dL/dz over cross-entropy's;
+      l2_factor_wrong  the same over the images still classified wrong (those decide the stop);
+      hidden_slope     mean f'(a) over units and images (ReLU: the share of active units), which
+                       scales the hidden weights' gradients;
+      hidden_output    mean h = f(a) over units and images;
+      hidden_spread    mean over units of the std of h across images: what the output layer can
+                       tell the images apart by (also at the start: hidden_spread_start).
+    With band_runs: the quartiles of the loss over the first band_runs runs (a stopped run holds its
+    last loss) every stride-th iteration. With keep_curves (one run): its loss and accuracy (T,).
+    Its tensors are aligned with the rows still training; `rows` maps each row to its run."""
+
+    FACTORS = ("l2_factor", "l2_factor_wrong", "hidden_slope", "hidden_output", "hidden_spread")
+
+    def __init__(self, n: int, relu: bool, band_runs: int, keep_curves: bool, cfg: Config) -> None:
+        self.cfg, self.relu, self.rows, self.t = cfg, relu, torch.arange(n), 0
         self.out: list[dict[str, Any]] = [{"iterations": None, "diverged_at": None} for _ in range(n)]
-        self.factors = torch.zeros(3, n, dtype=cfg.torch_dtype, device=cfg.device)  # sums, sampled
-        self.now: tuple[torch.Tensor, ...] = ()  # (loss, accuracy) (R,) of this iteration
-        self.band_runs, self.stride = band_runs, max(1, cfg.max_iters // 2000)
+        self.sums = torch.zeros(len(self.FACTORS), n, dtype=torch.float64)  # factor sums over samples
+        self.counts = torch.zeros(len(self.FACTORS), n, dtype=torch.float64)
+        self.last = torch.full((2, n), math.nan, dtype=torch.float64)  # last finite loss, accuracy
+        self.stride = max(1, cfg.max_iters // 2000)
+        self.band_runs, self.band_points = band_runs, 0
         self.held = torch.full((band_runs,), math.nan, dtype=torch.float64)
-        # one column per sampled iteration, allocated once: small tensors kept between the big
-        # transient ones of every step would fragment the heap (memory grew with the iterations)
+        # allocated once: small tensors kept between the big transient ones would fragment the heap
         self.band = torch.full((3, cfg.max_iters // self.stride + 1), math.nan, dtype=torch.float64)
-        self.quartiles, self.band_points = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64), 0
         self.curves: list[torch.Tensor] | None = [] if keep_curves else None
 
-    def step(self, t: int, logits: torch.Tensor, loss: torch.Tensor, h: torch.Tensor,
-             y: torch.Tensor) -> torch.Tensor:
-        """Record iteration t (logits (R, B), loss (R,), hidden outputs h (R, H, B)); returns the (R,)
-        mask of the runs that stop here."""
+    def observe(self, t: int, logits: torch.Tensor, loss: torch.Tensor, accuracy: torch.Tensor, h: torch.Tensor,
+                y: torch.Tensor) -> torch.Tensor:
+        """Record iteration t of the runs in the stack; returns the (R,) mask of the diverged ones: a
+        non-finite loss, or (opt-in) a loss above diverge_factor x the initial loss."""
         with torch.no_grad():
+            loss = loss.detach()
+            finite = torch.isfinite(loss)
+            now = torch.stack([loss, accuracy]).double().cpu()
+            self.last = torch.where(finite.cpu(), now, self.last)
+            self.t = t
             if t == 0:
-                self.initial, self.dead_start = loss.detach(), dead_units(h)
-            acc = accuracy_fn(logits, y)
-            self.prev, self.now = self.now, (loss.detach(), acc)
-            self.t, self.h, self.finite = t, h, torch.isfinite(loss)
-            if t % self.stride == 0:  # the factors and the band, sampled
-                p = torch.sigmoid(logits)
-                self.factors[0] += (2 * p * (1 - p)).mean(-1)
-                self.factors[1] += ((h > 0).to(h.dtype) if self.relu else h * (1 - h)).mean((1, 2))
-                self.factors[2] += h.mean((1, 2))
-                if self.band_runs:
-                    self.record_band()
+                self.initial = loss
+                self.dead_start = (h == 0).all(2).sum(-1).cpu()
+                self.spread_start = h.std(2).mean(1).double().cpu()
             if self.curves is not None:
-                self.curves.append(torch.stack(self.now))
-            if t == self.cfg.max_iters:
-                return torch.ones_like(self.finite)
-            return self.diverged() | (acc == 1)
+                self.curves.append(now[:, 0])
+            if t % self.stride == 0:  # sampled: the gradient factors of the runs with a finite loss
+                p = torch.sigmoid(logits)
+                factor, wrong = 2 * p * (1 - p), ((logits > 0) != (y > 0.5)).to(p.dtype)
+                slope = (h > 0).to(h.dtype) if self.relu else h * (1 - h)
+                n_wrong = wrong.sum(-1)
+                values = torch.stack([factor.mean(-1), (factor * wrong).sum(-1) / n_wrong.clamp(min=1),
+                                      slope.mean((1, 2)), h.mean((1, 2)), h.std(2).mean(1)]).double().cpu()
+                has = finite.cpu().expand(len(self.FACTORS), -1).clone()
+                has[1] &= (n_wrong > 0).cpu()  # the wrong images' factor: only while some image is wrong
+                self.sums += torch.where(has, values, 0.0)
+                self.counts += has.double()
+            if self.band_runs and t % self.stride == 0:
+                in_band = self.rows < self.band_runs
+                self.held[self.rows[in_band]] = self.last[0][in_band]
+                quartiles = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
+                self.band[:, t // self.stride] = torch.nanquantile(self.held, quartiles)
+                self.band_points = t // self.stride + 1
+            diverged = ~finite
+            if self.cfg.diverge_factor is not None and t > 0:
+                diverged |= loss > self.cfg.diverge_factor * self.initial
+            return diverged
 
-    def last_finite(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each row's loss and accuracy at its last iteration with a finite loss (NaN if none yet)."""
-        before = self.prev or tuple(torch.full_like(v, math.nan) for v in self.now)
-        return tuple(torch.where(self.finite, now, old) for now, old in zip(self.now, before, strict=True))
-
-    def diverged(self) -> torch.Tensor:
-        bad = ~self.finite
-        if self.cfg.diverge_factor is not None and self.t > 0:
-            bad |= self.now[0] > self.cfg.diverge_factor * self.initial
-        return bad
-
-    def record_band(self) -> None:
-        in_band = self.rows < self.band_runs
-        self.held[self.rows[in_band]] = self.last_finite()[0][in_band].double().cpu()
-        self.band[:, self.t // self.stride] = torch.nanquantile(self.held, self.quartiles)
-        self.band_points = self.t // self.stride + 1
-
-    def drop(self, keep: torch.Tensor) -> None:
-        """Write out the runs that stopped at this iteration (keep False), then forget them."""
-        stop, t = ~keep, self.t
-        loss, acc = self.last_finite()
-        in_band = stop & (self.rows < self.band_runs)  # a stopped run's band value: its last loss
-        self.held[self.rows[in_band]] = loss[in_band].double().cpu()
-        columns = [loss, acc, *self.factors, dead_units(self.h), self.diverged()]
-        samples = t // self.stride + 1
-        for run, (loss_r, acc_r, l2f, slope, out, dead, div) in zip(
-                self.rows[stop].tolist(), zip(*(c[stop].tolist() for c in columns), strict=True), strict=True):
-            self.out[run].update(final_loss=finite_or_none(loss_r), final_accuracy=finite_or_none(acc_r),
-                                 dead_start=int(self.dead_start[run]), dead_end=dead,
-                                 l2_factor=finite_or_none(l2f / samples), hidden_slope=finite_or_none(slope / samples),
-                                 hidden_output=finite_or_none(out / samples))
-            if div or acc_r == 1:
-                self.out[run]["diverged_at" if div else "iterations"] = t
-        self.rows, self.factors, self.initial = self.rows[keep], self.factors[:, keep], self.initial[keep]
-        self.now, self.finite = tuple(v[keep] for v in self.now), self.finite[keep]
+    def finish(self, stop: torch.Tensor, h: torch.Tensor, reached: torch.Tensor, diverged: torch.Tensor) -> None:
+        """Write out the runs that stop at this iteration (stop (R,) bool), then forget them."""
+        stop, reached, diverged = stop.cpu(), reached.cpu(), diverged.cpu()
+        dead = (h == 0).all(2).sum(-1).cpu()
+        means = torch.where(self.counts > 0, self.sums / self.counts.clamp(min=1), math.nan)
+        for row in stop.nonzero().flatten().tolist():
+            run = int(self.rows[row])
+            record = self.out[run]
+            values = {"final_loss": self.last[0, row].item(), "final_accuracy": self.last[1, row].item(),
+                      "hidden_spread_start": self.spread_start[run].item(),
+                      **dict(zip(self.FACTORS, means[:, row].tolist(), strict=True))}
+            record.update({k: v if math.isfinite(v) else None for k, v in values.items()},  # JSON has no NaN
+                          dead_start=int(self.dead_start[run]), dead_end=int(dead[row]))
+            if diverged[row]:
+                record["diverged_at"] = self.t
+            elif reached[row]:
+                record["iterations"] = self.t
+        if self.band_runs:  # a stopped run's band value: its last loss
+            in_band = stop & (self.rows < self.band_runs)
+            self.held[self.rows[in_band]] = self.last[0][in_band]
+        keep = ~stop
+        self.rows, self.sums, self.counts, self.last = self.rows[keep], self.sums[:, keep], self.counts[:, keep], \
+            self.last[:, keep]
+        self.initial = self.initial[keep.to(self.initial.device)]
 
     def results(self) -> dict[str, Any]:
+        """{"runs": per run (in the order given) its record; "band": (3, T) loss quartiles or None,
+        "band_stride"; "curves": {"loss", "accuracy"} (T,) of a lone run, else None}."""
         band = self.band[:, :self.band_points].numpy() if self.band_points else None
-        curves = torch.stack(self.curves).double().cpu().numpy() if self.curves else None
+        curves = torch.stack(self.curves).numpy() if self.curves else None
         return {"runs": self.out, "band": band, "band_stride": self.stride,
-                "curves": None if curves is None else {"loss": curves[:, 0, 0], "accuracy": curves[:, 1, 0]}}
-
-
-def finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def dead_units(h: torch.Tensor) -> torch.Tensor:
-    """Per run (R,), hidden units whose output is exactly 0 on every image (h (R, H, B)): a dead ReLU
-    gets no gradient again. A sigmoid unit never outputs exactly 0, so it counts 0 by the same rule."""
-    return (h == 0).all(dim=2).sum(-1).cpu()
-
-
-# --- 2.1-2.5: the settings side by side, their typical seeds, the statistics over seeds.
+                "curves": None if curves is None else {"loss": curves[:, 0], "accuracy": curves[:, 1]}}
 
 
 def plan_runs(args: argparse.Namespace, setting: str) -> list[tuple[int, float]]:
     """The (seed, rate) runs of one setting: the main study first (its band is drawn), then the
     half-rate control and the sweep; a run asked for twice trains once."""
-    runs = [(seed, args.lr) for seed in seed_list(args)]
+    seeds = seed_list(args.first_seed, args.seeds)
+    runs = [(seed, args.lr) for seed in seeds]
     if args.control_half_lr and SETTINGS[setting][1] == "ce":
-        runs += [(seed, args.lr / 2) for seed in seed_list(args)]
+        runs += [(seed, args.lr / 2) for seed in seeds]
     if args.lrs:
-        runs += [(seed, lr) for lr in args.lrs for seed in sweep_seeds(args)]
+        runs += [(seed, lr) for lr in args.lrs for seed in seed_list(args.first_seed, args.sweep_seeds or args.seeds)]
     return list(dict.fromkeys(runs))
 
 
-def sweep_seeds(args: argparse.Namespace) -> list[int]:
-    return list(range(args.first_seed, args.first_seed + (args.sweep_seeds or args.seeds)))
-
-
-def train_settings(args: argparse.Namespace, cfg: Config, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-    """Every setting's runs (plan_runs), the settings spread over --workers processes. Returns per
-    setting {"by_run": (seed, lr) -> record, "band", "band_stride", "curves" (a lone run's only)}."""
-    plans = {s: plan_runs(args, s) for s in args.settings}
-    band = args.seeds if args.seeds > 1 else 0
-    jobs = [(s, plans[s], x, y, cfg, band, len(plans[s]) == 1) for s in args.settings]
-
-    def done(index: int, result: dict[str, Any]) -> None:
-        if cfg.log:
-            print(f"  {args.settings[index]}: {len(plans[args.settings[index]])} run(s) done", flush=True)
-
-    out = dict(zip(args.settings, pool_map(train, jobs, args.workers, done), strict=True))
-    for setting, result in out.items():
-        result["by_run"] = dict(zip(plans[setting], result.pop("runs"), strict=True))
-    return out
-
-
-def setting_record(setting: str, seeds: list[int], by_run: dict[tuple[int, float], dict],
-                   lr: float) -> dict[str, Any]:
-    """The main study's per-seed results of one setting, and their summary."""
+def setting_record(setting: str, plan: list[tuple[int, float]], trained: dict[str, Any],
+                   args: argparse.Namespace) -> dict[str, Any]:
+    """One setting's main study: per seed (in seed order) every measured value, and its single run
+    (the median seed; with one seed, that seed)."""
     activation, loss, question = SETTINGS[setting]
-    runs = [by_run[(seed, lr)] for seed in seeds]
-    per_seed = {key: [r[key] for r in runs] for key in runs[0] if key != "dead_end"}
-    its, dead = per_seed["iterations"], [r["dead_end"] for r in runs]
-    return per_seed | {
-        "question": question, "activation": activation, "loss": loss, "label": LABELS[setting],
-        "diverged": [d is not None for d in per_seed["diverged_at"]], "dead_units": dead,
-        "dead_units_summary": dead_units_summary(its, dead),
-        "summary": summarize_stops(its, per_seed["diverged_at"]),
-        "factors": {k: summarize_values(per_seed[k]) for k in ("l2_factor", "hidden_slope", "hidden_output")},
-    }
+    by_run = dict(zip(plan, trained["runs"], strict=True))
+    seeds = seed_list(args.first_seed, args.seeds)
+    per_seed = {key: [by_run[(seed, args.lr)][key] for seed in seeds] for key in by_run[(seeds[0], args.lr)]}
+    seed, percentile = typical_seed(seeds, per_seed["iterations"]) if len(seeds) > 1 else (seeds[0], 0.0)
+    k = seeds.index(seed)
+    single = {"seed": seed, "percentile": percentile} | {
+        key: per_seed[key][k] for key in ("iterations", "diverged_at", "final_accuracy", "final_loss")}
+    return per_seed | {"question": question, "activation": activation, "loss": loss, "label": LABELS[setting],
+                       "diverged": [d is not None for d in per_seed["diverged_at"]], "single": single}
+
+
+def study_results(settings: dict[str, Any], trained: dict[str, Any], plans: dict[str, list[tuple[int, float]]],
+                  args: argparse.Namespace) -> dict[str, Any]:
+    """2.5 over many seeds: adds each setting's summary, dead units and factor summaries; returns
+    the paired comparisons, the factor table, the half-rate control and the sweep."""
+    for rec in settings.values():
+        rec["summary"] = summarize_stops(rec["iterations"], rec["diverged_at"])
+        rec["dead_units_summary"] = dead_units_summary(rec["iterations"], rec["dead_end"])
+        rec["factors"] = {k: summarize_values(rec[k]) for k in (*Measurements.FACTORS, "hidden_spread_start")}
+    out: dict[str, Any] = {"paired": paired_counts({s: settings[s]["iterations"] for s in settings})}
+    by_run = {s: dict(zip(plans[s], trained[s]["runs"], strict=True)) for s in settings}
+    half = None
+    if args.control_half_lr:
+        half = {s: control_record(by_run[s], settings[s], args) for s in settings if SETTINGS[s][1] == "ce"}
+        out["controls"] = {"half_lr_ce": {"lr": args.lr / 2, "settings": half}}
+    out["factors"] = factor_table(settings, half)
+    if args.lrs:
+        out["lr_sweep"] = sweep_results(by_run, args)
+    return out
 
 
 def dead_units_summary(iterations: list[int | None], dead_end: list[int]) -> dict[str, int]:
@@ -384,31 +387,45 @@ def dead_units_summary(iterations: list[int | None], dead_end: list[int]) -> dic
             "reached_with_dead_end": sum(dead) - both}
 
 
+def control_record(by_run: dict[tuple[int, float], dict], base: dict[str, Any],
+                   args: argparse.Namespace) -> dict[str, Any]:
+    """2.5 control: a CE setting again at half the rate, seed for seed; ratio_to_base = its median
+    iterations over the same setting's at the base rate (first order predicts 2)."""
+    runs = [by_run[(seed, args.lr / 2)] for seed in seed_list(args.first_seed, args.seeds)]
+    its = [r["iterations"] for r in runs]
+    summary = summarize_stops(its, [r["diverged_at"] for r in runs])
+    return {"iterations": its, "summary": summary, "ratio_to_base": div(summary["median"], base["summary"]["median"]),
+            "paired_vs_base": paired_counts({"half": its, "base": base["iterations"]})["half"]["base"]}
+
+
 def factor_table(settings: dict[str, Any], half: dict[str, Any] | None) -> list[dict[str, Any]]:
     """2.5, why: ratios of median iterations, measured, against what the measured gradient factors
-    predict to first order (time to 100% ~ 1 / gradient size). L2 against CE: 1 / (L2 run's mean
-    2 yhat (1 - yhat)). Sigmoid against ReLU: ReLU's mean f'(a) / sigmoid's. L2 against CE at half
-    the rate: predicted 1 / (2 x the L2 run's factor)."""
+    predict to first order (time to 100% ~ 1 / gradient size). L2 against CE: 1 / (the L2 runs' mean
+    2 yhat (1 - yhat)), over all images ("predicted") and over the images still wrong
+    ("predicted_wrong"). Sigmoid against ReLU: ReLU's mean f'(a) / sigmoid's. L2 against CE at half the
+    rate: the same predictions halved."""
     med = {s: settings[s]["summary"]["median"] for s in settings}
     fac = {s: {k: v["median"] for k, v in settings[s]["factors"].items()} for s in settings}
-    rows = []  # (id, numerator, denominator, measured ratio, predicted ratio, basis of the prediction)
+    rows = []  # (id, numerator, denominator, measured, predicted, predicted_wrong, basis)
     for act in ("sigmoid", "relu"):
         l2, ce = f"{act}-l2", f"{act}-ce"
         if l2 in med and ce in med:
             rows.append((f"l2_over_ce_{act}", l2, ce, div(med[l2], med[ce]), div(1, fac[l2]["l2_factor"]),
-                         "1 / mean 2yhat(1-yhat) of the L2 runs"))
+                         div(1, fac[l2]["l2_factor_wrong"]), "1 / mean 2yhat(1-yhat) of the L2 runs"))
         if half and l2 in med and ce in half:
             rows.append((f"l2_over_half_lr_ce_{act}", l2, f"{ce} at lr/2", div(med[l2], half[ce]["summary"]["median"]),
-                         div(0.5, fac[l2]["l2_factor"]), "1 / (2 x mean 2yhat(1-yhat) of the L2 runs)"))
+                         div(0.5, fac[l2]["l2_factor"]), div(0.5, fac[l2]["l2_factor_wrong"]),
+                         "1 / (2 x mean 2yhat(1-yhat) of the L2 runs)"))
     for loss in ("l2", "ce"):
         sig, relu = f"sigmoid-{loss}", f"relu-{loss}"
         if sig in med and relu in med:
             rows.append((f"sigmoid_over_relu_{loss}", sig, relu, div(med[sig], med[relu]),
-                         div(fac[relu]["hidden_slope"], fac[sig]["hidden_slope"]),
+                         div(fac[relu]["hidden_slope"], fac[sig]["hidden_slope"]), None,
                          "ReLU's share of active units / sigmoid's mean sigmoid'(a)"))
-    # a measured ratio is None where a median is not reached (then a / b >= cap / b when only a is missing)
-    return [{"id": i, "numerator": num, "denominator": den, "predicted": pred, "basis": basis, "measured": measured}
-            for i, num, den, measured, pred, basis in rows]
+    # measured is None where a median is not reached (then a / b >= cap / b when only a is missing)
+    return [{"id": i, "numerator": num, "denominator": den, "measured": measured, "predicted": pred,
+             "predicted_wrong": pred_wrong, "basis": basis}
+            for i, num, den, measured, pred, pred_wrong, basis in rows]
 
 
 def div(a: float | None, b: float | None) -> float | None:
@@ -416,18 +433,23 @@ def div(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
-def sweep_results(trained: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """Per setting and rate: every seed's iterations, their median and reach rate, the best rate
-    (smallest median among rates where >= min_reach of the seeds reach 100%); the rankings at the
-    base and at the best rates, and paired win counts at the best rates."""
-    seeds, settings, best_its = sweep_seeds(args), {}, {}
-    for setting, result in trained.items():
-        its = [[result["by_run"][(seed, lr)]["iterations"] for seed in seeds] for lr in args.lrs]
-        summaries = [summarize_stops(i, [None] * len(i)) for i in its]
+def sweep_results(by_run: dict[str, dict[tuple[int, float], dict]], args: argparse.Namespace) -> dict[str, Any]:
+    """Per setting and rate: every seed's iterations, their median, reach rate and median x rate
+    (constant where time to 100% scales as 1 / rate); the best rate (smallest median among rates
+    where >= min_reach of the seeds reach 100%); rankings at the base and best rates, and paired win
+    counts at the best rates."""
+    seeds, settings, best_its = seed_list(args.first_seed, args.sweep_seeds or args.seeds), {}, {}
+    for setting, runs in by_run.items():
+        its = [[runs[(seed, lr)]["iterations"] for seed in seeds] for lr in args.lrs]
+        summaries = [summarize_stops(i, [runs[(seed, lr)]["diverged_at"] for seed in seeds])
+                     for i, lr in zip(its, args.lrs, strict=True)]
         fit = [k for k, s in enumerate(summaries) if s["reach_rate"] >= args.min_reach and s["median"] is not None]
         best = min(fit, key=lambda k: summaries[k]["median"], default=None)
         settings[setting] = {"iterations": its, "median": [s["median"] for s in summaries],
-                             "reach_rate": [s["reach_rate"] for s in summaries], "best": None}
+                             "reach_rate": [s["reach_rate"] for s in summaries],
+                             "median_x_rate": [div(s["median"], 1 / lr) for s, lr in zip(summaries, args.lrs,
+                                                                                          strict=True)],
+                             "best": None}
         if best is not None:
             settings[setting]["best"] = {"lr": args.lrs[best], "median": summaries[best]["median"],
                                          "reach_rate": summaries[best]["reach_rate"],
@@ -443,168 +465,198 @@ def sweep_results(trained: dict[str, Any], args: argparse.Namespace) -> dict[str
             "paired_at_best": paired_counts(best_its)}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    cfg = config_from_args(args)
-    data = load_dataset(args.data_dir, "random")
-    runs_per_setting = max(len(plan_runs(args, s)) for s in args.settings)
-    check_memory(runs_per_setting * min(args.workers, len(args.settings)),
-                 (args.hidden * 8 + 16) * len(data.labels) * 4 + args.max_iters // 500 * 8, "--seeds/--hidden")
-    args.workers = worker_count(args.workers, len(args.settings), cfg)
-    check_out_dir(args.out)
-    x = torch.tensor(data.images.reshape(len(data.images), -1), dtype=cfg.torch_dtype, device=cfg.device)
-    y = torch.tensor(data.labels, dtype=cfg.torch_dtype, device=cfg.device)
-    seeds = seed_list(args)
-    print(f"Part 2: {len(args.settings)} settings x {len(seeds)} seed(s), {runs_per_setting} run(s) per setting, "
-          f"on {data.describe()}, {args.dtype} on {args.device}, {args.workers} process(es)", flush=True)
-    started = time.perf_counter()
-    trained = train_settings(args, cfg, x, y)
+# Figures, drawn for print: a full text width, 9 pt text; one colour per setting in every figure.
 
-    results = results_header("part2_fc.py", args, data, cfg) | {"settings": {}, "workers": args.workers}
-    settings = results["settings"]
-    for setting, result in trained.items():
-        rec = settings[setting] = setting_record(setting, seeds, result["by_run"], args.lr)
-        seed, percentile = typical_seed(seeds, rec["iterations"])
-        k = seeds.index(seed)
-        rec["single"] = {"seed": seed, "percentile": percentile, "iterations": rec["iterations"][k],
-                         "diverged_at": rec["diverged_at"][k], "final_accuracy": rec["final_accuracy"][k],
-                         "final_loss": rec["final_loss"][k]}
-        # its curves: kept when it trained alone, else trained again alone (the same numbers, tested)
-        result["typical"] = result["curves"] or train(setting, [(seed, cfg.lr)], x, y, cfg, keep_curves=True)["curves"]
-    seconds = time.perf_counter() - started
-    results["ranking"] = {
-        "single_seed": sorted(settings, key=lambda s: as_rank(settings[s]["single"]["iterations"])),
-        "many_seeds": sorted(settings, key=lambda s: rank_key(settings[s]["summary"])),
-    }
-    results["paired"] = paired_counts({s: settings[s]["iterations"] for s in settings})
-    half = None
-    if args.control_half_lr:
-        half = {s: control_record(trained[s]["by_run"], seeds, args.lr / 2) for s in settings
-                if SETTINGS[s][1] == "ce"}
-        results["controls"] = {"half_lr_ce": {"lr": args.lr / 2, "settings": half}}
-    results["factors"] = factor_table(settings, half)
-    if args.lrs:
-        results["lr_sweep"] = sweep_results(trained, args)
-    write_json(args.out / "part2_fc.json", results | {"figures": []})  # no figure can lose the numbers
-    results["figures"] = draw_figures(results, trained, args)
-    write_json(args.out / "part2_fc.json", results)
-    print_summary(results, seconds, args.out)
-    return 0
+COLOURS = {"relu-ce": "tab:blue", "relu-l2": "tab:orange", "sigmoid-ce": "tab:green", "sigmoid-l2": "tab:red"}
 
 
-def control_record(by_run: dict[tuple[int, float], dict], seeds: list[int], lr: float) -> dict[str, Any]:
-    """2.5 control: a setting's iterations at rate lr (half the base rate), seed for seed."""
-    runs = [by_run[(seed, lr)] for seed in seeds]
-    its = [r["iterations"] for r in runs]
-    return {"iterations": its, "summary": summarize_stops(its, [r["diverged_at"] for r in runs])}
-
-
-# --- Figures, drawn for print: a full text width, 9 pt text; one comparative panel per quantity.
-
-
-def draw_figures(results: dict[str, Any], trained: dict[str, Any], args: argparse.Namespace) -> list[str]:
-    """The figures of 2.1-2.5; returns the names of those drawn."""
-    settings, out = results["settings"], args.out
-    order = results["ranking"]["many_seeds"]
-    typical = {LABELS[s] + f" (seed {settings[s]['single']['seed']})": trained[s]["typical"] for s in order}
-    drawn = {"part2_curves.png": save_figure(out / "part2_curves.png", plot_typical_curves, typical,
-                                             "2.1-2.4: the median seed of each setting")}
+def draw_figures(results: dict[str, Any], trained: dict[str, Any], x: np.ndarray, y: np.ndarray, cfg: Config,
+                 args: argparse.Namespace) -> list[str]:
+    """The figures of 2.1-2.5; returns the names of those drawn. The median seed's curves: kept when
+    it trained alone, else it trains again alone (the same numbers, tested)."""
+    settings, out, order = results["settings"], args.out, results["ranking"]["many_seeds"]
+    curves = {s: trained[s]["curves"] or train(s, [(settings[s]["single"]["seed"], cfg.lr)], x, y, cfg,
+                                                 keep_curves=True)["curves"] for s in order}
+    drawn = {"part2_curves.png": save_figure(out / "part2_curves.png", plot_typical_curves, curves, settings,
+                                             "2.1-2.4: the median seed of each setting" if args.seeds > 1 else
+                                             f"2.1-2.4: seed {args.first_seed} in each setting")}
     if args.seeds > 1:
         drawn["part2_share_reached.png"] = save_figure(
-            out / "part2_share_reached.png", plot_share_reached, {LABELS[s]: settings[s]["iterations"] for s in order},
-            args.max_iters, f"2.5: share of {args.seeds} seeds at 100% training accuracy")
-        bands = {LABELS[s]: (trained[s]["band"], trained[s]["band_stride"]) for s in order}
+            out / "part2_share_reached.png", plot_share_reached,
+            {LABELS[s]: (settings[s]["iterations"], COLOURS[s]) for s in order}, args.max_iters,
+            f"2.5: share of {args.seeds} seeds at 100% training accuracy")
+        bands = {LABELS[s]: (trained[s]["band"], trained[s]["band_stride"], COLOURS[s]) for s in order}
         drawn["part2_loss_band.png"] = save_figure(out / "part2_loss_band.png", plot_bands, bands,
                                                    f"2.5: training loss over {args.seeds} seeds (median, IQR)")
-    if args.lrs:
+    if args.lrs and "lr_sweep" in results:
         drawn["part2_lr_sweep.png"] = save_figure(out / "part2_lr_sweep.png", plot_sweep, results["lr_sweep"])
     return [name for name, ok in drawn.items() if ok]
 
 
-def plot_typical_curves(curves: dict[str, dict[str, np.ndarray]], title: str) -> Any:
-    """Left: the loss of each curve set (log-log: L2 and CE on one scale); right: the accuracy."""
-    fig, (left, right) = new_figure(2)
-    for label, c in curves.items():
+def plot_typical_curves(curves: dict[str, dict[str, np.ndarray]], settings: dict[str, Any], title: str) -> Any:
+    """Left: the L2 settings' loss, middle: the CE settings' loss (each on its own log axis); right:
+    the training accuracy from 0%, with the majority-class share (what predicting all zeros scores)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=FIGURE_SIZE, layout="constrained")
+    for s, c in curves.items():
         t = np.arange(1, len(c["loss"]) + 1)  # iteration + 1, so iteration 0 fits a log axis
-        (line,) = left.plot(t, c["loss"], lw=1.4, label=label)
-        right.plot(t, 100 * c["accuracy"], lw=1.2, color=line.get_color())
-    left.set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel="training loss")
-    right.set(xscale="log", xlabel="iteration + 1", ylabel="training accuracy (%)", ylim=(40, 101))
-    left.legend(fontsize=8)
+        label = f"{LABELS[s]} (seed {settings[s]['single']['seed']})"
+        axes[0 if SETTINGS[s][1] == "l2" else 1].plot(t, c["loss"], lw=1.4, color=COLOURS[s], label=label)
+        axes[2].plot(t, 100 * c["accuracy"], lw=1.2, color=COLOURS[s], label=label)
+    for ax, name in zip(axes[:2], ("L2 loss", "cross-entropy loss"), strict=True):
+        ax.set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel=name)
+        ax.legend(fontsize=7)
+    axes[2].set(xscale="log", xlabel="iteration + 1", ylabel="training accuracy (%)", ylim=(0, 102))
     fig.suptitle(title)
     return fig
 
 
 def plot_sweep(sweep: dict[str, Any]) -> Any:
     """Left: median iterations to 100% against the rate (star: best rate); right: share reached."""
-    fig, (left, right) = new_figure(2)
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=FIGURE_SIZE, layout="constrained")
     lrs = np.array(sweep["lrs"])
-    for s, row in sweep["settings"].items():
+    for k, (s, row) in enumerate(sweep["settings"].items()):
         med = np.array([np.nan if m is None else m for m in row["median"]], dtype=float)
-        (line,) = left.plot(lrs, med, "o-", ms=3, label=LABELS[s])
-        if row["best"]:
-            left.plot(row["best"]["lr"], row["best"]["median"], "*", ms=11, color=line.get_color(), mec="k")
-        right.plot(lrs, 100 * np.array(row["reach_rate"]), "o-", ms=3, color=line.get_color())
+        left.plot(lrs, med, "o-", ms=3, color=COLOURS[s], label=LABELS[s])
+        if row["best"]:  # stars offset a little sideways so that two at one rate stay visible
+            left.plot(row["best"]["lr"] * 1.06 ** (k - 1.5), row["best"]["median"], "*", ms=10, color=COLOURS[s],
+                      mec="k", mew=0.6)
+        right.plot(lrs, 100 * np.array(row["reach_rate"]), "o-", ms=3, color=COLOURS[s])
     left.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="median iterations to 100%")
     right.axhline(100 * sweep["min_reach"], color="grey", ls=":", lw=1)
-    right.set(xscale="log", xlabel="learning rate", ylabel="seeds at 100% (%)", ylim=(-3, 103))
+    right.set(xscale="log", xlabel="learning rate", ylabel="seeds at 100% (%)", ylim=(0, 103))
     left.legend(fontsize=8)
     fig.suptitle(f"2.5: learning-rate sweep, {len(sweep['seeds'])} seeds per rate (star: best rate)")
     return fig
 
 
+def print_summary(results: dict[str, Any], seconds: float, out: Path) -> None:
+    """The answers in a few lines a person reads at the end of the run."""
+    settings, n = results["settings"], len(results["seeds"])
+    print(f"\n2.1-2.5 ({n} seed(s), {seconds:.1f} s of training), fastest first:")
+    for s in results["ranking"]["many_seeds" if n > 1 else "single_seed"]:
+        one = settings[s]["single"]
+        line = f"  {s:<11} seed {one['seed']}: " + (
+            f"{one['iterations']} iterations" if one["iterations"] is not None else
+            f"diverged at iteration {one['diverged_at']}" if one["diverged_at"] is not None else
+            f"not reached, final accuracy {100 * (one['final_accuracy'] or 0):.1f}%")
+        if n > 1:
+            summ = settings[s]["summary"]
+            line += (f"; over {n} seeds median {fmt(summ['median'])} (IQR {fmt(summ['q1'])}-{fmt(summ['q3'])}), "
+                     f"{summ['reached']}/{n} reached")
+        print(line)
+    for f in results.get("factors", []):
+        measured, predicted = ("-" if f[k] is None else f"{f[k]:.2f}" for k in ("measured", "predicted"))
+        print(f"  {f['id']:<26} median ratio {measured:>5}, first-order prediction {predicted}")
+    if "lr_sweep" in results:
+        sweep = results["lr_sweep"]
+        print("  best rates: " + ", ".join(f"{s} {row['best']['lr']:g}" if row["best"] else f"{s} none"
+                                            for s, row in sweep["settings"].items()))
+    print(f"Wrote part2_fc.json and {len(results['figures'])} figure(s) to {out}/")
+
+
 # =============================================================================================
-# Shared with part 3, fenced off: flags, seeds, processes, statistics, figures, the data loader.
+# Shared with part 3, fenced off: flags, seeds, data loader, processes, statistics, figures, and
+# the plumbing (one-line errors, signals, files written whole or not at all). The zip holds only
+# the four scripts, so what parts 2 and 3 share lives here.
 # =============================================================================================
 
 MAX_SEEDS = 10**6
 SEED_RANGE = 2**32  # torch's generator keeps 32 bits of a seed: larger seeds would repeat
+TORCH_THREADS = 1  # per process, whatever the number of seeds: float32 results depend on it
+PROGRESS_SECONDS = 10.0  # at most one progress line per this many seconds and process
+TEMP_MARK = ".tmp-"  # temporary files are .<name>.tmp-<pid>-XXXX: hidden, ours, and whose
+STALE_SECONDS = 3600  # a temporary file this old is stale even where its writer cannot be asked
+
+os.environ.setdefault("MPLBACKEND", "Agg")  # the scripts only write files: any terminal or notebook works
+if "MPLCONFIGDIR" not in os.environ:  # an unwritable home: matplotlib's cache goes to a folder removed at exit
+    _cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "matplotlib"
+    try:
+        _cache.mkdir(parents=True, exist_ok=True)
+        _writable = os.access(_cache, os.W_OK)
+    except OSError:
+        _writable = False
+    if not _writable:
+        import atexit
+        import shutil
+
+        os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix=".matplotlib-")
+        atexit.register(shutil.rmtree, os.environ["MPLCONFIGDIR"], True)
 
 
-def bounded_int(low: int, high: int) -> Callable[[str], int]:
-    """argparse type: a whole number in [low, high]."""
+class InputError(Exception):
+    """Bad input from the user (a flag, a data file, an output folder): one line naming it, exit 2."""
 
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text!r} must be between {low} and {high}")
-        return value
 
-    return parse
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (`prog: error: ...`, exit 2), and that reads
+    negative numbers in e-notation (--init-bias -1e-3) as values, not as flags."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(message)
+
+
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-inf$|^-nan$", re.IGNORECASE)
 
 
 def add_training_args(parser: Parser) -> None:
-    """The flags of every training script; the defaults are the handout's."""
+    """The flags of every training script; the defaults are the handout's. config_from_args checks
+    their ranges."""
+    parser._negative_number_matcher = NEGATIVE_NUMBER  # argparse's own misses -1e-3
     add = parser.add_argument
     add("--data-dir", type=Path, default=Path("data"), help="folder with the course-layout .npy files")
     add("--out", type=Path, default=Path("figures"), help="folder for the figures and the results JSON")
-    add("--seeds", type=bounded_int(1, MAX_SEEDS), default=1, help="number of seeds (paired across settings)")
-    add("--first-seed", type=bounded_int(0, SEED_RANGE - 1), default=0,
-        help="seeds are first-seed, first-seed + 1, ... (below 2**32)")
-    add("--lr", type=positive(float), default=0.1, help="SGD learning rate (handout: 0.1)")
-    add("--max-iters", type=bounded_int(0, 100_000), default=10_000, help="cap on SGD updates (handout: 10,000)")
-    add("--init-std", type=positive(float), default=0.1, help="std of the truncated normal weights (handout: 0.1)")
-    add("--init-bias", type=finite_float, default=0.1, help="initial value of every bias (handout: 0.1)")
-    add("--diverge-factor", type=positive(float), default=None,
+    add("--seeds", type=int, default=1, help=f"number of seeds, paired across settings (1 to {MAX_SEEDS:,})")
+    add("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ... (below 2**32)")
+    add("--lr", type=float, default=0.1, help="SGD learning rate (handout: 0.1)")
+    add("--max-iters", type=int, default=10_000, help="cap on SGD updates (handout: 10,000; at most 100,000)")
+    add("--init-std", type=float, default=0.1, help="std of the truncated normal weights (handout: 0.1)")
+    add("--init-bias", type=float, default=0.1, help="initial value of every bias (handout: 0.1)")
+    add("--diverge-factor", type=float, default=None,
         help="opt-in: a loss above this many times the initial loss also counts as diverged")
     add("--dtype", choices=("float32", "float64"), default="float32", help="float32 (default) or float64")
     add("--device", choices=("cpu", "cuda"), default="cpu", help="where to train")
-    add("--workers", type=bounded_int(1, 64), default=2, help="processes training side by side (cpu; default 2)")
+    add("--workers", type=int, default=2, help="processes training side by side (cpu; default 2, at most 64)")
     add("--quiet", action="store_true", help="no progress lines")
 
 
-def seed_list(args: argparse.Namespace) -> list[int]:
-    if args.first_seed + args.seeds > SEED_RANGE:
-        raise InputError(f"--first-seed {args.first_seed} + --seeds {args.seeds}: seeds must stay below 2**32 "
+def positive_rate(text: str, flag_text: str) -> float:
+    """One learning rate of a comma-separated list: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"argument --lrs: {text!r} in {flag_text!r} is not a number") from None
+    if not 0 < value < 1e6:
+        raise InputError(f"argument --lrs: {text!r} must be a finite number > 0 (and below 1e6)")
+    return value
+
+
+def seed_list(first: int, count: int) -> list[int]:
+    """The seeds first, first + 1, ..., first + count - 1; InputError where they pass 2**32."""
+    if first + count > SEED_RANGE:
+        raise InputError(f"--first-seed {first} with {count} seed(s): seeds must stay below 2**32 "
                          "(torch keeps 32 bits of a seed)")
-    return list(range(args.first_seed, args.first_seed + args.seeds))
+    return list(range(first, first + count))
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The Config of the flags, after the device check (and CUDA set for reproducible numbers)."""
+def config_from_args(args: argparse.Namespace, ranges: dict[str, tuple[float, float, float]] | None = None,
+                     **part: Any) -> Config:
+    """The Config of the common flags plus a part's own fields (hidden, padding, lr_reg), after every
+    number flag is checked against its range (ranges: a script's own flags, flag -> (value, low,
+    high)) and the seeds against 2**32; InputError naming the flag otherwise. CUDA is set up for
+    reproducible numbers."""
+    ranges = {"--seeds": (args.seeds, 1, MAX_SEEDS), "--first-seed": (args.first_seed, 0, SEED_RANGE - 1),
+              "--max-iters": (args.max_iters, 0, 100_000), "--workers": (args.workers, 1, 64),
+              "--init-bias": (args.init_bias, -1e6, 1e6), "--lr": (args.lr, math.ulp(0.0), 1e6),
+              "--init-std": (args.init_std, math.ulp(0.0), 1e6),
+              "--diverge-factor": (args.diverge_factor or 1.0, math.ulp(0.0), 1e6)} | (ranges or {})
+    for flag, (value, low, high) in ranges.items():
+        if not low <= value <= high:  # False for NaN too
+            raise InputError(f"argument {flag}: {value:g} must lie between {low:g} and {high:g}")
+    seed_list(args.first_seed, args.seeds)
     if args.device == "cuda":
         if not torch.cuda.is_available():
             raise InputError("--device cuda: no CUDA device is available here; use --device cpu")
@@ -612,99 +664,164 @@ def config_from_args(args: argparse.Namespace) -> Config:
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    seed_list(args)
     torch.set_num_threads(TORCH_THREADS)
-    fields = {k: getattr(args, k) for k in Config.__dataclass_fields__ if hasattr(args, k)}
-    return Config(**fields, log=not args.quiet)
+    return Config(lr=args.lr, max_iters=args.max_iters, init_std=args.init_std, init_bias=args.init_bias,
+                  diverge_factor=args.diverge_factor, dtype=getattr(torch, args.dtype), device=args.device,
+                  log=not args.quiet, **part)
 
 
-PROGRESS_SECONDS = 10.0  # at most one progress line per this many seconds and process
-TORCH_THREADS = 1  # per process, whatever the number of seeds: float32 results depend on it
-
-
-def device_record(cfg: Config) -> dict[str, Any]:
-    """Where the numbers were computed (CUDA: the device, CUDA and cuDNN versions)."""
-    if cfg.device != "cuda":
-        return {"device": "cpu", "torch_threads": TORCH_THREADS}
-    return {"device": "cuda", "name": torch.cuda.get_device_name(), "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version(), "tf32": False, "deterministic_algorithms": True}
-
-
-def worker_count(asked: int, jobs: int, cfg: Config) -> int:
-    """Processes to use: never more than jobs or CPU cores (said in one line), one on CUDA."""
-    usable = 1 if cfg.device == "cuda" else min(asked, jobs, os.cpu_count() or 1)
-    if usable < min(asked, jobs) and cfg.log:
-        print(f"note: --workers {asked}: using {usable} (cores or device available)", flush=True)
-    return usable
-
-
-def check_memory(runs: int, bytes_per_run: int, flags: str) -> None:
-    """Refuse, before training, a run whose estimated memory exceeds what the machine has free."""
+def check_resources(args: argparse.Namespace, cfg: Config, jobs: int, runs_per_job: int, bytes_per_run: int) -> int:
+    """Before the first iteration: the output folder is writable, the memory suffices, and the number
+    of processes to use (never more than the jobs or the usable cores; one on CUDA) is returned."""
+    check_out_dir(args.out)
     try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return
-    need = 3 * runs * bytes_per_run + 300 * 2**20  # autograd keeps about 3 copies; plus torch itself
-    if need > free:
-        raise InputError(f"{flags}: this run needs about {need / 2**30:.1f} GiB of memory, "
-                         f"{free / 2**30:.1f} GiB are free; use fewer seeds, or a smaller network")
-
-
-def worker_init() -> None:
-    """A worker process: one torch thread; Ctrl-C is the parent's to handle; dies with the parent."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
-    torch.set_num_threads(TORCH_THREADS)
-    try:  # Linux: SIGTERM when the parent dies, however it dies
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+        cores = len(os.sched_getaffinity(0))  # the cores this process may use (taskset, cpusets)
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    try:  # a CPU quota (containers, cgroup v2): "max 100000" or "200000 100000"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        cores = min(cores, max(1, math.ceil(int(quota) / int(period)))) if quota != "max" else cores
+    except (OSError, ValueError):
         pass
-
-
-def _call(job: tuple[int, Callable[..., Any], tuple]) -> tuple[int, Any]:
-    index, fn, args = job
-    return index, fn(*args)
-
-
-def start_workers(workers: int, initializer: Callable[[], None] = worker_init) -> Any:
-    """`workers` forked processes, as a context manager (they end with it, Ctrl-C and SIGTERM
-    included); for one worker, a null context (work stays in this process)."""
-    if workers <= 1:
-        return contextlib.nullcontext()
-    return multiprocessing.get_context("fork").Pool(workers, initializer=initializer)
-
-
-def pool_map(fn: Callable[..., Any], jobs: list[tuple], workers: int,
-             done: Callable[[int, Any], None] | None = None, pool: Any = None) -> list[Any]:
-    """[fn(*job) for job in jobs], in `workers` forked processes when workers > 1, or in the running
-    `pool` (each job to the next free process; `done(index, result)` as each finishes). Forked: no
-    second start-up. A job's result is the same in any process."""
-    results: list[Any] = [None] * len(jobs)
-    indexed = [(i, fn, job) for i, job in enumerate(jobs)]
-    with contextlib.nullcontext(pool) if pool else start_workers(workers) as running:
-        for index, result in running.imap_unordered(_call, indexed) if running else map(_call, indexed):
-            results[index] = result
-            if done:
-                done(index, result)
-    return results
+    workers = 1 if cfg.device == "cuda" else min(args.workers, jobs, cores)
+    if workers < min(args.workers, jobs) and cfg.log:
+        print(f"note: --workers {args.workers}: using {workers} ({cores} usable core(s))", flush=True)
+    need = 3 * runs_per_job * min(workers, jobs) * bytes_per_run + 300 * 2**20  # autograd: ~3 copies; torch itself
+    free = None  # Linux: the available pages; macOS has only the physical total: half of it
+    for pages, share in (("SC_AVPHYS_PAGES", 1), ("SC_PHYS_PAGES", 2)):
+        try:
+            free = os.sysconf(pages) * os.sysconf("SC_PAGE_SIZE") // share
+            break
+        except (ValueError, OSError, AttributeError):  # Windows has no sysconf: no check there
+            continue
+    if free is not None and need > free:
+        raise InputError(f"--seeds/--max-iters: this run needs about {need / 2**30:.1f} GiB of memory, "
+                         f"{free / 2**30:.1f} GiB are free; use fewer seeds or iterations")
+    return workers
 
 
 def results_header(script: str, args: argparse.Namespace, data: Dataset, cfg: Config) -> dict[str, Any]:
-    """What every results file says about how it was made. Same command, same data: same header."""
+    """What every results file says about how it was made (same command, same data: same header):
+    the flags, the seeds, the data, the device, the library versions."""
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items())
-              if k not in ("quiet", "data_dir", "out")}
-    return {"script": script, "config": config, "seeds": seed_list(args), "data": data.record(),
-            "device": device_record(cfg), "versions": library_versions(), "iteration_rule": ITERATION_RULE}
+              if k not in ("quiet", "data_dir", "out", "workers")}
+    device = {"device": "cpu", "torch_threads": TORCH_THREADS}
+    if cfg.device == "cuda":
+        device = {"device": "cuda", "name": torch.cuda.get_device_name(), "cuda": torch.version.cuda,
+                  "cudnn": torch.backends.cudnn.version(), "tf32": False, "deterministic_algorithms": True}
+    versions = {"python": platform.python_version()} | {
+        name: importlib.metadata.version(name) for name in ("torch", "numpy", "matplotlib")}
+    return {"script": script, "config": config, "seeds": seed_list(args.first_seed, args.seeds), "data": data.record,
+            "device": device, "versions": versions, "iteration_rule": ITERATION_RULE}
 
 
 ITERATION_RULE = ("iterations to 100% = the number of SGD updates made before the first full-batch "
                   "evaluation at 100% training accuracy; null = not reached within the cap")
 
 
-# Statistics over seeds. Not reached counts as slower than any run that reached; a quantile that
+# --- Processes: jobs over worker processes that never hang the run.
+
+
+def run_jobs(fn: Callable[..., Any], jobs: list[tuple], workers: int,
+             done: Callable[[int, Any], None] = lambda index, result: None) -> list[Any]:
+    """[fn(*job) for job in jobs], in `workers` processes (each takes the next job when free) or, for
+    one worker, here; done(index, result) as each job finishes. fn must be a module-level function;
+    jobs and results cross processes pickled, so they hold plain numbers and numpy arrays only (torch
+    tensors would travel as open file descriptors). Processes start the system's way (fork on Linux,
+    spawn on macOS and Windows, where forking a process that loaded torch is unsafe). A worker that
+    dies (say, the out-of-memory killer) or fails ends the run within a second: ChildProcessError,
+    one line. Ctrl-C, SIGTERM or SIGHUP here end the workers too; a worker whose parent died ends."""
+    results: list[Any] = [None] * len(jobs)
+    if workers <= 1 or len(jobs) <= 1:
+        for index, job in enumerate(jobs):
+            results[index] = fn(*job)
+            done(index, results[index])
+        return results
+    context, todo, busy, procs = multiprocessing.get_context(), list(enumerate(jobs))[::-1], {}, {}
+    try:
+        for _ in range(min(workers, len(jobs))):
+            here, there = context.Pipe()
+            procs[here] = context.Process(target=serve_jobs, args=(there, fn), daemon=True)
+            procs[here].start()
+            there.close()
+        idle = list(procs)
+        while todo or busy:
+            while todo and idle:  # each free worker takes the next job
+                conn = idle.pop()
+                busy[conn] = todo.pop()[0]
+                conn.send((busy[conn], jobs[busy[conn]]))
+            multiprocessing.connection.wait([*busy, *(procs[c].sentinel for c in busy)], timeout=0.5)
+            for conn in [c for c in busy if c.poll() or not procs[c].is_alive()]:  # a dead worker polls as EOF
+                try:
+                    ok, value = conn.recv()
+                except (EOFError, OSError):
+                    raise_worker_death(procs[conn])
+                if not ok:
+                    raise ChildProcessError(f"a worker process failed: {value}")
+                index = busy.pop(conn)
+                results[index] = value
+                done(index, value)
+                idle.append(conn)
+    finally:
+        end_workers(procs)
+    return results
+
+
+def end_workers(procs: dict[Any, multiprocessing.process.BaseProcess]) -> None:
+    """Close the pipes and end the workers: SIGTERM, two seconds' grace, then SIGKILL (both harmless
+    for a worker that has ended)."""
+    for conn, proc in procs.items():
+        conn.close()
+        proc.terminate()
+    for proc in procs.values():
+        proc.join(timeout=2)
+        proc.kill()
+        proc.join()
+
+
+def raise_worker_death(proc: multiprocessing.process.BaseProcess) -> NoReturn:
+    """One line on a worker that ended without its result. Killed by a signal that this process got
+    too (a signal to the whole group): a moment for that signal to arrive, so it decides the exit."""
+    proc.join(timeout=1)
+    code = proc.exitcode
+    if code is not None and code < 0:
+        time.sleep(0.3)  # our own SIGTERM/SIGHUP/SIGINT, if the group got one, arrives meanwhile
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        raise ChildProcessError(f"a worker process was killed by {name}"
+                                + (" (out of memory?)" if name == "SIGKILL" else "") + "; nothing was written")
+    raise ChildProcessError(f"a worker process ended (exit status {code}) without its result; nothing was written")
+
+
+def serve_jobs(conn: multiprocessing.connection.Connection, fn: Callable[..., Any]) -> None:
+    """A worker process: one torch thread; Ctrl-C is the parent's to handle, SIGTERM and SIGHUP end
+    it at once; it ends itself when the parent is gone (however it died). Runs fn(*job) for each
+    (index, job) received and sends back (True, result) or (False, one line on the error)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    torch.set_num_threads(TORCH_THREADS)
+    parent = multiprocessing.parent_process()
+    if parent is not None:  # a watchdog: the parent's sentinel becomes ready when it exits
+        threading.Thread(target=lambda: (multiprocessing.connection.wait([parent.sentinel]), os._exit(1)),
+                         daemon=True).start()
+    while True:
+        try:
+            index, job = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            result = (True, fn(*job))
+        except Exception as err:  # reported to the parent as one line
+            frame = err.__traceback__
+            while frame and frame.tb_next:
+                frame = frame.tb_next
+            where = f" ({Path(frame.tb_frame.f_code.co_filename).name}:{frame.tb_lineno})" if frame else ""
+            result = (False, f"job {index}: {type(err).__name__}: {err}{where}")
+        conn.send(result)
+
+
+# --- Statistics over seeds. Not reached counts as slower than any run that reached; a quantile that
 # falls among those runs is None ("not reached"), never a made-up number.
 
 
@@ -748,8 +865,9 @@ def rank_key(summary: dict[str, Any]) -> tuple[float, float]:
 
 
 def typical_seed(seeds: list[int], iterations: list[int | None]) -> tuple[int, float]:
-    """The seed at the lower median of the iterations (not reached ranked last, ties to the smaller
-    seed), and its percentile: the share of seeds with strictly fewer iterations."""
+    """The median seed: sort the seeds by iterations (not reached last, ties by seed number) and take
+    the one at position (n - 1) // 2 from the start (for an even n, the lower of the middle two); and
+    its percentile: the share of seeds with strictly fewer iterations."""
     order = sorted(zip(iterations, seeds, strict=True), key=lambda p: (as_rank(p[0]), p[1]))
     its, seed = order[(len(order) - 1) // 2]
     return seed, sum(as_rank(i) < as_rank(its) for i in iterations) / len(iterations)
@@ -777,78 +895,52 @@ def sign_test(wins: int, losses: int) -> float:
     return min(1.0, 2 * tail)
 
 
-# Figures for print: 6.5 x 2.7 inches (a text width), 9 pt text, at most two panels side by side.
+def fmt(value: float | None) -> str:
+    """An iteration count for a printed summary ("-" = not reached)."""
+    return "-" if value is None else f"{value:g}"
 
 
-def new_figure(panels: int = 1) -> tuple[Any, Any]:
+# --- Figures for print: 6.5 x 2.7 inches (a text width), 9 pt text.
+
+
+FIGURE_SIZE = (6.5, 2.7)  # inches: a text width; save_figure sets 9 pt text
+FIGURE_STYLE = {"font.size": 9, "axes.titlesize": 9, "legend.fontsize": 8, "figure.titlesize": 10, "axes.grid": True,
+                "grid.alpha": 0.3}
+
+
+def plot_share_reached(iterations: dict[str, tuple[list[int | None], str | None]], max_iters: int, title: str) -> Any:
+    """Share of seeds at the stop rule against iteration (log axis), one line per label: (per-seed
+    iterations, colour or None)."""
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "legend.fontsize": 8, "figure.titlesize": 10,
-                         "axes.grid": True, "grid.alpha": 0.3})
-    return plt.subplots(1, panels, figsize=(6.5, 2.7), layout="constrained")
-
-
-def plot_share_reached(iterations: dict[str, list[int | None]], max_iters: int, title: str) -> Any:
-    """Share of seeds at the stop rule against iteration (log axis), one line per label."""
-    fig, ax = new_figure()
+    fig, ax = plt.subplots(figsize=FIGURE_SIZE, layout="constrained")
     t = np.unique(np.geomspace(1, max_iters + 1, 400).astype(int)) - 1
-    for label, its in iterations.items():
+    for label, (its, colour) in iterations.items():
         share = np.searchsorted(np.sort([i for i in its if i is not None]), t, side="right") / len(its)
-        ax.step(t + 1, 100 * share, where="post", lw=1.6,
+        ax.step(t + 1, 100 * share, where="post", lw=1.6, color=colour,
                 label=f"{label} ({sum(i is not None for i in its)}/{len(its)})")
-    ax.set(xscale="log", xlabel="iteration + 1", ylabel="seeds at 100% (%)", ylim=(-2, 102), title=title)
+    ax.set(xscale="log", xlabel="iteration + 1", ylabel="seeds at 100% (%)", ylim=(0, 102), title=title)
     ax.legend(loc="upper left")
     return fig
 
 
-def plot_bands(bands: dict[str, tuple[np.ndarray, int]], title: str, ylabel: str = "training loss") -> Any:
-    """Median and interquartile band (quartiles (3, T) every `stride` iterations) per label, log-log."""
-    fig, ax = new_figure()
-    for label, (band, stride) in bands.items():
+def plot_bands(bands: dict[str, tuple[np.ndarray, int, str | None]], title: str, ylabel: str = "training loss") -> Any:
+    """Median and interquartile band per label: (quartiles (3, T) every `stride` iterations, stride,
+    colour or None); log-log."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=FIGURE_SIZE, layout="constrained")
+    for label, (band, stride, colour) in bands.items():
         t = 1 + stride * np.arange(band.shape[1])
-        (line,) = ax.plot(t, band[1], lw=1.4, label=label)
+        (line,) = ax.plot(t, band[1], lw=1.4, color=colour, label=label)
         ax.fill_between(t, band[0], band[2], color=line.get_color(), alpha=0.2, lw=0)
     ax.set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel=ylabel, title=title)
     ax.legend()
     return fig
 
 
-def describe(iterations: int | None, diverged_at: int | None, final_accuracy: float | None) -> str:
-    """A run's outcome in words."""
-    if iterations is not None:
-        return f"{iterations} iteration{'s' * (iterations != 1)}"
-    if diverged_at is not None:
-        return f"diverged at iteration {diverged_at}"
-    return f"not reached, final accuracy {100 * (final_accuracy or 0):.1f}%"
+# --- The data: one validated loader for every part. The course's files, in the course's layout.
 
-
-def fmt(value: float | None) -> str:
-    """An iteration count for a printed summary ("-" = not reached)."""
-    return "-" if value is None else f"{value:g}"
-
-
-def print_summary(results: dict[str, Any], seconds: float, out: Path) -> None:
-    """The 2.5 answers, a few lines a person reads at the end of the run."""
-    settings, n = results["settings"], len(results["seeds"])
-    print(f"\n2.5 ranking ({n} seed(s), {seconds:.1f} s); single run = the median seed:")
-    print(f"  {'setting':<11} {'single run':<34} {'median':>7} {'IQR':>12} {'reached':>8}  dead units at stop")
-    for s in results["ranking"]["many_seeds"]:
-        one, summ, dead = settings[s]["single"], settings[s]["summary"], settings[s]["dead_units_summary"]
-        single = f"seed {one['seed']}: " + describe(one["iterations"], one["diverged_at"], one["final_accuracy"])
-        print(f"  {s:<11} {single:<34} {fmt(summ['median']):>7} {fmt(summ['q1']) + '-' + fmt(summ['q3']):>12} "
-              f"{summ['reached']:>3}/{n:<4}  {dead['seeds_with_dead_end']} seed(s)")
-    for f in results["factors"]:
-        measured, predicted = ("-" if f[k] is None else f"{f[k]:.2f}" for k in ("measured", "predicted"))
-        print(f"  {f['id']:<26} median ratio {measured:>5}, first-order prediction {predicted}")
-    if "lr_sweep" in results:
-        sweep = results["lr_sweep"]
-        print("  best rates: " + ", ".join(f"{s} {row['best']['lr']:g}" if row["best"] else f"{s} none"
-                                            for s, row in sweep["settings"].items()))
-        print(f"  ranking at the best rates: {', '.join(sweep['ranking_at_best'])}")
-    print(f"Wrote part2_fc.json and {len(results['figures'])} figure(s) to {out}/")
-
-
-# The data: one validated loader for every part. The course's files, in the course's layout.
 DATASET_FILES = {
     "random": {"images": "random/random_imgs.npy", "labels": "random/random_labs.npy"},
     "line": {"images": "line/line_imgs.npy", "labels": "line/line_labs.npy"},
@@ -880,63 +972,26 @@ STANDIN_SHA256 = {
 @dataclass(frozen=True)
 class Dataset:
     """One validated dataset of N images of H x W pixels: images (N, H, W) float64 in [0, 1], labels
-    (N,) in {0, 1}, widths (N,) > 0 (half-extents in pixels; detection only, else None)."""
+    (N,) in {0, 1}, widths (N,) in (0, max(H, W)] (half-extents in pixels; detection only, else None).
+    record: what a results file says about the data (sha256 of the very bytes trained on);
+    describe: the folder, name and provenance ("course data", "stand-in" or "other") in words."""
 
-    name: str
-    data_dir: str
     images: np.ndarray
     labels: np.ndarray
     widths: np.ndarray | None
-    provenance: str  # "course data", "stand-in" or "other"
-    sha256: dict[str, str]
-
-    def record(self) -> dict[str, Any]:
-        """What a results file says about its data."""
-        n, h, w = self.images.shape
-        return {"name": self.name, "provenance": self.provenance, "sha256": self.sha256, "n_images": n,
-                "image_size": [h, w], "label_counts": {str(c): int((self.labels == c).sum()) for c in (0, 1)}}
-
-    def describe(self) -> str:
-        return f"{self.data_dir}/{self.name} ({self.provenance})"
-
-
-def load_npy(path: Path) -> np.ndarray:
-    """One .npy file, pickle disabled, its header's size checked before anything is allocated; any
-    problem is an InputError naming the file."""
-    try:
-        with path.open("rb") as file:
-            magic = file.read(6)
-            if magic != b"\x93NUMPY":
-                raise InputError(f"{path}: " + ("file is empty" if not magic else "holds an archive, not one array"
-                                 if magic.startswith(b"PK") else "not a .npy file (no .npy header)"))
-            file.seek(0)
-            version = np.lib.format.read_magic(file)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                np.lib.format.read_array_header_2_0
-            shape, _, dtype = read_header(file)
-            if dtype.hasobject:
-                raise InputError(f"{path}: holds Python objects (pickle); refusing to load it")
-            if dtype.kind not in "biuf":
-                raise InputError(f"{path}: values must be numbers, found dtype {dtype}")
-            if math.prod(shape) > MAX_VALUES:
-                raise InputError(f"{path}: claims shape {shape}, more than {MAX_VALUES:,} numbers")
-            array = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"{path}: file is missing") from None
-    except (ValueError, OSError, EOFError) as err:
-        raise InputError(f"{path}: not a readable .npy array ({err})") from None
-    if not np.isfinite(array.astype(np.float64)).all():
-        raise InputError(f"{path}: holds NaN or infinite values")
-    return array
+    record: dict[str, Any]
+    describe: str
 
 
 def load_dataset(data_dir: Path | str, name: str) -> Dataset:
-    """Load and check dataset `name` ("random", "line" or "detection") from data_dir."""
+    """Load and check dataset `name` ("random", "line" or "detection") from data_dir; any problem is an
+    InputError naming the file. Each file is read once: its hash and its array come from the same bytes."""
     root = Path(data_dir)
     if not root.is_dir():
         raise InputError(f"--data-dir {root}: no such folder")
     paths = {role: root / rel for role, rel in DATASET_FILES[name].items()}
-    arrays = {role: load_npy(path) for role, path in paths.items()}
+    raw = {role: read_npy(path) for role, path in paths.items()}
+    arrays = {role: array for role, (_, array) in raw.items()}
     images, n = arrays["images"], len(arrays["images"])
     expected = {"images": ("(N, H, W) images", 3), "labels": ("(N,) labels", 1), "widths": ("(N,) widths", 1)}
     for role, array in arrays.items():
@@ -950,14 +1005,168 @@ def load_dataset(data_dir: Path | str, name: str) -> Dataset:
                          f"found {images.min():g}..{images.max():g}")
     if not np.isin(arrays["labels"], (0, 1)).all():
         raise InputError(f"{paths['labels']}: labels must be 0 or 1, found {np.unique(arrays['labels'])[:5]}")
-    if "widths" in arrays and arrays["widths"].min() <= 0:
-        raise InputError(f"{paths['widths']}: widths must be > 0, found {arrays['widths'].min():g}")
-    digests = {rel: hashlib.sha256(paths[role].read_bytes()).hexdigest() for role, rel in DATASET_FILES[name].items()}
+    widths = arrays.get("widths")
+    if widths is not None and not (widths.min() > 0 and widths.max() <= max(images.shape[1:])):
+        raise InputError(f"{paths['widths']}: widths (half-extents in pixels) must lie in (0, {max(images.shape[1:])}] "
+                         f"for {images.shape[1]}x{images.shape[2]} images, found {widths.min():g}..{widths.max():g}")
+    digests = {DATASET_FILES[name][role]: hashlib.sha256(data).hexdigest() for role, (data, _) in raw.items()}
     provenance = next((label for label, table in (("course data", COURSE_SHA256), ("stand-in", STANDIN_SHA256))
                        if all(table[rel] == d for rel, d in digests.items())), "other")
-    widths = arrays.get("widths")
-    return Dataset(name, str(data_dir), images.astype(np.float64), arrays["labels"].astype(np.float64),
-                   None if widths is None else widths.astype(np.float64), provenance, digests)
+    labels = arrays["labels"].astype(np.float64)
+    record = {"name": name, "provenance": provenance, "sha256": digests, "n_images": n,
+              "image_size": list(images.shape[1:]), "label_counts": {str(c): int((labels == c).sum()) for c in (0, 1)}}
+    return Dataset(images.astype(np.float64), labels, None if widths is None else widths.astype(np.float64), record,
+                   f"{data_dir}/{name} ({provenance})")
+
+
+def read_npy(path: Path) -> tuple[bytes, np.ndarray]:
+    """A .npy file's bytes and the array they hold, so that its hash and its array are the same
+    file. Only a regular file is opened (a FIFO or a device would block or never end), non-blocking
+    where the system has that flag; pickle disabled; the size and the header's shape and type are
+    checked before anything large is allocated; NaN and infinities refused."""
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > 8 * MAX_VALUES + 2**16:
+            raise InputError(f"{path}: " + ("not a regular file" if not stat.S_ISREG(info.st_mode) else
+                                            f"{info.st_size:,} bytes, more than {MAX_VALUES:,} numbers"))
+        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)),
+                       "rb") as file:
+            data = file.read(info.st_size + 1)
+        if data[:6] != b"\x93NUMPY":
+            raise InputError(f"{path}: " + ("file is empty" if not data else "holds an archive, not one array"
+                                            if data.startswith(b"PK") else "not a .npy file (no .npy header)"))
+        header = io.BytesIO(data)
+        version = np.lib.format.read_magic(header)
+        shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                           np.lib.format.read_array_header_2_0)(header)
+        if dtype.hasobject or dtype.kind not in "biuf" or math.prod(shape) > MAX_VALUES:
+            raise InputError(f"{path}: " + ("holds Python objects (pickle); refusing to load it" if dtype.hasobject
+                                            else f"values must be numbers, found dtype {dtype}"
+                                            if dtype.kind not in "biuf" else
+                                            f"claims shape {shape}, more than {MAX_VALUES:,} numbers"))
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file is missing") from None
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(f"{path}: not a readable .npy array ({getattr(err, 'strerror', None) or err})") from None
+    with np.errstate(over="ignore"):
+        if not np.isfinite(array.astype(np.float64)).all():
+            raise InputError(f"{path}: holds NaN or infinite values")
+    return data, array
+
+
+# --- Plumbing: one-line errors, signals that stop a run cleanly, files written whole or not at all.
+
+
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(signum)
+
+
+def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Run a script's `main`: bad input -> one line, exit 2; Ctrl-C, SIGTERM, SIGHUP (where the system
+    has it) -> one line, exit 128 + signal, worker processes ended; a worker that died or failed ->
+    one line, exit 1; a closed stdout -> quiet exit 141; an unwritable output -> one line, exit 1."""
+    prog = Path(sys.argv[0]).name if argv is None else "main"
+    for name in ("SIGTERM", "SIGHUP", "SIGBREAK"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:  # under nohup, SIGHUP stays ignored
+            signal.signal(sig, _raise_interrupt)
+    try:
+        return main(argv)
+    except InputError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:
+        signum = err.args[0] if err.args and isinstance(err.args[0], int) else signal.SIGINT
+        print(f"{prog}: interrupted ({signal.Signals(signum).name}); files written before stay whole", file=sys.stderr)
+        return 128 + signum
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
+    except ChildProcessError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"{prog}: error: cannot write {err.filename or 'the output'}: {err.strerror}", file=sys.stderr)
+        return 1
+
+
+def check_out_dir(out: Path) -> None:
+    """Before any work: --out is (or can be made) a writable folder. Removes the temporary files of
+    runs that were killed (their process is gone, or the file is an hour old); a run stopped by a
+    signal removes its own."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".probe{TEMP_MARK}{os.getpid()}-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise InputError(f"--out {out}: not a writable folder ({err.strerror})") from None
+    for temp in out.glob(f".*{TEMP_MARK}*"):
+        writer = temp.name.split(TEMP_MARK, 1)[1].split("-", 1)[0]
+        try:
+            if os.name == "posix" and writer.isdigit():
+                stale = not process_alive(int(writer))
+            else:  # Windows, or a name without a process id: by age
+                stale = time.time() - temp.stat().st_mtime > STALE_SECONDS
+            if stale:
+                temp.unlink()
+        except OSError:  # gone meanwhile, or not ours to remove: leave it
+            continue
+
+
+def process_alive(pid: int) -> bool:
+    """POSIX: whether process pid exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write `path` through a temporary file in the same folder (named with this process's id), then
+    rename it into place: an error or a signal mid-write leaves the previous file whole and no
+    temporary file behind."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}{os.getpid()}-", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):  # name the file the user knows, not the temporary one
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write `data` as deterministic JSON (sorted keys, fixed indent, no NaN), atomically."""
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def save_figure(path: Path, draw: Callable[..., Any], *args: Any) -> bool:
+    """fig = draw(*args), saved atomically (no timestamp: same data, same bytes). A figure that cannot
+    be drawn for the data at hand is skipped with one line; the run's results are never lost to it."""
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(FIGURE_STYLE)
+    try:
+        with warnings.catch_warnings():  # NaN or inf in a diverged run's data: the figure says enough
+            warnings.simplefilter("ignore")
+            fig = draw(*args)
+            atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=200, metadata={"Software": None}))
+    except (ValueError, IndexError, ZeroDivisionError, OverflowError, RuntimeError, TypeError) as err:
+        print(f"skipped figure {path.name}: {err}", file=sys.stderr)
+        return False
+    finally:
+        plt.close("all")
+    return True
 
 
 if __name__ == "__main__":
