@@ -5,11 +5,9 @@
 
 How fast does the conv net learn to tell "square left of the bar" (label 1) from "square right of
 the bar" (label 0)? --holdout N: does it learn a rule (right on images it never saw) or memorise?
---control-fc: part 2's fully connected net (4 hidden ReLU units, same rule) on the same images.
-
-Which file holds what: this file, 3.1's network (LineNet), its loss, and the training loop that
-3.2 reuses; part3_detection.py, 3.2's network (the width head) and objective; part2_fc.py (its
-fenced last section), what all parts share: data loader, seeds, processes, statistics, figures.
+--control-fc: why is it faster than part 2, and why does a conv net suit these images? Part 2's
+fully connected net on the same images, as is, rescaled to part 2's input scale, and grown to the
+conv net's size; each also trained on the held-out split (see the 3.1 controls section).
 
 The network, for H x W images (the course's are 16 x 16; the size is read from the data):
     image (1, H, W) -> conv 7x7, 16 kernels -> ReLU -> conv 7x7, 8 kernels -> ReLU
@@ -20,50 +18,56 @@ lr 0.1, stop at the first 100% training accuracy, at most 10,000 updates. Many s
 one seed at a time in each of --workers processes (one torch thread each: a seed's numbers do not
 depend on which process trains it or what else trains).
 
-Outputs in --out: part3_line_curves.png (the median seed's loss and accuracy), _kernels.png,
-_feature_maps.png, with --seeds > 1 _share_reached.png and _loss_band.png; part3_line.json.
+Read top to bottom: the network, the training loop (forward, loss, backward, SGD step, the stop
+rule) and `main`; then the 3.1 study (held-out images, the fully connected controls); then the
+records and figures. What all parts share (flags, data loader, processes, statistics) is part2_fc.py's.
+
+Outputs in --out: part3_line.json (written first: no figure can lose it), part3_line_curves.png
+(the median seed's loss and accuracy), _kernels.png, _feature_maps.png, with --seeds > 1
+_share_reached.png and _loss_band.png.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-import os
+import math
 import sys
+import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from part1_loss_gradient import InputError, Parser, check_out_dir, run_main, save_figure, write_json
 from part2_fc import (
+    FIGURE_SIZE,
+    PROGRESS_SECONDS,
     Config,
     Dataset,
+    FCNet,
+    InputError,
+    Parser,
     accuracy_fn,
     add_training_args,
-    bounded_int,
-    check_memory,
+    check_resources,
     config_from_args,
-    describe,
     fmt,
+    initial_weights,
     load_dataset,
     loss_fn,
-    new_figure,
     plot_bands,
     plot_share_reached,
-    pool_map,
     results_header,
-    seed_generator,
+    run_jobs,
+    run_main,
+    save_figure,
     seed_list,
-    start_workers,
     summarize_stops,
-    train,
     truncated_normal,
     typical_seed,
-    worker_count,
-    worker_init,
+    write_json,
 )
+from part2_fc import train as train_fc
 
 import numpy as np
 import torch
@@ -72,28 +76,9 @@ from torch import nn
 KERNEL, CHANNELS = 7, (16, 8)  # Figure 4: 16 kernels of 7x7, then 8
 PADDINGS = {"valid": 0, "same": KERNEL // 2}  # zeros added on each side before each convolution
 LINE_CLASSES = {0: "square right of the bar", 1: "square left of the bar"}  # the data's meaning
-HOLDOUT_SEED = 0  # draws the held-out images: the same split on every run
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = Parser(prog="part3_line.py", description="Part 3.1: the conv net of Figure 4 on line images.")
-    add_part3_args(parser)
-    add = parser.add_argument
-    add("--holdout", type=bounded_int(0, 10**6), default=0,
-        help="hold out N distinct images (half of each class), report accuracy on them (0 = off)")
-    add("--control-fc", action="store_true",
-        help="control: part 2's fully connected net (4 ReLU units, cross-entropy) on the line images")
-    return parser.parse_args(argv)
-
-
-def add_part3_args(parser: Parser) -> None:
-    """The flags of both part-3 scripts: the training flags plus the padding."""
-    add_training_args(parser)
-    parser.add_argument("--padding", choices=tuple(PADDINGS), default="valid",
-                        help="valid: no padding, 16 -> 10 -> 4 pixels (default); same: keep the size")
-
-
-# --- The network of Figure 4 and 3.1's objective: cross-entropy, stop at 100% accuracy.
+# ===== 3.1: the network of Figure 4, cross-entropy, plain SGD until 100% accuracy =====
 
 
 class LineNet(nn.Module):
@@ -114,14 +99,6 @@ class LineNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.feature_maps(x)[1].flatten(1)).squeeze(1)
 
-    def objective(self, batch: dict[str, torch.Tensor], cfg: Config) -> dict[str, torch.Tensor]:
-        """3.1: SGD minimises "objective", the mean cross-entropy; the run is done at 100% accuracy.
-        Every value is a 0-d tensor (the loop reads them all at once)."""
-        logits = self(batch["x"])
-        ce, accuracy = loss_fn("ce", logits, batch["y"]), accuracy_fn(logits, batch["y"])
-        return {"objective": ce, "ce": ce, "accuracy": accuracy, "done": accuracy == 1,
-                "finite": torch.isfinite(logits).all()}
-
 
 def conv_sizes(image: tuple[int, int], padding: str) -> tuple[tuple[int, int], tuple[int, int]]:
     """(H1, W1) of the conv1 maps and (H2, W2) of the conv2 maps; InputError when none is left."""
@@ -134,110 +111,143 @@ def conv_sizes(image: tuple[int, int], padding: str) -> tuple[tuple[int, int], t
 
 
 def initial_model(net_class: type[LineNet], seed: int, image: tuple[int, int], cfg: Config) -> LineNet:
-    """Seed `seed`'s network: truncated normal weights from the seed's own generator, drawn in the
-    order the layers are declared (so 3.1 and 3.2 start the same trunk and classifier from one
-    seed), every bias init_bias."""
-    net = net_class(image, cfg.padding).to(cfg.torch_dtype)
-    gen = seed_generator(seed)
-    with torch.no_grad():
+    """Seed `seed`'s network on cfg.device in cfg.dtype: truncated normal weights (std init_std) from
+    the seed's own generator, drawn in the order the layers are declared (so 3.1 and 3.2 start the
+    same trunk and classifier from one seed), every bias init_bias. The draws are float64 on the CPU
+    (the generator's device), so a seed starts the same in float32 and float64 and on every device."""
+    with torch.device(cfg.device):
+        net = net_class(image, cfg.padding).to(cfg.dtype)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad(), torch.device("cpu"):
         for name, param in net.named_parameters():
             param.copy_(truncated_normal(tuple(param.shape), cfg.init_std, gen) if name.endswith("weight")
-                        else torch.full(param.shape, cfg.init_bias, dtype=torch.float64))
-    return net.to(cfg.device)
+                        else torch.full(param.shape, cfg.init_bias, dtype=torch.float64))  # beyond float32: inf
+    return net
 
 
-@dataclass
+@dataclass(frozen=True)
 class SeedRun:
-    """One seed's run: its curves (metric -> (T,) values at iterations 0..stop), how it ended, and its
-    weights at the stop (state_dict, on the CPU)."""
+    """One seed's run, numpy and plain numbers only (it crosses processes as vars(run)).
+    loss, accuracy: (T,) at iterations 0..stop (NaN at a non-finite iteration); final_*: the last
+    finite ones (None if none); weights: the parameters at the stop (name -> array, float64)."""
 
     seed: int
-    curves: dict[str, np.ndarray]
-    reached: bool
-    diverged: bool
-    params: dict[str, torch.Tensor] = field(repr=False)
-
-    @property
-    def stop(self) -> int:
-        return len(self.curves["objective"]) - 1
-
-    @property
-    def iterations(self) -> int | None:
-        return self.stop if self.reached else None
-
-    @property
-    def diverged_at(self) -> int | None:
-        return self.stop if self.diverged else None
-
-    def final(self, metric: str) -> float | None:
-        """The metric at the last iteration where it was finite (None if never)."""
-        finite = self.curves[metric][np.isfinite(self.curves[metric])]
-        return float(finite[-1]) if finite.size else None
+    iterations: int | None  # SGD updates before the first 100% training accuracy; None = not reached
+    diverged_at: int | None  # the iteration whose loss was non-finite (or above the opt-in factor)
+    loss: np.ndarray
+    accuracy: np.ndarray
+    final_loss: float | None
+    final_accuracy: float | None
+    weights: dict[str, np.ndarray]
 
 
-def train_seed(seed: int, cfg: Config, batch: dict[str, np.ndarray], net_class: type[LineNet] = LineNet) -> SeedRun:
-    """The handout's loop for one seed: forward, loss, backward, SGD step, until the stop.
-    batch: x (B, 1, H, W), y (B,) (and widths (B,) for 3.2), numpy.
-
-    Iteration t evaluates the weights after t updates; its forward pass also gives update t + 1's
-    gradient. Stop at the first t where the objective says done, at a non-finite loss or logit
-    (diverged; with cfg.diverge_factor also above that times the initial loss), or at the cap."""
-    torch.set_num_threads(1)  # the same arithmetic in every process
-    data = {k: torch.tensor(v, dtype=cfg.torch_dtype, device=cfg.device) for k, v in batch.items()}
-    net = initial_model(net_class, seed, tuple(batch["x"].shape[2:]), cfg)
-    curves: list[list[float]] = []
+def train_seed(seed: int, x: np.ndarray, y: np.ndarray, cfg: Config) -> dict[str, Any]:
+    """The handout's loop for one seed on images x (B, 1, H, W) with labels y (B,): forward, loss,
+    backward, SGD step. Iteration t evaluates the weights after t updates; the run stops at its first
+    100% training accuracy (iterations = t), at a non-finite loss (diverged_at = t; opt-in: a loss
+    above diverge_factor x the first), or at the cap. Returns vars(SeedRun): plain values only."""
+    x, y = (torch.tensor(v, dtype=cfg.dtype, device=cfg.device) for v in (x, y))
+    net = initial_model(LineNet, seed, tuple(x.shape[2:]), cfg)
+    curve: list[list[float]] = []  # per iteration [loss, accuracy]
+    last_print = time.perf_counter()
     for t in range(cfg.max_iters + 1):
-        metrics = net.objective(data, cfg)
-        values = torch.stack([v.to(cfg.torch_dtype) for v in metrics.values()]).tolist()  # one sync
-        record = dict(zip(metrics, values, strict=True))
-        diverged = not (record["finite"] and all(np.isfinite(values)))
-        if cfg.diverge_factor is not None and t:
-            diverged |= record["objective"] > cfg.diverge_factor * curves[0][0]
-        curves.append(values)
-        if diverged or record["done"] or t == cfg.max_iters:
+        logits = net(x)  # (B,)
+        loss, accuracy = loss_fn("ce", logits, y), accuracy_fn(logits, y)  # 0-d each
+        curve.append(torch.stack([loss.detach(), accuracy]).tolist())  # one read from the device
+        diverged = not math.isfinite(curve[-1][0]) or (
+            cfg.diverge_factor is not None and curve[-1][0] > cfg.diverge_factor * curve[0][0])
+        if curve[-1][1] == 1 or diverged or t == cfg.max_iters:  # the handout's stop rule, plus safety
             break
-        net.zero_grad()
-        metrics["objective"].backward()
+        loss.backward()
         with torch.no_grad():
             for p in net.parameters():
-                p.add_(p.grad, alpha=-cfg.lr)  # p -= lr * dL/dp: plain gradient descent
-    table = np.array(curves)
-    table[~np.isfinite(table).all(1)] = np.nan  # a diverged iteration records nothing
-    return SeedRun(seed, dict(zip(metrics, table.T, strict=True)), bool(record["done"]) and not diverged,
-                   diverged, {k: v.detach().cpu().clone() for k, v in net.state_dict().items()})
+                p -= cfg.lr * p.grad  # p -= lr * dL/dp: plain gradient descent
+                p.grad = None
+        if cfg.log and time.perf_counter() - last_print > PROGRESS_SECONDS:  # a long seed says where it is
+            last_print = time.perf_counter()
+            print(f"  seed {seed}: iteration {t}, loss {curve[-1][0]:.4g}, accuracy {100 * curve[-1][1]:.1f}%",
+                  flush=True)
+    table = np.array(curve)  # (T, 2)
+    table[~np.isfinite(table[:, 0])] = np.nan  # a non-finite iteration records nothing
+    finite = table[np.isfinite(table[:, 0])]
+    return vars(SeedRun(seed, t if curve[-1][1] == 1 and not diverged else None, t if diverged else None,
+                        table[:, 0], table[:, 1], *(finite[-1].tolist() if len(finite) else (None, None)),
+                        {k: v.detach().double().cpu().numpy() for k, v in net.state_dict().items()}))
 
 
-def train_seeds(studies: dict[str, tuple[Config, dict[str, np.ndarray], type[LineNet]]], seeds: list[int],
-                workers: int, log: bool) -> dict[str, list[SeedRun]]:
-    """Every seed of every study (name -> (cfg, batch, network)), spread over `workers` processes,
-    the studies interleaved (seed k of each study, then seed k + 1) so no study is left for last."""
-    jobs = [(name, seed) for seed in seeds for name in studies]
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = config_from_args(args, {"--holdout": (args.holdout, 0, 10**6)}, padding=args.padding)
+    data = load_dataset(args.data_dir, "line")
+    image = tuple(data.images.shape[1:])
+    conv_sizes(image, args.padding)  # the images fit the network
+    split = holdout_split(data.images, data.labels, args.holdout) if args.holdout else None
+    random_data = load_dataset(args.data_dir, "random") if args.control_fc else None  # part 2's input scale
+    seeds = seed_list(args.first_seed, args.seeds)
+    x, y = data.images[:, None], data.labels
+    jobs = [(seed, x, y, cfg) for seed in seeds]
+    if split is not None:  # the same seeds again, trained on the images not held out
+        jobs += [(seed, x[split.train], y[split.train], cfg) for seed in seeds]
+    args.workers = check_resources(args, cfg, len(jobs), 1, 16 * args.max_iters + 8 * x.size * (1 + sum(CHANNELS)))
+    print(f"Part 3.1: {len(seeds)} seed(s) on {data.describe}, padding {args.padding}, {args.dtype} on {args.device}, "
+          f"{args.workers} process(es)", flush=True)
+    runs = [SeedRun(**r) for r in run_jobs(train_seed, jobs, args.workers, (lambda i, r: print(
+        f"  seed {r['seed']}{' (holdout)' if i >= len(seeds) else ''}: " + ending(r['iterations'], r['diverged_at'],
+        len(r['loss']) - 1), flush=True)) if cfg.log and len(jobs) > 1 else lambda i, r: None)]
+    results = results_header("part3_line.py", args, data, cfg) | study_record(runs[:len(seeds)], cfg, data) | {
+        "workers": args.workers, "network": network_record(image, cfg.padding),
+        "holdout": None if split is None else holdout_record(runs[len(seeds):], split, data, cfg)}
+    results |= fc_controls(data, random_data, split, seeds, cfg, results) if random_data else {
+        "controls": {"fc": None}, "comparison": None}
+    write_json(args.out / "part3_line.json", results | {"figures": []})  # no figure can lose the numbers
+    results["figures"] = draw_figures(results, runs[:len(seeds)], data, cfg, args.out)
+    write_json(args.out / "part3_line.json", results)
+    print_summary(results, args.out)
+    return 0
 
-    finished = []
 
-    def done(index: int, run: SeedRun) -> None:
-        finished.append(index)
-        if log:
-            end = "done" if run.reached else "diverged" if run.diverged else "not done by the cap"
-            print(f"  {jobs[index][0]}, seed {run.seed}: {end} at iteration {run.stop} "
-                  f"({len(finished)}/{len(jobs)} runs)", flush=True)
-
-    runs = pool_map(train_seed, [(seed, *studies[name]) for name, seed in jobs], workers, done)
-    return {name: [r for (n, _), r in zip(jobs, runs, strict=True) if n == name] for name in studies}
-
-
-# --- 3.1: the typical run, the held-out images, the fully connected control.
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = Parser(prog="part3_line.py", description="Part 3.1: the conv net of Figure 4 on line images.")
+    add_part3_args(parser)
+    add = parser.add_argument
+    add("--holdout", type=int, default=0,
+        help="hold out N distinct images (half of each class), report accuracy on them (0 = off)")
+    add("--control-fc", action="store_true",
+        help="controls: part 2's fully connected net (ReLU, cross-entropy) on the line images: as is, rescaled "
+             "to part 2's input scale, and with as many parameters as the conv net (each also on --holdout)")
+    return parser.parse_args(argv)
 
 
-def typical_run(runs: list[SeedRun]) -> tuple[SeedRun, float]:
-    """The run at the lower median of the iterations (part 2's rule) and its percentile."""
-    seed, percentile = typical_seed([r.seed for r in runs], [r.iterations for r in runs])
-    return next(r for r in runs if r.seed == seed), percentile
+def add_part3_args(parser: Parser) -> None:
+    """The flags of both part-3 scripts: the training flags plus the padding."""
+    add_training_args(parser)
+    parser.add_argument("--padding", choices=tuple(PADDINGS), default="valid",
+                        help="valid: no padding, 16 -> 10 -> 4 pixels (default); same: keep the size")
 
 
-def holdout_split(images: np.ndarray, labels: np.ndarray, n_test: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, test rows): n_test distinct images, half from each class, drawn by a fixed
-    generator; every copy of a held-out image (pixel-identical) leaves the training set too."""
+def ending(iterations: int | None, diverged_at: int | None, stop: int) -> str:
+    """How a run ended, in words."""
+    return (f"100% after {iterations} iterations" if iterations is not None else
+            f"diverged at iteration {diverged_at}" if diverged_at is not None else f"not 100% by the cap ({stop})")
+
+
+# ===== 3.1 study: the held-out images; the fully connected controls (data, input scale, size, architecture) =====
+
+HOLDOUT_SEED = 0  # draws the held-out images: the same split on every run
+FC_SETTING = "relu-ce"  # part 2's network of 2.4: 4 ReLU hidden units, cross-entropy
+
+
+@dataclass(frozen=True)
+class Split:
+    """Rows of the dataset: train (the images trained on), test (the held-out images)."""
+
+    train: np.ndarray
+    test: np.ndarray
+
+
+def holdout_split(images: np.ndarray, labels: np.ndarray, n_test: int) -> Split:
+    """n_test distinct images, half from each class, drawn by a fixed generator, held out; every copy
+    of a held-out image (pixel-identical) leaves the training rows too."""
     flat = images.reshape(len(images), -1)
     _, first, group = np.unique(flat, axis=0, return_index=True, return_inverse=True)
     distinct = [first[np.flatnonzero(labels[first] == c)] for c in (0, 1)]
@@ -246,207 +256,196 @@ def holdout_split(images: np.ndarray, labels: np.ndarray, n_test: int) -> tuple[
                          f"train on ({len(distinct[0])} and {len(distinct[1])} distinct images)")
     rng = np.random.default_rng(HOLDOUT_SEED)
     test = np.sort(np.concatenate([rng.permutation(d)[:n_test // 2] for d in distinct]))
-    train_rows = np.flatnonzero(~np.isin(group.ravel(), group.ravel()[test]))
-    return train_rows, test
+    return Split(np.flatnonzero(~np.isin(group.ravel(), group.ravel()[test])), test)
 
 
-def trained_model(run: SeedRun, cfg: Config, image: tuple[int, int], net_class: type[LineNet] = LineNet) -> LineNet:
-    """The network (CPU) holding the run's weights at its stop."""
-    net = net_class(image, cfg.padding).to(cfg.torch_dtype)
-    net.load_state_dict(run.params)
+def trained_model(run: SeedRun, image: tuple[int, int], cfg: Config) -> LineNet:
+    """The network holding the run's weights at its stop, on cfg.device."""
+    with torch.device(cfg.device):
+        net = LineNet(image, cfg.padding).to(cfg.dtype)
+    net.load_state_dict({k: torch.tensor(v, dtype=cfg.dtype, device=cfg.device) for k, v in run.weights.items()})
     return net
 
 
-def holdout_record(runs: list[SeedRun], cfg: Config, data: Dataset, rows: tuple[np.ndarray, np.ndarray]) -> dict:
-    """Accuracy on the held-out images of each seed trained on the rest (at its stop)."""
-    train_rows, test = rows
-    x = torch.tensor(data.images[test][:, None], dtype=cfg.torch_dtype)
-    y = torch.tensor(data.labels[test], dtype=cfg.torch_dtype)
-    image = data.images.shape[1:]
+def holdout_record(runs: list[SeedRun], split: Split, data: Dataset, cfg: Config) -> dict[str, Any]:
+    """Each seed trained on split.train, measured at its stop on the held-out images split.test
+    (a diverged seed: None)."""
+    x = torch.tensor(data.images[split.test][:, None], dtype=cfg.dtype, device=cfg.device)
+    y = torch.tensor(data.labels[split.test], dtype=cfg.dtype, device=cfg.device)
     with torch.no_grad():
-        accuracy = [float(accuracy_fn(trained_model(r, cfg, image)(x), y)) for r in runs]
-    chance = max(float(y.mean()), 1 - float(y.mean()))
-    return {"n_train": len(train_rows), "n_test": len(test), "test_indices": test.tolist(),
-            "dropped_duplicates": len(data.labels) - len(train_rows) - len(test), "test_accuracy": accuracy,
-            "iterations": [r.iterations for r in runs],
-            "summary": {"median": float(np.median(accuracy)), "mean": float(np.mean(accuracy)),
-                        "min": min(accuracy), "max": max(accuracy), "chance": chance}}
+        accuracy = [None if r.diverged_at is not None else
+                    accuracy_fn(trained_model(r, data.images.shape[1:], cfg)(x), y).item() for r in runs]
+    return {"n_train": len(split.train), "n_test": len(split.test), "test_indices": split.test.tolist(),
+            "dropped_duplicates": len(data.labels) - len(split.train) - len(split.test),
+            "iterations": [r.iterations for r in runs], "diverged_at": [r.diverged_at for r in runs],
+            "test_accuracy": accuracy, "summary": accuracy_summary(accuracy, data.labels[split.test])}
 
 
-def fc_control(data: Dataset, seeds: list[int], cfg: Config) -> dict[str, Any]:
-    """Part 2's network (4 ReLU hidden units, cross-entropy, the same stop rule), all seeds stacked,
-    on the line images flattened: separates the conv net from the data (the conv net cannot run on
-    part 2's 4x4 images: two 7x7 convolutions need at least 13x13)."""
-    x = torch.tensor(data.images.reshape(len(data.images), -1), dtype=cfg.torch_dtype, device=cfg.device)
-    y = torch.tensor(data.labels, dtype=cfg.torch_dtype, device=cfg.device)
-    runs = train("relu-ce", [(seed, cfg.lr) for seed in seeds], x, y, replace(cfg, hidden=4))["runs"]
-    its = [r["iterations"] for r in runs]
-    return {"network": f"{x.shape[1]}-4-1 fully connected, ReLU, cross-entropy", "iterations": its,
-            "summary": summarize_stops(its, [r["diverged_at"] for r in runs])}
+def accuracy_summary(accuracy: list[float | None], y_test: np.ndarray) -> dict[str, Any]:
+    """Over seeds (diverged ones left out): median, mean, min, max; chance = the held-out majority share."""
+    a = np.array([v for v in accuracy if v is not None])
+    values = [float(f(a)) if a.size else None for f in (np.median, np.mean, np.min, np.max)]
+    return dict(zip(("median", "mean", "min", "max"), values, strict=True)) | {
+        "chance": float(max(y_test.mean(), 1 - y_test.mean())), "n": int(a.size)}
 
 
-def prepare(args: argparse.Namespace, name: str) -> tuple[Config, Dataset, list[int]]:
-    """The checked config, dataset (its images fit the network) and seeds of a part-3 run."""
-    cfg, data = config_from_args(args), load_dataset(args.data_dir, name)
-    conv_sizes(tuple(data.images.shape[1:]), args.padding)
-    return cfg, data, seed_list(args)
+def mean_squared_norm(images: np.ndarray) -> float:
+    """Mean over the images of ||x||^2 (the sum of squared pixels): the input scale the first layer sees."""
+    return float((images.reshape(len(images), -1) ** 2).sum(1).mean())
 
 
-def check_run(args: argparse.Namespace, cfg: Config, runs: int, floats_per_iteration: int) -> None:
-    """Before the first iteration: the processes to use, the memory the curves need, the output folder."""
-    args.workers = worker_count(args.workers, runs, cfg)
-    check_memory(runs, 8 * floats_per_iteration * args.max_iters + 4 * 30_000, "--seeds/--max-iters")
-    check_out_dir(args.out)
+def fc_parameters(n_in: int, hidden: int) -> int:
+    """Weights and biases of an n_in-hidden-1 fully connected net."""
+    return (n_in + 1) * hidden + hidden + 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    cfg, data, seeds = prepare(args, "line")
-    image = tuple(data.images.shape[1:])
-    rows = holdout_split(data.images, data.labels, args.holdout) if args.holdout else None
-    studies = {"3.1": (cfg, batch_of(data), LineNet)}
-    if rows is not None:
-        studies["3.1 holdout"] = (cfg, batch_of(data, rows[0]), LineNet)
-    check_run(args, cfg, len(seeds) * len(studies), 8)
-    print(f"Part 3.1: {len(seeds)} seed(s) on {data.describe()}, padding {args.padding}, {args.dtype} on "
-          f"{args.device}, {args.workers} process(es)", flush=True)
-    with figure_workers(cfg) as drawers:  # they load matplotlib while the seeds train
-        trained = train_seeds(studies, seeds, args.workers, cfg.log)
-        runs = trained["3.1"]
-        one, percentile = typical_run(runs)
-        results = results_header("part3_line.py", args, data, cfg) | run_record(runs) | {
-            "network": network_record(cfg, image), "workers": args.workers,
-            "single": single_record(one, percentile, "accuracy", "ce"),
-            "conv2_class_means": conv2_class_means(trained_model(one, cfg, image), data),
-            "holdout": None if rows is None else holdout_record(trained["3.1 holdout"], cfg, data, rows),
-            "controls": {"fc": fc_control(data, seeds, cfg) if args.control_fc else None},
-        }
-        write_json(args.out / "part3_line.json", results | {"figures": []})  # no figure can lose the numbers
-        figures = typical_figures(one, cfg, data, "part3_line", "3.1",
-                                  {"curves": [("ce", "cross-entropy loss"), ("accuracy", "accuracy (%)")]})
-        figures += many_figures(runs, {"cross-entropy loss": "ce"}, "part3_line", "3.1",
-                                {"conv net, line images": [r.iterations for r in runs]})
-        results["figures"] = draw_figures(args.out, figures, drawers)
-    write_json(args.out / "part3_line.json", results)
-    print_summary(results, args.out, "part3_line.json")
-    return 0
+def fc_controls(data: Dataset, random_data: Dataset, split: Split | None, seeds: list[int], cfg: Config,
+                results: dict[str, Any]) -> dict[str, Any]:
+    """3.1 controlled. Part 2's network (ReLU hidden units, cross-entropy, the same stop rule, part 2's
+    train) on the line images, flattened, three ways: "fc" as is (4 hidden units: the data changed,
+    the network not); "fc_rescaled" with every image scaled so that the mean ||x||^2 is the random
+    images' (the data changed at part 2's input scale); "fc_matched" with the hidden units that bring
+    its parameter count closest to the conv net's (the architecture changed, not the size). With a
+    split, each also trains on split.train and is measured on split.test, like the conv net: a conv
+    net's local, shared kernels should carry over to unseen images better than FC weights per pixel."""
+    x = data.images.reshape(len(data.images), -1)
+    scale = {"line": mean_squared_norm(data.images), "random": mean_squared_norm(random_data.images)}
+    factor = math.sqrt(scale["random"] / scale["line"])
+    conv = results["network"]["parameters"]
+    matched = min(range(1, conv + 1), key=lambda h: abs(fc_parameters(x.shape[1], h) - conv))
+    variants = {"fc": (1.0, 4), "fc_rescaled": (factor, 4), "fc_matched": (1.0, matched)}
+    controls = {name: fc_control(x * f, data.labels, split, seeds, replace(cfg, hidden=hidden))
+                for name, (f, hidden) in variants.items()}
+    for name, (f, _) in variants.items():
+        controls[name] |= {"input_factor": f, "input_scale": mean_squared_norm(x * f)}
+    comparison = {"input_scale": scale | {"rescale_factor": factor},
+                  "inputs": {"line": x.shape[1], "random": int(np.prod(random_data.images.shape[1:]))},
+                  "parameters": {"conv": conv, "part2_fc": fc_parameters(int(np.prod(random_data.images.shape[1:])), 4)}
+                  | {name: c["parameters"] for name, c in controls.items()},
+                  "label_counts": {"line": data.record["label_counts"], "random": random_data.record["label_counts"]}}
+    return {"controls": controls, "comparison": comparison}
 
 
-# --- Records and figures (3.2 uses them too).
+def fc_control(x: np.ndarray, y: np.ndarray, split: Split | None, seeds: list[int], cfg: Config) -> dict[str, Any]:
+    """Part 2's train for `seeds` on x (B, n_in), cfg.hidden ReLU units; with a split also on its
+    training rows, then measured on its held-out rows."""
+    runs = train_fc(FC_SETTING, [(seed, cfg.lr) for seed in seeds], x, y, cfg)["runs"]
+    its, div = [r["iterations"] for r in runs], [r["diverged_at"] for r in runs]
+    record = {"network": f"{x.shape[1]}-{cfg.hidden}-1 fully connected, ReLU, cross-entropy", "setting": FC_SETTING,
+              "inputs": x.shape[1], "hidden": cfg.hidden, "parameters": fc_parameters(x.shape[1], cfg.hidden),
+              "iterations": its, "diverged_at": div, "summary": summarize_stops(its, div), "holdout": None}
+    if split is not None:
+        held = train_fc(FC_SETTING, [(seed, cfg.lr) for seed in seeds], x[split.train], y[split.train], cfg)["runs"]
+        stops = [r["iterations"] if r["iterations"] is not None else r["diverged_at"] if r["diverged_at"] is not None
+                 else cfg.max_iters for r in held]
+        train_acc, test_acc = fc_replay_accuracy(seeds, stops, x, y, split, cfg)
+        test_acc = [None if r["diverged_at"] is not None else a for r, a in zip(held, test_acc, strict=True)]
+        record["holdout"] = {"iterations": [r["iterations"] for r in held], "train_accuracy": train_acc,
+                             "test_accuracy": test_acc, "summary": accuracy_summary(test_acc, y[split.test])}
+    return record
 
 
-def batch_of(data: Dataset, rows: np.ndarray | slice = slice(None)) -> dict[str, np.ndarray]:
-    """The training batch: x (B, 1, H, W), y (B,) and, for the detection set, widths (B,)."""
-    batch = {"x": data.images[rows][:, None], "y": data.labels[rows]}
-    return batch | ({"widths": data.widths[rows]} if data.widths is not None else {})
+def fc_replay_accuracy(seeds: list[int], stops: list[int], x: np.ndarray, y: np.ndarray, split: Split,
+                       cfg: Config) -> tuple[list[float], list[float]]:
+    """Part 2's train returns no weights: replay its updates (the same initial weights, the same
+    step p -= lr * dL/dp) on split.train, each seed up to its stop, and measure the weights there:
+    (accuracy on split.train, which is 1 for a seed that reached 100%; accuracy on split.test)."""
+    x_train, y_train, x_test, y_test = (torch.tensor(v, dtype=cfg.dtype, device=cfg.device) for v in (
+        x[split.train], y[split.train], x[split.test], y[split.test]))
+    model = FCNet(*initial_weights(seeds, x.shape[1], cfg), "relu")
+    steps = torch.tensor(stops, device=cfg.device)
+    for t in range(max(stops)):
+        rates = torch.where(steps > t, cfg.lr, 0.0).to(cfg.dtype)  # (R,): a seed past its stop stays put
+        loss_fn("ce", model(model.hidden(x_train)), y_train).sum().backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= rates.view(-1, *[1] * (p.dim() - 1)) * p.grad
+                p.grad = None
+    with torch.no_grad():
+        return (accuracy_fn(model(model.hidden(x_train)), y_train).tolist(),
+                accuracy_fn(model(model.hidden(x_test)), y_test).tolist())
 
 
-def run_record(runs: list[SeedRun]) -> dict[str, Any]:
-    """Per-seed stops and finals, and the summary over seeds."""
+# ===== Records and figures =====
+
+CONV_COLOUR = "tab:purple"  # the conv net in every figure; the FC controls keep their colours below
+CONTROL_COLOURS = {"fc": "tab:blue", "fc_rescaled": "tab:cyan", "fc_matched": "tab:olive"}  # fc: part 2's ReLU + CE
+CONTROL_LABELS = {"fc": "FC 4 hidden", "fc_rescaled": "FC 4 hidden, rescaled", "fc_matched": "FC, conv's size"}
+
+
+def study_record(runs: list[SeedRun], cfg: Config, data: Dataset) -> dict[str, Any]:
+    """Per seed its stop and finals, the summary over seeds, the median seed ("single") and the mean
+    of each conv2 map per class for the median seed at its stop."""
     its, div = [r.iterations for r in runs], [r.diverged_at for r in runs]
-    return {"iterations": its, "diverged_at": div, "diverged": [d is not None for d in div],
-            "final_accuracy": [r.final("accuracy") for r in runs], "final_loss": [r.final("ce") for r in runs],
-            "summary": summarize_stops(its, div)}
-
-
-def single_record(run: SeedRun, percentile: float, *metrics: str) -> dict[str, Any]:
-    return {"seed": run.seed, "percentile": percentile, "iterations": run.iterations,
-            "diverged_at": run.diverged_at} | {f"final_{m}": run.final(m) for m in metrics}
-
-
-def network_record(cfg: Config, image: tuple[int, int], net_class: type[LineNet] = LineNet) -> dict[str, Any]:
-    (h1, w1), (h2, w2) = conv_sizes(image, cfg.padding)
-    return {"image_size": list(image), "padding": cfg.padding, "pad_pixels": PADDINGS[cfg.padding],
-            "kernel": KERNEL, "feature_maps": [[CHANNELS[0], h1, w1], [CHANNELS[1], h2, w2]],
-            "fc_inputs": CHANNELS[1] * h2 * w2,
-            "parameters": sum(p.numel() for p in net_class(image, cfg.padding).parameters())}
-
-
-def conv2_class_means(net: LineNet, data: Dataset) -> dict[str, list[float]]:
-    """Per class, the mean of each conv2 map (after ReLU) over that class's images and positions."""
-    x = torch.tensor(data.images[:, None], dtype=next(net.parameters()).dtype)
+    seed, percentile = typical_seed([r.seed for r in runs], its) if len(runs) > 1 else (runs[0].seed, 0.0)
+    one = next(r for r in runs if r.seed == seed)
+    x = torch.tensor(data.images[:, None], dtype=cfg.dtype, device=cfg.device)
     with torch.no_grad():
-        maps = net.feature_maps(x)[1].mean((2, 3)).double().numpy()  # (B, 8)
+        maps = trained_model(one, data.images.shape[1:], cfg).feature_maps(x)[1].mean((2, 3)).double().cpu().numpy()
     means = {str(c): maps[data.labels == c].mean(0) for c in (0, 1) if (data.labels == c).any()}
-    return {c: [float(v) if np.isfinite(v) else None for v in m] for c, m in means.items()}
+    return {"iterations": its, "diverged_at": div, "diverged": [d is not None for d in div],
+            "final_accuracy": [r.final_accuracy for r in runs], "final_loss": [r.final_loss for r in runs],
+            "summary": summarize_stops(its, div),
+            "single": {"seed": seed, "percentile": percentile, "iterations": one.iterations, "diverged_at":
+                       one.diverged_at, "final_accuracy": one.final_accuracy, "final_ce": one.final_loss},
+            "conv2_class_means": {c: [float(v) if np.isfinite(v) else None for v in m] for c, m in means.items()}}
 
 
-Figure = tuple[str, Callable[..., Any], tuple]  # file name, draw function, its arguments
+def network_record(image: tuple[int, int], padding: str) -> dict[str, Any]:
+    """The conv net's layer sizes and parameter count for these images."""
+    (h1, w1), (h2, w2) = conv_sizes(image, padding)
+    return {"image_size": list(image), "padding": padding, "pad_pixels": PADDINGS[padding], "kernel": KERNEL,
+            "feature_maps": [[CHANNELS[0], h1, w1], [CHANNELS[1], h2, w2]], "fc_inputs": CHANNELS[1] * h2 * w2,
+            "parameters": sum(p.numel() for p in LineNet(image, padding).parameters())}
 
 
-def figure_workers(cfg: Config) -> Any:
-    """Two processes that draw the figures, started before training so that they load matplotlib
-    meanwhile (a figure costs a good part of a second); on CUDA none: figures are drawn here."""
-    return start_workers(1 if cfg.device == "cuda" else min(2, os.cpu_count() or 1), figure_worker_init)
+def draw_figures(results: dict[str, Any], runs: list[SeedRun], data: Dataset, cfg: Config, out: Path) -> list[str]:
+    """The figures of 3.1, drawn here (no process to start); returns the names of those drawn."""
+    one = next(r for r in runs if r.seed == results["single"]["seed"])
+    image = data.images.shape[1:]
+    net, start = trained_model(one, image, cfg), initial_model(LineNet, one.seed, image, cfg)
+    state = (f"seed {one.seed}" + (" (median seed)" if len(runs) > 1 else "") + ", "
+             + ending(one.iterations, one.diverged_at, len(one.loss) - 1))
+    samples = [(int(np.flatnonzero(data.labels == c)[0]), f"label {c}: {name}") for c, name in LINE_CLASSES.items()
+               if (data.labels == c).any()]
+    figures = {"part3_line_curves.png": (plot_curves, one, f"3.1: {state}"),
+               "part3_line_kernels.png": (plot_kernels, net, start, f"3.1: conv1 kernels, {state}"),
+               "part3_line_feature_maps.png": (plot_feature_maps, net, data, samples, f"3.1: feature maps, {state}")}
+    if len(runs) > 1:
+        stops = {"conv net": ([r.iterations for r in runs], CONV_COLOUR)} | {
+            CONTROL_LABELS[k]: (c["iterations"], CONTROL_COLOURS[k]) for k, c in results["controls"].items() if c}
+        figures["part3_line_share_reached.png"] = (plot_share_reached, stops, cfg.max_iters,
+                                                   f"3.1: share of {len(runs)} seeds at 100% training accuracy")
+        last = max(len(r.loss) for r in runs)  # a stopped run holds its last loss
+        losses = np.array([np.pad(r.loss, (0, last - len(r.loss)), mode="edge") for r in runs])
+        with warnings.catch_warnings():  # iterations where every seed's loss is NaN (diverged) stay NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            band = np.nanquantile(losses, [0.25, 0.5, 0.75], axis=0)
+        figures["part3_line_loss_band.png"] = (plot_bands, {"conv net": (band, 1, CONV_COLOUR)},
+                                               f"3.1: training loss over {len(runs)} seeds (median, IQR)",
+                                               "cross-entropy loss")
+    return [name for name, (draw, *args) in figures.items() if save_figure(out / name, draw, *args)]
 
 
-def figure_worker_init() -> None:
-    worker_init()
+def plot_curves(run: SeedRun, title: str) -> Any:
+    """The run's cross-entropy (log axis) and training accuracy (from 0%) against iteration; the stop dashed."""
     import matplotlib.pyplot as plt
 
-    plt.figure().suptitle("warm-up: fonts loaded once").figure.savefig(io.BytesIO(), format="png")
-    plt.close("all")
-
-
-def draw_figures(out: Path, figures: list[Figure], drawers: Any) -> list[str]:
-    """Draw and save the figures with the figure_workers; returns the names of those drawn."""
-    drawn = pool_map(draw_one, [(out / name, fn, args) for name, fn, args in figures], 1, pool=drawers)
-    return [name for (name, _, _), ok in zip(figures, drawn, strict=True) if ok]
-
-
-def draw_one(path: Path, draw: Callable[..., Any], args: tuple) -> bool:
-    """save_figure, looked up when called (a worker gets this function by name)."""
-    return save_figure(path, draw, *args)
-
-
-def typical_figures(run: SeedRun, cfg: Config, data: Dataset, prefix: str, question: str,
-                    curves: dict[str, list[tuple[str, str]]], net_class: type[LineNet] = LineNet,
-                    classes: dict[int, str] = LINE_CLASSES) -> list[Figure]:
-    """The typical run's curves (per name, two panels: (metric, axis label)), its conv1 kernels and
-    its feature maps."""
-    net = trained_model(run, cfg, data.images.shape[1:], net_class)
-    start = initial_model(net_class, run.seed, data.images.shape[1:], replace(cfg, device="cpu"))
-    state = f"seed {run.seed} (median seed), " + describe(run.iterations, run.diverged_at, None).split(",")[0]
-    samples = [(int(np.flatnonzero(data.labels == c)[0]), f"label {c}: {name}") for c, name in classes.items()
-               if (data.labels == c).any()]
-    return [(f"{prefix}_{name}.png", plot_curves, (run, panels, f"{question}: {state}"))
-            for name, panels in curves.items()] + [
-        (f"{prefix}_kernels.png", plot_kernels, (net, start, f"{question}: conv1 kernels, {state}")),
-        (f"{prefix}_feature_maps.png", plot_feature_maps, (net, data, samples, f"{question}: feature maps, {state}"))]
-
-
-def many_figures(runs: list[SeedRun], losses: dict[str, str], prefix: str, question: str,
-                 stops: dict[str, list[int | None]]) -> list[Figure]:
-    """With more than one seed: the share of seeds at the stop, and the loss bands over seeds."""
-    if len(runs) < 2:
-        return []
-    last = max(r.stop for r in runs)
-    # per loss, (3, T) quartiles over seeds at each iteration; a stopped run holds its last value
-    with warnings.catch_warnings():  # iterations where every seed's loss is NaN (diverged) stay NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        bands = {label: (np.nanquantile([np.pad(r.curves[metric], (0, last - r.stop), mode="edge") for r in runs],
-                                        [0.25, 0.5, 0.75], axis=0), 1) for label, metric in losses.items()}
-    return [(f"{prefix}_share_reached.png", plot_share_reached,
-             (stops, last, f"{question}: share of {len(runs)} seeds at 100%")),
-            (f"{prefix}_loss_band.png", plot_bands,
-             (bands, f"{question}: training loss over {len(runs)} seeds (median, IQR)", "loss"))]
-
-
-def plot_curves(run: SeedRun, panels: list[tuple[str, str]], title: str) -> Any:
-    """Two metrics of one run against iteration, side by side; losses on a log axis; the stop marked."""
-    fig, axes = new_figure(2)
-    for ax, (metric, ylabel) in zip(axes, panels, strict=True):
-        values = run.curves[metric] * (100 if "%" in ylabel else 1)
-        ax.plot(np.arange(len(values)), values, lw=1.4)
-        ax.set(xlabel="iteration (SGD updates)", ylabel=ylabel, yscale="linear" if "%" in ylabel else "log")
-        if run.iterations is not None:
-            ax.axvline(run.iterations, color="tab:red", ls="--", lw=1)
+    fig, axes = plt.subplots(1, 2, figsize=FIGURE_SIZE, layout="constrained")
+    t = np.arange(len(run.loss))
+    axes[0].plot(t, run.loss, lw=1.4, color=CONV_COLOUR)
+    axes[0].set(xlabel="iteration (SGD updates)", ylabel="cross-entropy loss", yscale="log")
+    axes[1].plot(t, 100 * run.accuracy, lw=1.4, color=CONV_COLOUR)
+    axes[1].set(xlabel="iteration (SGD updates)", ylabel="training accuracy (%)", ylim=(0, 102))
+    for ax in axes if run.iterations is not None else ():
+        ax.axvline(run.iterations, color="grey", ls="--", lw=1)
     fig.suptitle(title)
     return fig
 
 
 def mosaic(ax: Any, maps: np.ndarray, cols: int, cmap: str, vmin: float, vmax: float) -> Any:
-    """Tile maps (N, h, w), `cols` per row, separated by grey gaps; columns numbered from 1."""
+    """Tile maps (N, h, w), `cols` per row, separated by grey gaps; columns numbered from 1, rows by
+    their first map. Returns the image (for a colour bar)."""
     import matplotlib
 
     n, h, w = maps.shape
@@ -460,64 +459,63 @@ def mosaic(ax: Any, maps: np.ndarray, cols: int, cmap: str, vmin: float, vmax: f
     ax.set_xticks([c * (w + 1) + (w - 1) / 2 for c in range(min(cols, n))], [str(c + 1) for c in range(min(cols, n))])
     ax.set_yticks([r * (h + 1) + (h - 1) / 2 for r in range(rows)], [f"{r * cols + 1}-" for r in range(rows)])
     ax.tick_params(length=0, labelsize=8)
+    ax.grid(False)
     return image
 
 
 def plot_kernels(net: LineNet, start: LineNet, title: str) -> Any:
     """The 16 conv1 kernels at the stop, and their change from the start (blue < 0 < red)."""
-    after = net.conv1.weight.detach()[:, 0].double().numpy()
-    change = after - start.conv1.weight.detach()[:, 0].double().numpy()
-    fig, axes = new_figure(2)
+    import matplotlib.pyplot as plt
+
+    after = net.conv1.weight.detach()[:, 0].double().cpu().numpy()
+    change = after - start.conv1.weight.detach()[:, 0].double().cpu().numpy()
+    fig, axes = plt.subplots(1, 2, figsize=FIGURE_SIZE, layout="constrained")
     for ax, values, label in ((axes[0], after, "at the stop"), (axes[1], change, "change from the start")):
         limit = float(np.abs(values).max()) or 1.0
-        fig.colorbar(mosaic(ax, values, 4, "coolwarm", -limit, limit), ax=ax, shrink=0.9)
+        fig.colorbar(mosaic(ax, values, 4, "coolwarm", -limit, limit), ax=ax, shrink=0.9, label="weight")
         ax.set_title(f"conv1 kernels {label}")
     fig.suptitle(title)
     return fig
 
 
 def plot_feature_maps(net: LineNet, data: Dataset, samples: list[tuple[int, str]], title: str) -> Any:
-    """Per sample image: the image, its 16 conv1 maps and its 8 conv2 maps after ReLU."""
+    """Per sample (image index, caption): the image, its 16 conv1 maps and its 8 conv2 maps after ReLU,
+    all on one grey scale from 0 (white) to the largest activation (black)."""
     import matplotlib.pyplot as plt
 
-    x = torch.tensor(data.images[[i for i, _ in samples]][:, None], dtype=next(net.parameters()).dtype)
+    param = next(net.parameters())
+    x = torch.tensor(data.images[[i for i, _ in samples]][:, None], dtype=param.dtype, device=param.device)
     with torch.no_grad():
-        maps = [m.double().numpy() for m in net.feature_maps(x)]
-    fig, axes = plt.subplots(len(samples), 3, figsize=(6.5, 2.2 * len(samples) + 0.6), squeeze=False,
+        maps = [m.double().cpu().numpy() for m in net.feature_maps(x)]
+    top = max(float(m.max()) for m in maps) or 1.0
+    fig, axes = plt.subplots(len(samples), 3, figsize=(6.5, 2.0 * len(samples) + 0.9), squeeze=False,
                              width_ratios=(1, 2.2, 1.2), layout="constrained")
     for row, (index, caption) in enumerate(samples):
-        axes[row, 0].imshow(x[row, 0].double().numpy(), cmap="gray_r", vmin=0, vmax=1)
+        axes[row, 0].imshow(data.images[index], cmap="gray_r", vmin=0, vmax=1)
         axes[row, 0].set(xticks=[], yticks=[])
-        axes[row, 0].set_title(f"image {index}\n{caption}", fontsize=8)
-        for layer, (m, cols) in enumerate(zip(maps, (4, 4), strict=True)):
-            shown = mosaic(axes[row, layer + 1], m[row], cols, "Greys", 0, float(m.max()) or 1.0)
+        axes[row, 0].set_title(f"image {index}\n" + caption.replace(": ", ":\n"), fontsize=8)
+        for layer, m in enumerate(maps):
+            shown = mosaic(axes[row, layer + 1], m[row], 4, "Greys", 0, top)
             axes[row, layer + 1].set_title(f"conv{layer + 1} + ReLU, maps 1-{m.shape[1]}", fontsize=8)
-        if row == len(samples) - 1:
-            fig.colorbar(shown, ax=axes[:, 1:], shrink=0.6, location="bottom", aspect=40)
-    fig.suptitle(title, fontsize=9)
+    fig.colorbar(shown, ax=axes[:, 1:], shrink=0.6, location="bottom", aspect=40, label="activation after ReLU")
+    fig.suptitle(title)
     return fig
 
 
-def summary_line(summary: dict[str, Any]) -> str:
-    """One line on a distribution of iterations over seeds ("-" = among seeds that never stopped)."""
-    line = (f"median {fmt(summary['median'])} (IQR {fmt(summary['q1'])}-{fmt(summary['q3'])}), "
-            f"reached {summary['reached']}/{summary['n_seeds']}")
-    return line + (f", {summary['diverged']} diverged" if summary["diverged"] else "")
-
-
-def print_summary(results: dict[str, Any], out: Path, name: str) -> None:
-    one = results["single"]
-    print(f"\n3.1 line dataset, {len(results['seeds'])} seed(s): median seed {one['seed']}: "
-          + describe(one["iterations"], one["diverged_at"], one["final_accuracy"]))
-    print(f"  all seeds: {summary_line(results['summary'])}")
-    if results["holdout"]:
-        h = results["holdout"]
-        print(f"  {h['n_test']} held-out images (trained on {h['n_train']}): accuracy median "
-              f"{100 * h['summary']['median']:.1f}% (min {100 * h['summary']['min']:.1f}%, chance "
-              f"{100 * h['summary']['chance']:.0f}%)")
-    if results["controls"]["fc"]:
-        print(f"  control, part 2's FC net on these images: {summary_line(results['controls']['fc']['summary'])}")
-    print(f"Wrote {name} and {len(results['figures'])} figure(s) to {out}/")
+def print_summary(results: dict[str, Any], out: Path) -> None:
+    """The answers in a few lines a person reads at the end of the run."""
+    one, n = results["single"], len(results["seeds"])
+    print(f"\n3.1 line dataset, {n} seed(s): {'median seed' if n > 1 else 'seed'} {one['seed']}: "
+          + ending(one["iterations"], one["diverged_at"], results["config"]["max_iters"]))
+    rows = {"conv net": (results["summary"], results["holdout"])} | {
+        CONTROL_LABELS[k]: (c["summary"], c["holdout"]) for k, c in results["controls"].items() if c}
+    for label, (summary, held) in rows.items():
+        line = (f"  {label:<22} median {fmt(summary['median'])} iterations (IQR {fmt(summary['q1'])}-"
+                f"{fmt(summary['q3'])}), {summary['reached']}/{summary['n_seeds']} reached")
+        if held and held["summary"]["median"] is not None:
+            line += f"; held-out accuracy median {100 * held['summary']['median']:.1f}%"
+        print(line)
+    print(f"Wrote part3_line.json and {len(results['figures'])} figure(s) to {out}/")
 
 
 if __name__ == "__main__":
