@@ -36,6 +36,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,7 @@ def train_seed(seed: int, x: np.ndarray, y: np.ndarray, cfg: Config) -> dict[str
         loss, accuracy = loss_fn("ce", logits, y), accuracy_fn(logits, y)  # 0-d each
         curve.append(torch.stack([loss.detach(), accuracy]).tolist())  # one read from the device
         diverged = not math.isfinite(curve[-1][0]) or (
-            cfg.diverge_factor is not None and curve[-1][0] > cfg.diverge_factor * curve[0][0])
+            cfg.diverge_factor is not None and t > 0 and curve[-1][0] > cfg.diverge_factor * curve[0][0])
         if curve[-1][1] == 1 or diverged or t == cfg.max_iters:  # the handout's stop rule, plus safety
             break
         loss.backward()
@@ -179,23 +180,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = config_from_args(args, {"--holdout": (args.holdout, 0, 10**6)}, padding=args.padding)
     data = load_dataset(args.data_dir, "line")
-    image = tuple(data.images.shape[1:])
-    conv_sizes(image, args.padding)  # the images fit the network
-    split = holdout_split(data.images, data.labels, args.holdout) if args.holdout else None
+    conv_sizes(tuple(data.images.shape[1:]), args.padding)  # the images fit the network
+    split = holdout_split(data.images, data.labels, args.holdout) if args.holdout else None  # (train, test) rows
     random_data = load_dataset(args.data_dir, "random") if args.control_fc else None  # part 2's input scale
     seeds = seed_list(args.first_seed, args.seeds)
     x, y = data.images[:, None], data.labels
     jobs = [(seed, x, y, cfg) for seed in seeds]
     if split is not None:  # the same seeds again, trained on the images not held out
-        jobs += [(seed, x[split.train], y[split.train], cfg) for seed in seeds]
+        train_rows, _ = split
+        jobs += [(seed, x[train_rows], y[train_rows], cfg) for seed in seeds]
     args.workers = check_resources(args, cfg, len(jobs), 1, 16 * args.max_iters + 8 * x.size * (1 + sum(CHANNELS)))
     print(f"Part 3.1: {len(seeds)} seed(s) on {data.describe}, padding {args.padding}, {args.dtype} on {args.device}, "
           f"{args.workers} process(es)", flush=True)
-    runs = [SeedRun(**r) for r in run_jobs(train_seed, jobs, args.workers, (lambda i, r: print(
-        f"  seed {r['seed']}{' (holdout)' if i >= len(seeds) else ''}: " + ending(r['iterations'], r['diverged_at'],
-        len(r['loss']) - 1), flush=True)) if cfg.log and len(jobs) > 1 else lambda i, r: None)]
+    done = partial(print_seed_done, len(seeds)) if cfg.log and len(jobs) > 1 else lambda index, result: None
+    runs = [SeedRun(**result) for result in run_jobs(train_seed, jobs, args.workers, done)]
     results = results_header("part3_line.py", args, data, cfg) | study_record(runs[:len(seeds)], cfg, data) | {
-        "workers": args.workers, "network": network_record(image, cfg.padding),
+        "workers": args.workers,
         "holdout": None if split is None else holdout_record(runs[len(seeds):], split, data, cfg)}
     results |= fc_controls(data, random_data, split, seeds, cfg, results) if random_data else {
         "controls": {"fc": None}, "comparison": None}
@@ -225,6 +225,12 @@ def add_part3_args(parser: Parser) -> None:
                         help="valid: no padding, 16 -> 10 -> 4 pixels (default); same: keep the size")
 
 
+def print_seed_done(n_seeds: int, index: int, result: dict[str, Any]) -> None:
+    """A progress line as job `index` (a seed; from n_seeds on, a seed trained on the held-out split) ends."""
+    print(f"  seed {result['seed']}{' (holdout split)' if index >= n_seeds else ''}: "
+          + ending(result["iterations"], result["diverged_at"], len(result["loss"]) - 1), flush=True)
+
+
 def ending(iterations: int | None, diverged_at: int | None, stop: int) -> str:
     """How a run ended, in words."""
     return (f"100% after {iterations} iterations" if iterations is not None else
@@ -237,17 +243,12 @@ HOLDOUT_SEED = 0  # draws the held-out images: the same split on every run
 FC_SETTING = "relu-ce"  # part 2's network of 2.4: 4 ReLU hidden units, cross-entropy
 
 
-@dataclass(frozen=True)
-class Split:
-    """Rows of the dataset: train (the images trained on), test (the held-out images)."""
-
-    train: np.ndarray
-    test: np.ndarray
+Split = tuple[np.ndarray, np.ndarray]  # rows of the dataset: (trained on, held out)
 
 
 def holdout_split(images: np.ndarray, labels: np.ndarray, n_test: int) -> Split:
-    """n_test distinct images, half from each class, drawn by a fixed generator, held out; every copy
-    of a held-out image (pixel-identical) leaves the training rows too."""
+    """(train rows, test rows): n_test distinct images, half from each class, drawn by a fixed
+    generator, held out; every copy of a held-out image (pixel-identical) leaves the training rows too."""
     flat = images.reshape(len(images), -1)
     _, first, group = np.unique(flat, axis=0, return_index=True, return_inverse=True)
     distinct = [first[np.flatnonzero(labels[first] == c)] for c in (0, 1)]
@@ -256,7 +257,7 @@ def holdout_split(images: np.ndarray, labels: np.ndarray, n_test: int) -> Split:
                          f"train on ({len(distinct[0])} and {len(distinct[1])} distinct images)")
     rng = np.random.default_rng(HOLDOUT_SEED)
     test = np.sort(np.concatenate([rng.permutation(d)[:n_test // 2] for d in distinct]))
-    return Split(np.flatnonzero(~np.isin(group.ravel(), group.ravel()[test])), test)
+    return np.flatnonzero(~np.isin(group.ravel(), group.ravel()[test])), test
 
 
 def trained_model(run: SeedRun, image: tuple[int, int], cfg: Config) -> LineNet:
@@ -268,17 +269,18 @@ def trained_model(run: SeedRun, image: tuple[int, int], cfg: Config) -> LineNet:
 
 
 def holdout_record(runs: list[SeedRun], split: Split, data: Dataset, cfg: Config) -> dict[str, Any]:
-    """Each seed trained on split.train, measured at its stop on the held-out images split.test
+    """Each seed trained on the split's training rows, measured at its stop on its held-out rows
     (a diverged seed: None)."""
-    x = torch.tensor(data.images[split.test][:, None], dtype=cfg.dtype, device=cfg.device)
-    y = torch.tensor(data.labels[split.test], dtype=cfg.dtype, device=cfg.device)
+    train_rows, test_rows = split
+    x = torch.tensor(data.images[test_rows][:, None], dtype=cfg.dtype, device=cfg.device)
+    y = torch.tensor(data.labels[test_rows], dtype=cfg.dtype, device=cfg.device)
     with torch.no_grad():
         accuracy = [None if r.diverged_at is not None else
                     accuracy_fn(trained_model(r, data.images.shape[1:], cfg)(x), y).item() for r in runs]
-    return {"n_train": len(split.train), "n_test": len(split.test), "test_indices": split.test.tolist(),
-            "dropped_duplicates": len(data.labels) - len(split.train) - len(split.test),
+    return {"n_train": len(train_rows), "n_test": len(test_rows), "test_indices": test_rows.tolist(),
+            "dropped_duplicates": len(data.labels) - len(train_rows) - len(test_rows),
             "iterations": [r.iterations for r in runs], "diverged_at": [r.diverged_at for r in runs],
-            "test_accuracy": accuracy, "summary": accuracy_summary(accuracy, data.labels[split.test])}
+            "test_accuracy": accuracy, "summary": accuracy_summary(accuracy, data.labels[test_rows])}
 
 
 def accuracy_summary(accuracy: list[float | None], y_test: np.ndarray) -> dict[str, Any]:
@@ -306,7 +308,7 @@ def fc_controls(data: Dataset, random_data: Dataset, split: Split | None, seeds:
     the network not); "fc_rescaled" with every image scaled so that the mean ||x||^2 is the random
     images' (the data changed at part 2's input scale); "fc_matched" with the hidden units that bring
     its parameter count closest to the conv net's (the architecture changed, not the size). With a
-    split, each also trains on split.train and is measured on split.test, like the conv net: a conv
+    split, each also trains on its training rows and is measured on its held-out rows, like the conv net: a conv
     net's local, shared kernels should carry over to unseen images better than FC weights per pixel."""
     x = data.images.reshape(len(data.images), -1)
     scale = {"line": mean_squared_norm(data.images), "random": mean_squared_norm(random_data.images)}
@@ -335,24 +337,28 @@ def fc_control(x: np.ndarray, y: np.ndarray, split: Split | None, seeds: list[in
               "inputs": x.shape[1], "hidden": cfg.hidden, "parameters": fc_parameters(x.shape[1], cfg.hidden),
               "iterations": its, "diverged_at": div, "summary": summarize_stops(its, div), "holdout": None}
     if split is not None:
-        held = train_fc(FC_SETTING, [(seed, cfg.lr) for seed in seeds], x[split.train], y[split.train], cfg)["runs"]
+        train_rows, test_rows = split
+        held = train_fc(FC_SETTING, [(seed, cfg.lr) for seed in seeds], x[train_rows], y[train_rows], cfg)["runs"]
         stops = [r["iterations"] if r["iterations"] is not None else r["diverged_at"] if r["diverged_at"] is not None
                  else cfg.max_iters for r in held]
         train_acc, test_acc = fc_replay_accuracy(seeds, stops, x, y, split, cfg)
         test_acc = [None if r["diverged_at"] is not None else a for r, a in zip(held, test_acc, strict=True)]
         record["holdout"] = {"iterations": [r["iterations"] for r in held], "train_accuracy": train_acc,
-                             "test_accuracy": test_acc, "summary": accuracy_summary(test_acc, y[split.test])}
+                             "test_accuracy": test_acc, "summary": accuracy_summary(test_acc, y[test_rows])}
     return record
 
 
 def fc_replay_accuracy(seeds: list[int], stops: list[int], x: np.ndarray, y: np.ndarray, split: Split,
                        cfg: Config) -> tuple[list[float], list[float]]:
     """Part 2's train returns no weights: replay its updates (the same initial weights, the same
-    step p -= lr * dL/dp) on split.train, each seed up to its stop, and measure the weights there:
-    (accuracy on split.train, which is 1 for a seed that reached 100%; accuracy on split.test)."""
+    step p -= lr * dL/dp) on the split's training rows, each seed up to its stop, and measure the
+    weights there: (accuracy on the training rows, which is 1 for a seed that reached 100%; accuracy
+    on the held-out rows)."""
+    train_rows, test_rows = split
     x_train, y_train, x_test, y_test = (torch.tensor(v, dtype=cfg.dtype, device=cfg.device) for v in (
-        x[split.train], y[split.train], x[split.test], y[split.test]))
-    model = FCNet(*initial_weights(seeds, x.shape[1], cfg), "relu")
+        x[train_rows], y[train_rows], x[test_rows], y[test_rows]))
+    with torch.device("cpu"):  # part 2's draws: float64 on the CPU (the generator's device), then moved to cfg.device
+        model = FCNet(*initial_weights(seeds, x.shape[1], cfg), "relu")
     steps = torch.tensor(stops, device=cfg.device)
     for t in range(max(stops)):
         rates = torch.where(steps > t, cfg.lr, 0.0).to(cfg.dtype)  # (R,): a seed past its stop stays put
@@ -374,29 +380,26 @@ CONTROL_LABELS = {"fc": "FC 4 hidden", "fc_rescaled": "FC 4 hidden, rescaled", "
 
 
 def study_record(runs: list[SeedRun], cfg: Config, data: Dataset) -> dict[str, Any]:
-    """Per seed its stop and finals, the summary over seeds, the median seed ("single") and the mean
-    of each conv2 map per class for the median seed at its stop."""
+    """Per seed its stop and finals, the summary over seeds, the median seed ("single"), the mean of
+    each conv2 map per class for the median seed at its stop, and the network's sizes."""
     its, div = [r.iterations for r in runs], [r.diverged_at for r in runs]
     seed, percentile = typical_seed([r.seed for r in runs], its) if len(runs) > 1 else (runs[0].seed, 0.0)
     one = next(r for r in runs if r.seed == seed)
     x = torch.tensor(data.images[:, None], dtype=cfg.dtype, device=cfg.device)
     with torch.no_grad():
-        maps = trained_model(one, data.images.shape[1:], cfg).feature_maps(x)[1].mean((2, 3)).double().cpu().numpy()
+        one_net = trained_model(one, data.images.shape[1:], cfg)
+        maps = one_net.feature_maps(x)[1].mean((2, 3)).double().cpu().numpy()  # (B, 8)
     means = {str(c): maps[data.labels == c].mean(0) for c in (0, 1) if (data.labels == c).any()}
-    return {"iterations": its, "diverged_at": div, "diverged": [d is not None for d in div],
+    (h1, w1), (h2, w2) = conv_sizes(data.images.shape[1:], cfg.padding)
+    network = {"image_size": list(data.images.shape[1:]), "padding": cfg.padding, "pad_pixels": PADDINGS[cfg.padding],
+               "kernel": KERNEL, "feature_maps": [[CHANNELS[0], h1, w1], [CHANNELS[1], h2, w2]],
+               "fc_inputs": CHANNELS[1] * h2 * w2, "parameters": sum(p.numel() for p in one_net.parameters())}
+    return {"network": network, "iterations": its, "diverged_at": div, "diverged": [d is not None for d in div],
             "final_accuracy": [r.final_accuracy for r in runs], "final_loss": [r.final_loss for r in runs],
             "summary": summarize_stops(its, div),
             "single": {"seed": seed, "percentile": percentile, "iterations": one.iterations, "diverged_at":
                        one.diverged_at, "final_accuracy": one.final_accuracy, "final_ce": one.final_loss},
             "conv2_class_means": {c: [float(v) if np.isfinite(v) else None for v in m] for c, m in means.items()}}
-
-
-def network_record(image: tuple[int, int], padding: str) -> dict[str, Any]:
-    """The conv net's layer sizes and parameter count for these images."""
-    (h1, w1), (h2, w2) = conv_sizes(image, padding)
-    return {"image_size": list(image), "padding": padding, "pad_pixels": PADDINGS[padding], "kernel": KERNEL,
-            "feature_maps": [[CHANNELS[0], h1, w1], [CHANNELS[1], h2, w2]], "fc_inputs": CHANNELS[1] * h2 * w2,
-            "parameters": sum(p.numel() for p in LineNet(image, padding).parameters())}
 
 
 def draw_figures(results: dict[str, Any], runs: list[SeedRun], data: Dataset, cfg: Config, out: Path) -> list[str]:
@@ -414,7 +417,9 @@ def draw_figures(results: dict[str, Any], runs: list[SeedRun], data: Dataset, cf
     if len(runs) > 1:
         stops = {"conv net": ([r.iterations for r in runs], CONV_COLOUR)} | {
             CONTROL_LABELS[k]: (c["iterations"], CONTROL_COLOURS[k]) for k, c in results["controls"].items() if c}
-        figures["part3_line_share_reached.png"] = (plot_share_reached, stops, cfg.max_iters,
+        reached = [i for its, _ in stops.values() for i in its]  # the axis ends at twice the slowest, if all reached
+        axis_end = cfg.max_iters if None in reached else min(cfg.max_iters, 2 * max(reached) + 1)
+        figures["part3_line_share_reached.png"] = (plot_share_reached, stops, axis_end,
                                                    f"3.1: share of {len(runs)} seeds at 100% training accuracy")
         last = max(len(r.loss) for r in runs)  # a stopped run holds its last loss
         losses = np.array([np.pad(r.loss, (0, last - len(r.loss)), mode="edge") for r in runs])
@@ -470,10 +475,11 @@ def plot_kernels(net: LineNet, start: LineNet, title: str) -> Any:
     after = net.conv1.weight.detach()[:, 0].double().cpu().numpy()
     change = after - start.conv1.weight.detach()[:, 0].double().cpu().numpy()
     fig, axes = plt.subplots(1, 2, figsize=FIGURE_SIZE, layout="constrained")
-    for ax, values, label in ((axes[0], after, "at the stop"), (axes[1], change, "change from the start")):
+    for ax, values, label in ((axes[0], after, "weight"), (axes[1], change, "weight change")):
         limit = float(np.abs(values).max()) or 1.0
-        fig.colorbar(mosaic(ax, values, 4, "coolwarm", -limit, limit), ax=ax, shrink=0.9, label="weight")
-        ax.set_title(f"conv1 kernels {label}")
+        fig.colorbar(mosaic(ax, values, 4, "coolwarm", -limit, limit), ax=ax, shrink=0.9, label=label)
+    axes[0].set_title("conv1 kernels at the stop")
+    axes[1].set_title("their change from the start")
     fig.suptitle(title)
     return fig
 
