@@ -1,28 +1,36 @@
 """Part 1: loss and gradient surfaces of one sigmoid neuron (handout questions 1.1-1.6).
 
-    python part1_loss_gradient.py [--out figures/] [--extent 4] [--x 1] [--y 0.5] [--grid 101]
+    python part1_loss_gradient.py [--out figures/] [--extent 4] [--x 1] [--y 0.5] [--grid 101] [--quiet]
 
 One neuron (handout Figure 1): input x, weight w, bias b, z = w x + b, output yhat = sigmoid(z),
-target y (handout: x = 1, y = 0.5). Top to bottom: the neuron, its two losses and their gradients
-(checked against central differences on every run), the surfaces 1.1-1.5 and the handout's Figure 2
-(ReLU, L2) over weight w and bias b in [-extent, extent], then 1.6. With x = 1, extent 4 gives z in
-[-8, 8]: 41% of the grid is saturated (yhat < 0.05 or > 0.95), where L2 and cross-entropy part
-ways (7% at the handout's extent 2), and half of it lies in |z| < 3, where the L2 gradient peaks.
-Writes nine PNG figures and part1_loss_gradient.json (sorted keys, no timestamps: same command,
-same bytes) into --out. The fenced section at the end is plumbing that parts 2 and 3 import.
+target y (handout: x = 1, y = 0.5). Top to bottom: the neuron, its two losses and their gradients,
+the surfaces over the (w, b) grid, then `main`, the program: it checks the gradients against central
+differences, measures what 1.6 asks, writes part1_loss_gradient.json, then draws the surfaces 1.1-1.5,
+the handout's Figure 2 (ReLU, L2) and the 1.6 comparison over w and b in [-extent, extent], and writes
+the JSON again with the list of figures. The numbers are written first: a figure that fails, or a
+Ctrl-C while drawing, never loses them. With x = 1, extent 4 gives z in [-8, 8]: 41% of the grid is
+saturated (yhat < 0.05 or > 0.95), where L2 and cross-entropy part ways (7% at the handout's extent
+2), and half of it lies in |z| < 3, where the L2 gradient peaks. Same command, same bytes (sorted
+keys, no timestamps). Needs only numpy and matplotlib; runs on Linux, macOS and Windows. --quiet
+drops the progress line; the results (gradient check, the 1.6 summary) are printed either way.
+Plumbing (flags, signals, atomic writes) is fenced off at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
+import atexit
+import glob
 import importlib.metadata
 import json
 import os
 import platform
+import re
+import shutil
 import signal
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,25 +38,15 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-os.environ["MPLBACKEND"] = "Agg"  # the scripts only write files: any terminal or notebook works
-
-
-def _quiet_interrupt(kind: type[BaseException], value: BaseException, tb: Any) -> None:
-    """Ctrl-C before run_main (while the libraries load): one line, no traceback (exit status 130)."""
-    if issubclass(kind, KeyboardInterrupt):
-        print(f"{Path(sys.argv[0]).name}: interrupted while starting; nothing was written", file=sys.stderr)
-    else:
-        sys.__excepthook__(kind, value, tb)
-
-
-sys.excepthook = _quiet_interrupt
-
-# ===== Part 1. Everything down to the fence answers the handout's questions 1.1-1.6, in order. =====
+try:  # POSIX: a lock marks a temporary file another run is still writing (see atomic_write)
+    import fcntl
+except ImportError:  # Windows: no fcntl, but a file open in another process cannot be removed there
+    fcntl = None
 
 SATURATED = 0.05  # the neuron counts as saturated where yhat < 0.05 or yhat > 0.95
-# Gradient check by central differences in float64, step h in w: truncation ~ (h x)^2 |L'''(z)|
-# ~ 1e-13, rounding ~ 1e-16 |L| / h ~ 1e-10: far below the tolerance (relative to the largest |dL/dw|)
-# unless |x| is in the hundreds, where the difference's own truncation error reaches it.
+# Gradient check by central differences in float64, step h in w (h |x| in z, see check_gradient):
+# relative to the largest |dL/dw|, truncation ~ (h x)^2 |L'''(z)| ~ 1e-13 and rounding ~ 1e-16 |L| / (h |x|)
+# ~ 1e-10, far below the tolerance unless |x| is in the hundreds (the truncation error reaches it there).
 FD_STEP, FD_TOLERANCE = 1e-6, 1e-6
 MAX_EXTENT, MAX_ABS_X = 1000.0, 1000.0  # |z| <= 2e6: far inside float64, and saturated beyond doubt
 MAX_GRID = 2001  # 2001 x 2001 float64 arrays: 32 MB each; finer shows nothing new
@@ -109,11 +107,76 @@ LOSSES: dict[str, tuple[Callable[..., Any], Callable[..., Any], bool]] = {
 }
 
 
+# 1.1-1.5 and Figure 2: every surface over the (weight, bias) grid.
+
+def neuron_surfaces(extent: float, grid: int, x: float, y: float) -> dict[str, np.ndarray]:
+    """Every surface of part 1, each (grid, grid): rows = bias b, columns = weight w, both running over
+    [-extent, extent], exactly symmetric with w = 0 and b = 0 on the grid (grid is odd)."""
+    half = grid // 2
+    axis = extent * (np.arange(-half, half + 1) / half)
+    W, B = np.meshgrid(axis, axis)
+    z = W * x + B
+    return {"W": W, "B": B, "z": z, "sigmoid_output": sigmoid(z),                  # 1.1
+            "l2_loss": l2_loss(sigmoid(z), y), "l2_gradient": l2_gradient_w(z, x, y),  # 1.2, 1.3
+            "ce_loss": cross_entropy_loss(z, y), "ce_gradient": cross_entropy_gradient_w(z, x, y),  # 1.4, 1.5
+            "relu_output": relu(z), "relu_l2_loss": l2_loss(relu(z), y),        # Figure 2
+            "relu_l2_gradient": relu_l2_gradient_w(z, x, y)}
+
+
+# The program: check the gradients, measure 1.6, write the numbers, draw the figures, list them.
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Part 1 from the command line (argv: the flags, None for sys.argv); returns the exit status, 0."""
+    args = parse_args(argv)
+    s = neuron_surfaces(args.extent, args.grid, args.x, args.y)
+    checks = {name: check_gradient(loss, gradient, s["W"], s["B"], args.x, args.y, kink)
+              for name, (loss, gradient, kink) in LOSSES.items()}
+    versions = {"python": platform.python_version(), "numpy": np.__version__,  # matplotlib's: read, not imported
+                "matplotlib": next((d.version for d in importlib.metadata.distributions(name="matplotlib")), "none")}
+    results = {"config": {"extent": args.extent, "grid": args.grid, "x": args.x, "y": args.y},
+               "versions": versions, "figures": [], "gradient_check": checks, **measure_1_6(s)}
+    json_path = args.out / "part1_loss_gradient.json"
+    write_json(json_path, results)  # the numbers first: a figure that fails, or a Ctrl-C, cannot lose them
+
+    diffs = ", ".join(f"{name} {check['max_rel_diff']:.1e}" for name, check in checks.items())
+    verdict = "all" if all(c["passed"] for c in checks.values()) else "NOT all"
+    print(f"gradient check, central differences (h = {checks['l2']['step']:g}): largest |closed form - numeric| / "
+          f"largest |dL/dw|: {diffs} ({verdict} within {FD_TOLERANCE:g})")
+    ratio = results["corners"]["w_pos_b_pos"]["ratio_ce_to_l2"]
+    print(f"1.6: {results['saturated_share']:.0%} of the grid saturated; at its corner w = b = extent, "
+          "|dCE/dw| / |dL2/dw| = " + ("n/a (dL2/dw = 0)" if ratio is None else f"{ratio:,.4g}"))
+    for key, stats in results["losses"].items():
+        print(f"  {key}: loss {stats['loss_min']:.3g} to {stats['loss_max']:.3g}, largest |dL/dw| "
+              f"{stats['grad_abs_max']:.4g} (at z = {stats['grad_abs_max_z']:g}), mean {stats['grad_abs_mean']:.3g}")
+    if not args.quiet:
+        print(f"wrote {json_path.name}; drawing {len(FIGURES)} figures into {args.out}", flush=True)
+
+    for figure in FIGURES:
+        if figure["id"] == "comparison":
+            drawn = save_figure(args.out / figure["file"], comparison_figure,
+                                (float(s["z"].min()), float(s["z"].max())), args.x, args.y)
+        else:
+            drawn = save_figure(args.out / figure["file"], surface_figure, s["W"], s["B"], s[figure["id"]],
+                                figure["title"], figure["label"], "gradient" in figure["id"])
+        if drawn:
+            results["figures"].append({key: figure[key] for key in ("id", "question", "file", "shows")})
+    write_json(json_path, results)
+    print(f"wrote {len(results['figures'])} figures and {json_path.name} into {args.out}")
+    return 0
+
+
+# =============================================================================================
+# Study machinery, by question: the gradient check, the numbers 1.6 quotes, the figures.
+# =============================================================================================
+
 def check_gradient(loss: Callable[..., Any], gradient: Callable[..., Any], W: np.ndarray, B: np.ndarray,
-                   x: float, y: float, kink: bool = False, h: float = FD_STEP) -> dict[str, Any]:
+                   x: float, y: float, kink: bool = False) -> dict[str, Any]:
     """A closed-form dL/dw against the central difference (L(w + h) - L(w - h)) / 2h at every point.
     max_rel_diff = max_abs_diff / the largest |dL/dw| (pointwise ratios mean nothing where dL/dw = 0).
     kink: skip the points whose probes straddle z = 0, where ReLU has no derivative."""
+    # The step h in w is FD_STEP, larger where |x| < 1 so that the step in z = w x + b stays FD_STEP: a
+    # smaller one drowns in rounding (at x = 1e-3 the relative difference would reach the tolerance).
+    h = FD_STEP / float(np.clip(abs(x), FD_STEP, 1.0))
     up, down = W + h, W - h
     numeric = (loss(up * x + B, y) - loss(down * x + B, y)) / (up - down)  # up - down: the step taken
     z = W * x + B
@@ -125,24 +188,78 @@ def check_gradient(loss: Callable[..., Any], gradient: Callable[..., Any], W: np
             "tolerance": FD_TOLERANCE, "passed": max_rel <= FD_TOLERANCE}
 
 
-# 1.1-1.5 and Figure 2: the surfaces over the (weight, bias) grid.
+# 1.6: every surface depends on (w, b) only through z = w x + b; the numbers below say where the
+# gradients are large and where they vanish.
 
-def weight_bias_grid(extent: float, grid: int) -> tuple[np.ndarray, np.ndarray]:
-    """W, B of shape (grid, grid) covering [-extent, extent]^2; rows = bias, columns = weight."""
-    half = grid // 2
-    axis = extent * (np.arange(-half, half + 1) / half)  # exactly symmetric, 0 in the middle
-    return tuple(np.meshgrid(axis, axis))
+CORNERS = {"w_pos_b_pos": (-1, -1), "w_neg_b_neg": (0, 0), "w_pos_b_neg": (0, -1), "w_neg_b_pos": (-1, 0)}
 
 
-def neuron_surfaces(extent: float, grid: int, x: float, y: float) -> dict[str, np.ndarray]:
-    """Every surface of part 1 on the grid, each (grid, grid)."""
-    W, B = weight_bias_grid(extent, grid)
-    z = W * x + B
-    return {"W": W, "B": B, "z": z, "sigmoid_output": sigmoid(z),                  # 1.1
-            "l2_loss": l2_loss(sigmoid(z), y), "l2_gradient": l2_gradient_w(z, x, y),  # 1.2, 1.3
-            "ce_loss": cross_entropy_loss(z, y), "ce_gradient": cross_entropy_gradient_w(z, x, y),
-            "relu_output": relu(z), "relu_l2_loss": l2_loss(relu(z), y),        # Figure 2
-            "relu_l2_gradient": relu_l2_gradient_w(z, x, y)}
+def measure_1_6(s: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The numbers that answer 1.6 (and 1.3's ridge and trough), all JSON-ready, none NaN: the range of z,
+    the saturated share of the grid, per loss its range, its largest |dL/dw| and where, the signed largest
+    and smallest dL/dw and their z, the mean |dL/dw| (over the saturated points too: not for ReLU), the
+    shares below 1% and 10% of the largest; and both losses and gradients at the grid's four corners."""
+    W, B, z, yhat = s["W"], s["B"], s["z"], s["sigmoid_output"]
+    saturated = (yhat < SATURATED) | (yhat > 1.0 - SATURATED)
+    losses = {}
+    for name, (_, _, kink) in LOSSES.items():
+        grad, loss = s[f"{name}_gradient"], s[f"{name}_loss"]
+        magnitude = np.abs(grad)
+        peak, high, low = (np.unravel_index(int(i), grad.shape)
+                           for i in (np.argmax(magnitude), np.argmax(grad), np.argmin(grad)))
+        largest = float(magnitude[peak])
+        losses[name] = {"loss_min": float(loss.min()), "loss_max": float(loss.max()), "grad_abs_max": largest,
+                        "grad_abs_max_w": float(W[peak]), "grad_abs_max_b": float(B[peak]),
+                        "grad_abs_max_z": float(z[peak]), "grad_abs_mean": float(magnitude.mean()),
+                        "grad_max": float(grad[high]) + 0.0, "grad_max_z": float(z[high]),  # the ridge
+                        "grad_min": float(grad[low]) + 0.0, "grad_min_z": float(z[low]),  # the trough
+                        "share_grad_below_1pct": float((magnitude < 0.01 * largest).mean()),
+                        "share_grad_below_10pct": float((magnitude < 0.10 * largest).mean())}
+        if not kink:
+            losses[name]["grad_abs_mean_saturated"] = float(magnitude[saturated].mean()) if saturated.any() else None
+    # + 0.0 turns -0.0 into 0.0; the ratio is null, not infinity, where dL2/dw is exactly 0 (JSON has no inf)
+    corners = {name: {"w": float(W[i]), "b": float(B[i]), "z": float(z[i]), "yhat": float(yhat[i]),
+                      "l2_loss": float(s["l2_loss"][i]), "ce_loss": float(s["ce_loss"][i]),
+                      "l2_grad": float(s["l2_gradient"][i]) + 0.0, "ce_grad": float(s["ce_gradient"][i]) + 0.0,
+                      "ratio_ce_to_l2": float(abs(s["ce_gradient"][i] / s["l2_gradient"][i]))
+                      if s["l2_gradient"][i] != 0 else None}
+               for name, i in CORNERS.items()}
+    return {"z_range": [float(z.min()), float(z.max())], "saturated_share": float(saturated.mean()),
+            "saturation_threshold": SATURATED, "corners": corners, "losses": losses}
+
+
+# The figures, in the report's order. id: a key of neuron_surfaces (drawn by surface_figure, with its title
+# and colour-bar label) or "comparison" (1.6, comparison_figure); shows: what the report says it shows.
+L2, CE, DW = r"\mathcal{L}_{L2}", r"\mathcal{L}_{CE}", r"/\partial w"
+FIGURES: list[dict[str, str]] = [
+    {"id": "sigmoid_output", "question": "1.1", "file": "part1_1.1_sigmoid_output.png",
+     "title": r"1.1  Sigmoid output $\hat y = \sigma(wx + b)$", "label": r"output $\hat y$",
+     "shows": "sigmoid output against weight and bias"},
+    {"id": "l2_loss", "question": "1.2", "file": "part1_1.2_l2_loss.png",
+     "title": rf"1.2  L2 loss ${L2} = (\hat y - y)^2$", "label": "L2 loss",
+     "shows": "L2 loss against weight and bias"},
+    {"id": "l2_gradient", "question": "1.3", "file": "part1_1.3_l2_gradient.png",
+     "title": "1.3  Gradient of L2\n" rf"$\partial {L2}{DW} = 2(\hat y - y)\,\hat y(1-\hat y)\,x$",
+     "label": rf"$\partial {L2}{DW}$", "shows": "gradient of the L2 loss with respect to the weight"},
+    {"id": "ce_loss", "question": "1.4", "file": "part1_1.4_ce_loss.png",
+     "title": f"1.4  Cross-entropy loss\n${CE} = -(y\\log\\hat y + (1-y)\\log(1-\\hat y))$", "label": "CE loss",
+     "shows": "cross-entropy loss against weight and bias"},
+    {"id": "ce_gradient", "question": "1.5", "file": "part1_1.5_ce_gradient.png",
+     "title": rf"1.5  Gradient of CE $\partial {CE}{DW} = (\hat y - y)\,x$", "label": rf"$\partial {CE}{DW}$",
+     "shows": "gradient of the cross-entropy loss with respect to the weight"},
+    {"id": "comparison", "question": "1.6", "file": "part1_1.6_loss_and_gradient_vs_z.png",
+     "shows": "both losses and gradient magnitudes against z = wx + b, log scale"},
+    {"id": "relu_output", "question": "figure 2", "file": "part1_fig2_relu_output.png",
+     "title": r"Fig. 2  ReLU output $\hat y = \max(0, wx + b)$", "label": r"output $\hat y$",
+     "shows": "ReLU output, as the handout's Figure 2 (left)"},
+    {"id": "relu_l2_loss", "question": "figure 2", "file": "part1_fig2_relu_l2_loss.png",
+     "title": rf"Fig. 2  L2 loss of ReLU ${L2} = (\hat y - y)^2$", "label": "L2 loss",
+     "shows": "L2 loss of the ReLU neuron, as the handout's Figure 2 (middle)"},
+    {"id": "relu_l2_gradient", "question": "figure 2", "file": "part1_fig2_relu_l2_gradient.png",
+     "title": "Fig. 2  Gradient of L2 of ReLU\n" rf"$\partial {L2}{DW} = 2(\hat y - y)\,[wx+b>0]\,x$",
+     "label": rf"$\partial {L2}{DW}$",
+     "shows": "gradient of the ReLU neuron's L2 loss, as the handout's Figure 2 (right)"},
+]
 
 
 def surface_figure(W: np.ndarray, B: np.ndarray, values: np.ndarray, title: str, label: str,
@@ -182,11 +299,9 @@ def surface_figure(W: np.ndarray, B: np.ndarray, values: np.ndarray, title: str,
     return fig
 
 
-# 1.6: every surface depends on (w, b) only through z = w x + b, so curves against z show exactly
-# the values each surface takes on the grid.
-
 def comparison_figure(z_range: tuple[float, float], x: float, y: float) -> Any:
-    """Left: both losses against z. Right: |dL/dw| of both, log scale. Saturated bands shaded."""
+    """1.6 along z (the surfaces take exactly these values on the grid). Left: both losses against z.
+    Right: |dL/dw| of both, log scale, with how much larger CE's is at the largest z. Saturated bands shaded."""
     import matplotlib.pyplot as plt
 
     z = np.linspace(z_range[0], z_range[1], 2001)
@@ -222,197 +337,46 @@ def comparison_figure(z_range: tuple[float, float], x: float, y: float) -> Any:
     return fig
 
 
-def gradient_statistics(loss: np.ndarray, grad: np.ndarray, W: np.ndarray, B: np.ndarray,
-                        z: np.ndarray, saturated: np.ndarray | None) -> dict[str, Any]:
-    """The numbers 1.6 quotes for one loss over the grid; saturated: the sigmoid's mask, None for ReLU."""
-    magnitude = np.abs(grad)
-    peak = np.unravel_index(int(np.argmax(magnitude)), magnitude.shape)
-    largest = float(magnitude[peak])
-    stats = {"loss_min": float(loss.min()), "loss_max": float(loss.max()), "grad_abs_max": largest,
-             "grad_abs_max_w": float(W[peak]), "grad_abs_max_b": float(B[peak]),
-             "grad_abs_max_z": float(z[peak]), "grad_abs_mean": float(magnitude.mean()),
-             "share_grad_below_1pct": float((magnitude < 0.01 * largest).mean()),
-             "share_grad_below_10pct": float((magnitude < 0.10 * largest).mean())}
-    if saturated is not None:
-        stats["grad_abs_mean_saturated"] = float(magnitude[saturated].mean()) if saturated.any() else None
-    return stats
+# =============================================================================================
+# Plumbing, fenced off: flags checked before any work, one-line errors, signals that stop a run
+# cleanly, files written whole or not at all. tools/ and data/make_standins.py import InputError,
+# Parser, run_main, write_json and atomic_write from here.
+# =============================================================================================
 
-
-def corner_values(extent: float, x: float, y: float) -> dict[str, dict[str, float | None]]:
-    """Both losses and gradients at the grid's four corners, where |z| is largest (or z = 0)."""
-    corners = {}
-    for name, (w, b) in {"w_pos_b_pos": (extent, extent), "w_neg_b_neg": (-extent, -extent),
-                         "w_pos_b_neg": (extent, -extent), "w_neg_b_pos": (-extent, extent)}.items():
-        z = np.float64(w * x + b)
-        l2_grad, ce_grad = float(l2_gradient_w(z, x, y)), float(cross_entropy_gradient_w(z, x, y))
-        corners[name] = {"w": w, "b": b, "z": float(z), "yhat": float(sigmoid(z)),
-                         "l2_loss": float(l2_loss(sigmoid(z), y)), "ce_loss": float(cross_entropy_loss(z, y)),
-                         "l2_grad": l2_grad + 0.0, "ce_grad": ce_grad + 0.0,  # + 0.0: -0.0 becomes 0.0
-                         # null, not infinity, where the L2 gradient is exactly 0 (JSON has no infinity)
-                         "ratio_ce_to_l2": abs(ce_grad) / abs(l2_grad) if l2_grad != 0 else None}
-    return corners
-
-
-def measure_1_6(surfaces: dict[str, np.ndarray], extent: float, x: float, y: float) -> dict[str, Any]:
-    """The numbers that answer 1.6, all JSON-ready, none NaN: the range of z, the saturated share of
-    the grid, per loss its statistics (gradient_statistics), and the four corners."""
-    W, B, z, yhat = surfaces["W"], surfaces["B"], surfaces["z"], surfaces["sigmoid_output"]
-    saturated = (yhat < SATURATED) | (yhat > 1.0 - SATURATED)
-    return {"z_range": [float(z.min()), float(z.max())], "saturated_share": float(saturated.mean()),
-            "saturation_threshold": SATURATED, "corners": corner_values(extent, x, y),
-            "losses": {name: gradient_statistics(surfaces[f"{name}_loss"], surfaces[f"{name}_gradient"], W, B,
-                                                 z, None if kink else saturated)
-                       for name, (_, _, kink) in LOSSES.items()}}
-
-
-# main: check the gradients, draw 1.1-1.5, 1.6 and Figure 2, measure 1.6, write the JSON.
-
-L2, CE, DW = r"\mathcal{L}_{L2}", r"\mathcal{L}_{CE}", r"/\partial w"
-# id (a key of neuron_surfaces), question, title with the formula, colour-bar label, what it shows
-SURFACE_FIGURES = [
-    ("sigmoid_output", "1.1", r"1.1  Sigmoid output $\hat y = \sigma(wx + b)$", r"output $\hat y$",
-     "sigmoid output against weight and bias"),
-    ("l2_loss", "1.2", rf"1.2  L2 loss ${L2} = (\hat y - y)^2$", "L2 loss", "L2 loss against weight and bias"),
-    ("l2_gradient", "1.3", "1.3  Gradient of L2\n" rf"$\partial {L2}{DW} = 2(\hat y - y)\,\hat y(1-\hat y)\,x$",
-     rf"$\partial {L2}{DW}$", "gradient of the L2 loss with respect to the weight"),
-    ("ce_loss", "1.4", f"1.4  Cross-entropy loss\n${CE} = -(y\\log\\hat y + (1-y)\\log(1-\\hat y))$",
-     "CE loss", "cross-entropy loss against weight and bias"),
-    ("ce_gradient", "1.5", rf"1.5  Gradient of CE $\partial {CE}{DW} = (\hat y - y)\,x$", rf"$\partial {CE}{DW}$",
-     "gradient of the cross-entropy loss with respect to the weight"),
-    ("relu_output", "figure 2", r"Fig. 2  ReLU output $\hat y = \max(0, wx + b)$", r"output $\hat y$",
-     "ReLU output, as the handout's Figure 2 (left)"),
-    ("relu_l2_loss", "figure 2", rf"Fig. 2  L2 loss of ReLU ${L2} = (\hat y - y)^2$", "L2 loss",
-     "L2 loss of the ReLU neuron, as the handout's Figure 2 (middle)"),
-    ("relu_l2_gradient", "figure 2", "Fig. 2  Gradient of L2 of ReLU\n" rf"$\partial {L2}{DW} = 2(\hat y - y)"
-     r"\,[wx+b>0]\,x$", rf"$\partial {L2}{DW}$",
-     "gradient of the ReLU neuron's L2 loss, as the handout's Figure 2 (right)"),
-]
-COMPARISON_FIGURE = {"id": "comparison", "question": "1.6", "file": "part1_1.6_loss_and_gradient_vs_z.png",
-                     "shows": "both losses and gradient magnitudes against z = wx + b, log scale"}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    check_out_dir(args.out)
-    s = neuron_surfaces(args.extent, args.grid, args.x, args.y)
-    checks = {name: check_gradient(loss, gradient, s["W"], s["B"], args.x, args.y, kink)
-              for name, (loss, gradient, kink) in LOSSES.items()}
-    diffs = ", ".join(f"{name} {check['max_rel_diff']:.1e}" for name, check in checks.items())
-    verdict = "all" if all(c["passed"] for c in checks.values()) else "NOT all"
-    print(f"gradient check, central differences (h = {FD_STEP:g}): largest |closed form - numeric| / "
-          f"largest |dL/dw|: {diffs} ({verdict} within {FD_TOLERANCE:g})")
-    figures = []
-    for key, question, title, label, shows in SURFACE_FIGURES:
-        name = f"part1_{question.replace('figure ', 'fig')}_{key}.png"
-        save_figure(args.out / name, surface_figure, s["W"], s["B"], s[key], title, label, "gradient" in key)
-        figures.append({"id": key, "question": question, "file": name, "shows": shows})
-    save_figure(args.out / COMPARISON_FIGURE["file"], comparison_figure,
-                (float(s["z"].min()), float(s["z"].max())), args.x, args.y)
-    figures.insert(5, COMPARISON_FIGURE)  # after 1.5, before Figure 2
-    results = {"config": {"extent": args.extent, "grid": args.grid, "x": args.x, "y": args.y},
-               "versions": library_versions(), "figures": figures, "gradient_check": checks,
-               **measure_1_6(s, args.extent, args.x, args.y)}
-    write_json(args.out / "part1_loss_gradient.json", results)
-    print(f"wrote {len(figures)} figures and part1_loss_gradient.json into {args.out}")
-    ratio = results["corners"]["w_pos_b_pos"]["ratio_ce_to_l2"]  # the 1.6 numbers in a few lines
-    print(f"1.6: {results['saturated_share']:.0%} of the grid saturated; at its corner w = b = extent, "
-          "|dCE/dw| / |dL2/dw| = " + ("n/a (dL2/dw = 0)" if ratio is None else f"{ratio:,.4g}"))
-    for key, stats in results["losses"].items():
-        print(f"  {key}: loss {stats['loss_min']:.3g} to {stats['loss_max']:.3g}, largest |dL/dw| "
-              f"{stats['grad_abs_max']:.4g} (at z = {stats['grad_abs_max_z']:g}), mean {stats['grad_abs_mean']:.3g}")
-    return 0
+# argparse reads '-1e-3' as a flag (its pattern for negative numbers has no exponent): this one has.
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Arguments, all validated here, before anything is computed or written."""
+    """The flags, each checked, and --out made (a folder a file can be written in), all before anything
+    is computed or written."""
     parser = Parser(prog="part1_loss_gradient.py",
                     description="Part 1: loss and gradient surfaces of one sigmoid neuron (1.1-1.6).")
+    parser._negative_number_matcher = NEGATIVE_NUMBER
     parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder (default figures/)")
-    parser.add_argument("--extent", type=positive(float), default=4.0,
-                        help="weight and bias both run over [-extent, extent] (default 4; at most 1000)")
-    parser.add_argument("--x", type=finite_float, default=1.0, help="input to the neuron (default 1)")
+    parser.add_argument("--extent", type=finite_float, default=4.0,
+                        help=f"weight and bias both run over [-extent, extent] (default 4; at most {MAX_EXTENT:g})")
+    parser.add_argument("--x", type=finite_float, default=1.0,
+                        help=f"input to the neuron (default 1; |x| at most {MAX_ABS_X:g})")
     parser.add_argument("--y", type=probability, default=0.5, help="target in [0, 1] (default 0.5)")
     parser.add_argument("--grid", type=int, default=101,
                         help=f"points per axis, odd: w = 0, b = 0 lie on the grid (default 101; 3 to {MAX_GRID})")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress line (the gradient check and the 1.6 summary are printed anyway)")
     args = parser.parse_args(argv)
-    if args.extent > MAX_EXTENT:
-        parser.error(f"argument --extent: {args.extent:g} is too large (at most {MAX_EXTENT:g})")
+    if not 0 < args.extent <= MAX_EXTENT:
+        parser.error(f"argument --extent: {args.extent:g} must be > 0 and at most {MAX_EXTENT:g}")
     if abs(args.x) > MAX_ABS_X:
         parser.error(f"argument --x: {args.x:g} is too large (|x| at most {MAX_ABS_X:g})")
     if not 3 <= args.grid <= MAX_GRID or args.grid % 2 == 0:
         parser.error(f"argument --grid: {args.grid} must be an odd integer from 3 to {MAX_GRID}")
-    return args
-
-
-# =============================================================================================
-# Plumbing, fenced off (parts 2 and 3 import it: the zip holds only the four scripts). One-line
-# errors, signals that stop a run cleanly, files written whole or not at all.
-# =============================================================================================
-
-
-class InputError(Exception):
-    """Bad input from the user (a flag, a data file, an output folder): one line naming it."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C, SIGTERM or SIGHUP; `signum` gives the exit status 128 + signum."""
-
-    def __init__(self, signum: int = signal.SIGINT) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (`prog: error: ...`) and exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        raise InputError(message)
-
-
-def _raise_interrupted(signum: int, _frame: Any) -> None:
-    raise Interrupted(signum)
-
-
-def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run a script's `main`: bad input -> one line, exit 2; Ctrl-C/SIGTERM/SIGHUP -> one line, exit
-    128 + signal (worker processes end with the parent); a closed stdout -> quiet exit; an unwritable
-    output -> one line, exit 1. Never a traceback for these."""
-    prog = Path(sys.argv[0]).name if argv is None else "main"
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) is not signal.SIG_IGN:  # under nohup, SIGHUP stays ignored
-            signal.signal(sig, _raise_interrupted)
     try:
-        return main(argv)
-    except InputError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as err:
-        signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
-        print(f"{prog}: interrupted ({signal.Signals(signum).name}); files written before stay whole",
-              file=sys.stderr)
-        return 128 + signum
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        return 141
+        args.out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=args.out):  # permissions alone do not say (ACLs, read-only disks)
+            pass
     except OSError as err:
-        print(f"{prog}: error: cannot write {err.filename or 'the output'}: {err.strerror}", file=sys.stderr)
-        return 1
-
-
-def positive(kind: type = float) -> Callable[[str], Any]:
-    """argparse type: a finite number of `kind` that is > 0."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not 0 < value < float("inf"):
-            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
-        return value
-
-    parse.__name__ = f"positive {kind.__name__}"
-    return parse
+        raise InputError(f"--out {args.out}: not a writable folder ({err.strerror})") from None
+    return args
 
 
 def finite_float(text: str) -> float:
@@ -427,43 +391,91 @@ def finite_float(text: str) -> float:
 
 
 def probability(text: str) -> float:
-    """argparse type: a number in [0, 1] (a probability or a share)."""
+    """argparse type: a number in [0, 1]."""
     value = finite_float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text!r} must lie in [0, 1]")
     return value
 
 
-TEMP_MARK = ".tmp-"  # temporary files are .<name>.tmp-XXXX: hidden, and recognisable as ours
+class InputError(Exception):
+    """Bad input from the user (a flag, a data file, an output folder): one line naming it, exit status 2."""
 
 
-def check_out_dir(out: Path) -> None:
-    """Before any work: --out is (or can be made) a writable folder. Removes temporary files that a
-    killed run left there (a run stopped by a signal removes its own)."""
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise InputError: run_main prints them as one line
+    (`prog: error: ...`) and returns 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(message)
+
+
+def _stop(signum: int, _frame: Any) -> None:
+    """SIGTERM or SIGHUP: stop the run as Ctrl-C does, carrying the signal's number."""
+    raise KeyboardInterrupt(signum)
+
+
+def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Run a script's `main` and return its exit status: bad input -> one line, 2; Ctrl-C, SIGTERM,
+    SIGHUP -> one line, 128 + the signal (130, 143, 129); a closed stdout -> quiet, 141; an unwritable
+    output -> one line, 1. Never a traceback for these; a bug keeps its traceback. Files written before
+    stay whole and no temporary file stays behind (atomic_write). The signal handlers are put back after."""
+    prog = Path(sys.argv[0]).name if argv is None else "main"
+    stops = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]  # Windows: no SIGHUP
+    # under nohup, SIGHUP stays ignored
+    before = {sig: signal.signal(sig, _stop) for sig in stops if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(f".*{TEMP_MARK}*"):
-            with stale.open("rb") as file:
-                try:  # a file another run is still writing is locked: leave it
-                    fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue
-                stale.unlink(missing_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".probe" + TEMP_MARK, dir=out)
-        os.close(fd)
-        os.unlink(probe)
+        return main(argv)
+    except InputError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:
+        signum = err.args[0] if err.args and isinstance(err.args[0], int) else signal.SIGINT
+        print(f"{prog}: interrupted ({signal.Signals(signum).name}); files written before stay whole",
+              file=sys.stderr)
+        return 128 + signum
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
     except OSError as err:
-        raise InputError(f"--out {out}: not a writable folder ({err.strerror})") from None
+        print(f"{prog}: error: cannot write {err.filename or 'the output'}: {err.strerror}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+TEMP_MARK = ".tmp-"  # a file's temporary is .<name>.tmp-XXXX: hidden, and recognisable as ours
+STALE_SECONDS = 600  # a temporary untouched this long is a killed run's (a write takes seconds at most)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write `path` through a temporary file in the same folder, then rename it into place: an error
-    or a signal mid-write leaves the previous file whole and no temporary file behind."""
+    """Write `path` through a temporary file in the same folder, then rename it into place: an error or
+    a signal mid-write leaves the previous file whole and no temporary file behind. First removes this
+    file's temporaries that a killed run left: only those untouched for STALE_SECONDS and, where fcntl
+    exists, not locked (a live run holds its lock while writing); on Windows, where a file open in
+    another process cannot be removed, by age alone."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for temp in path.parent.glob(f".{glob.escape(path.name)}{TEMP_MARK}*"):
+        try:  # any error (gone meanwhile, locked, open elsewhere, not ours): leave it
+            if time.time() - temp.stat().st_mtime < STALE_SECONDS:
+                continue
+            if fcntl is None:
+                temp.unlink()
+                continue
+            with temp.open("rb") as file:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                temp.unlink()
+        except OSError:
+            pass
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", dir=path.parent)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # held while writing: no other run removes it as stale
+        if fcntl is None:  # Windows: a file open here could be neither renamed nor removed
+            os.close(fd)
+            fd = -1
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held while writing: no other run removes it as stale
         write(Path(tmp))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
@@ -473,11 +485,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             raise OSError(err.errno, err.strerror, str(path)) from None
         raise
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write `data` as deterministic JSON (sorted keys, fixed indent), atomically."""
+    """Write `data` as deterministic JSON (sorted keys, fixed indent, no NaN), atomically."""
     text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
@@ -488,7 +501,7 @@ def save_figure(path: Path, draw: Callable[..., Any], *args: Any) -> bool:
     import matplotlib.pyplot as plt
 
     try:
-        with warnings.catch_warnings():  # NaN or inf in a diverged run's data: the figure says enough
+        with warnings.catch_warnings():  # NaN or inf in the data: the figure says enough
             warnings.simplefilter("ignore")
             fig = draw(*args)
             atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=200, metadata={"Software": None}))
@@ -500,15 +513,18 @@ def save_figure(path: Path, draw: Callable[..., Any], *args: Any) -> bool:
     return True
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of Python and the libraries that made the numbers (metadata: no torch import)."""
-    versions = {"python": platform.python_version()}
-    for name in ("torch", "numpy", "matplotlib"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+# matplotlib (imported when the first figure is drawn): files only, any terminal or none; its settings
+# and font cache live in the home folder. Where that cannot be written (HOME unset, read-only, not a
+# folder), matplotlib would warn twice and make a temporary folder itself: make it here, quietly, and
+# remove it at exit (run_main turns signals into a normal exit, so it goes then too).
+os.environ["MPLBACKEND"] = "Agg"
+try:
+    _home_writable = Path.home().is_dir() and os.access(Path.home(), os.W_OK)
+except RuntimeError:  # no home folder at all
+    _home_writable = False
+if not _home_writable and "MPLCONFIGDIR" not in os.environ:
+    os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="part1-matplotlib-")
+    atexit.register(shutil.rmtree, os.environ["MPLCONFIGDIR"], ignore_errors=True)
 
 
 if __name__ == "__main__":
