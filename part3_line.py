@@ -154,10 +154,11 @@ def train_seed(seed: int, x: np.ndarray, y: np.ndarray, cfg: Config) -> dict[str
     for t in range(cfg.max_iters + 1):
         logits = net(x)  # (B,)
         loss, accuracy = loss_fn("ce", logits, y), accuracy_fn(logits, y)  # 0-d each
-        curve.append(torch.stack([loss.detach(), accuracy]).tolist())  # one read from the device
-        diverged = not math.isfinite(curve[-1][0]) or (
-            cfg.diverge_factor is not None and t > 0 and curve[-1][0] > cfg.diverge_factor * curve[0][0])
-        if curve[-1][1] == 1 or diverged or t == cfg.max_iters:  # the handout's stop rule, plus safety
+        loss_now, accuracy_now = torch.stack([loss.detach(), accuracy]).tolist()  # one read from the device
+        curve.append([loss_now, accuracy_now])
+        diverged = not math.isfinite(loss_now) or (
+            cfg.diverge_factor is not None and t > 0 and loss_now > cfg.diverge_factor * curve[0][0])
+        if accuracy_now == 1 or diverged or t == cfg.max_iters:  # the handout's stop rule, plus safety
             break
         loss.backward()
         with torch.no_grad():
@@ -166,14 +167,15 @@ def train_seed(seed: int, x: np.ndarray, y: np.ndarray, cfg: Config) -> dict[str
                 p.grad = None
         if cfg.log and time.perf_counter() - last_print > PROGRESS_SECONDS:  # a long seed says where it is
             last_print = time.perf_counter()
-            print(f"  seed {seed}: iteration {t}, loss {curve[-1][0]:.4g}, accuracy {100 * curve[-1][1]:.1f}%",
-                  flush=True)
-    table = np.array(curve)  # (T, 2)
+            print(f"  seed {seed}: iteration {t}, loss {loss_now:.4g}, accuracy {100 * accuracy_now:.1f}%", flush=True)
+    reached = accuracy_now == 1 and not diverged
+    table = np.array(curve)  # (T, 2): loss and accuracy at iterations 0..t
     table[~np.isfinite(table[:, 0])] = np.nan  # a non-finite iteration records nothing
     finite = table[np.isfinite(table[:, 0])]
-    return vars(SeedRun(seed, t if curve[-1][1] == 1 and not diverged else None, t if diverged else None,
-                        table[:, 0], table[:, 1], *(finite[-1].tolist() if len(finite) else (None, None)),
-                        {k: v.detach().double().cpu().numpy() for k, v in net.state_dict().items()}))
+    final_loss, final_accuracy = finite[-1].tolist() if len(finite) else (None, None)
+    weights = {name: value.detach().double().cpu().numpy() for name, value in net.state_dict().items()}
+    return vars(SeedRun(seed, t if reached else None, t if diverged else None, table[:, 0], table[:, 1], final_loss,
+                        final_accuracy, weights))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -193,14 +195,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Part 3.1: {len(seeds)} seed(s) on {data.describe}, padding {args.padding}, {args.dtype} on {args.device}, "
           f"{args.workers} process(es)", flush=True)
     done = partial(print_seed_done, len(seeds)) if cfg.log and len(jobs) > 1 else lambda index, result: None
-    runs = [SeedRun(**result) for result in run_jobs(train_seed, jobs, args.workers, done)]
-    results = results_header("part3_line.py", args, data, cfg) | study_record(runs[:len(seeds)], cfg, data) | {
-        "workers": args.workers,
-        "holdout": None if split is None else holdout_record(runs[len(seeds):], split, data, cfg)}
-    results |= fc_controls(data, random_data, split, seeds, cfg, results) if random_data else {
-        "controls": {"fc": None}, "comparison": None}
+    trained = [SeedRun(**result) for result in run_jobs(train_seed, jobs, args.workers, done)]
+    runs, held_runs = trained[:len(seeds)], trained[len(seeds):]  # all images; the held-out split's training rows
+    results = results_header("part3_line.py", args, data, cfg) | study_record(runs, cfg, data) | {
+        "workers": args.workers, "holdout": None if split is None else holdout_record(held_runs, split, data, cfg)}
+    results |= fc_controls(data, random_data, split, seeds, cfg, results["network"]["parameters"]) if random_data \
+        else {"controls": {"fc": None}, "comparison": None}
     write_json(args.out / "part3_line.json", results | {"figures": []})  # no figure can lose the numbers
-    results["figures"] = draw_figures(results, runs[:len(seeds)], data, cfg, args.out)
+    results["figures"] = draw_figures(results, runs, data, cfg, args.out)
     write_json(args.out / "part3_line.json", results)
     print_summary(results, args.out)
     return 0
@@ -302,18 +304,17 @@ def fc_parameters(n_in: int, hidden: int) -> int:
 
 
 def fc_controls(data: Dataset, random_data: Dataset, split: Split | None, seeds: list[int], cfg: Config,
-                results: dict[str, Any]) -> dict[str, Any]:
+                conv: int) -> dict[str, Any]:
     """3.1 controlled. Part 2's network (ReLU hidden units, cross-entropy, the same stop rule, part 2's
     train) on the line images, flattened, three ways: "fc" as is (4 hidden units: the data changed,
     the network not); "fc_rescaled" with every image scaled so that the mean ||x||^2 is the random
     images' (the data changed at part 2's input scale); "fc_matched" with the hidden units that bring
-    its parameter count closest to the conv net's (the architecture changed, not the size). With a
+    its parameter count closest to the conv net's `conv` (the architecture changed, not the size). With a
     split, each also trains on its training rows and is measured on its held-out rows, like the conv net: a conv
     net's local, shared kernels should carry over to unseen images better than FC weights per pixel."""
     x = data.images.reshape(len(data.images), -1)
     scale = {"line": mean_squared_norm(data.images), "random": mean_squared_norm(random_data.images)}
     factor = math.sqrt(scale["random"] / scale["line"])
-    conv = results["network"]["parameters"]
     matched = min(range(1, conv + 1), key=lambda h: abs(fc_parameters(x.shape[1], h) - conv))
     variants = {"fc": (1.0, 4), "fc_rescaled": (factor, 4), "fc_matched": (1.0, matched)}
     controls = {name: fc_control(x * f, data.labels, split, seeds, replace(cfg, hidden=hidden))
