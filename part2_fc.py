@@ -132,17 +132,17 @@ def train(setting: str, runs: Sequence[tuple[int, float]], x: np.ndarray, y: np.
         diverged = measured.observe(t, logits, loss, accuracy, h, y)  # (R,): non-finite loss (or the opt-in rule)
         stop = (accuracy == 1) | diverged | (t == cfg.max_iters)  # the handout's stop rule, plus safety
         if stop.any():
-            keep = ~stop
             measured.finish(stop, h, accuracy == 1, diverged)
-            if not keep.any():
+            if stop.all():
                 break
-            model = FCNet(*(p.detach()[keep] for p in model.parameters()), activation)
-            rates, loss = rates[keep], loss[keep]
-        loss.sum().backward()  # runs do not share weights: the sum gives each run its own gradient
+        loss.sum().backward()  # runs share no weights: the sum gives each run its own gradient
         with torch.no_grad():
             for p in model.parameters():
                 p -= rates.view(-1, *[1] * (p.dim() - 1)) * p.grad  # p -= lr * dL/dp: plain gradient descent
                 p.grad = None
+        if stop.any():  # the stopped runs leave the stack
+            model = FCNet(*(p.detach()[~stop] for p in model.parameters()), activation)
+            rates = rates[~stop]
         if cfg.log and time.perf_counter() - last_print > PROGRESS_SECONDS:
             last_print = time.perf_counter()
             print(f"  {setting}: iteration {t}, {len(rates)}/{len(runs)} run(s) training", flush=True)
@@ -247,16 +247,19 @@ class Measurements:
     FACTORS = ("l2_factor", "l2_factor_wrong", "hidden_slope", "hidden_output", "hidden_spread")
 
     def __init__(self, n: int, relu: bool, band_runs: int, keep_curves: bool, cfg: Config) -> None:
-        self.cfg, self.relu, self.rows, self.t = cfg, relu, torch.arange(n), 0
+        self.cfg, self.relu, self.t = cfg, relu, 0
+        on = {"dtype": cfg.dtype, "device": cfg.device}  # every tensor lives where the run trains
+        self.rows = torch.arange(n, device=cfg.device)  # rows: which run each row of the stack is
         self.out: list[dict[str, Any]] = [{"iterations": None, "diverged_at": None} for _ in range(n)]
-        self.sums = torch.zeros(len(self.FACTORS), n, dtype=torch.float64)  # factor sums over samples
-        self.counts = torch.zeros(len(self.FACTORS), n, dtype=torch.float64)
-        self.last = torch.full((2, n), math.nan, dtype=torch.float64)  # last finite loss, accuracy
+        self.sums = torch.zeros(len(self.FACTORS), n, **on)  # factor sums over the sampled iterations
+        self.counts = torch.zeros(len(self.FACTORS), n, **on)
+        self.last = torch.full((2, n), math.nan, **on)  # last finite loss and accuracy
         self.stride = max(1, cfg.max_iters // 2000)
         self.band_runs, self.band_points = band_runs, 0
-        self.held = torch.full((band_runs,), math.nan, dtype=torch.float64)
+        self.held = torch.full((band_runs,), math.nan, **on)
+        self.quartiles = torch.tensor([0.25, 0.5, 0.75], **on)
         # allocated once: small tensors kept between the big transient ones would fragment the heap
-        self.band = torch.full((3, cfg.max_iters // self.stride + 1), math.nan, dtype=torch.float64)
+        self.band = torch.full((3, cfg.max_iters // self.stride + 1), math.nan, **on)
         self.curves: list[torch.Tensor] | None = [] if keep_curves else None
 
     def observe(self, t: int, logits: torch.Tensor, loss: torch.Tensor, accuracy: torch.Tensor, h: torch.Tensor,
@@ -266,31 +269,29 @@ class Measurements:
         with torch.no_grad():
             loss = loss.detach()
             finite = torch.isfinite(loss)
-            now = torch.stack([loss, accuracy]).double().cpu()
-            self.last = torch.where(finite.cpu(), now, self.last)
+            self.last = torch.where(finite, torch.stack([loss, accuracy]), self.last)
             self.t = t
             if t == 0:
-                self.initial = loss
-                self.dead_start = (h == 0).all(2).sum(-1).cpu()
-                self.spread_start = h.std(2).mean(1).double().cpu()
+                self.initial, self.dead_start = loss, (h == 0).all(2).sum(-1)
             if self.curves is not None:
-                self.curves.append(now[:, 0])
+                self.curves.append(torch.stack([loss, accuracy])[:, 0])
             if t % self.stride == 0:  # sampled: the gradient factors of the runs with a finite loss
                 p = torch.sigmoid(logits)
                 factor, wrong = 2 * p * (1 - p), ((logits > 0) != (y > 0.5)).to(p.dtype)
                 slope = (h > 0).to(h.dtype) if self.relu else h * (1 - h)
-                n_wrong = wrong.sum(-1)
+                n_wrong, centred = wrong.sum(-1), h - h.mean(2, keepdim=True)
+                spread = (centred * centred).mean(2).sqrt().mean(1)  # std across all B images (population)
                 values = torch.stack([factor.mean(-1), (factor * wrong).sum(-1) / n_wrong.clamp(min=1),
-                                      slope.mean((1, 2)), h.mean((1, 2)), h.std(2).mean(1)]).double().cpu()
-                has = finite.cpu().expand(len(self.FACTORS), -1).clone()
-                has[1] &= (n_wrong > 0).cpu()  # the wrong images' factor: only while some image is wrong
+                                      slope.mean((1, 2)), h.mean((1, 2)), spread])
+                self.spread_start = spread if t == 0 else self.spread_start
+                has = finite.expand(len(self.FACTORS), -1).clone()
+                has[1] &= n_wrong > 0  # the wrong images' factor: only while some image is wrong
                 self.sums += torch.where(has, values, 0.0)
-                self.counts += has.double()
+                self.counts += has
             if self.band_runs and t % self.stride == 0:
                 in_band = self.rows < self.band_runs
                 self.held[self.rows[in_band]] = self.last[0][in_band]
-                quartiles = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
-                self.band[:, t // self.stride] = torch.nanquantile(self.held, quartiles)
+                self.band[:, t // self.stride] = torch.nanquantile(self.held, self.quartiles)
                 self.band_points = t // self.stride + 1
             diverged = ~finite
             if self.cfg.diverge_factor is not None and t > 0:
@@ -299,20 +300,18 @@ class Measurements:
 
     def finish(self, stop: torch.Tensor, h: torch.Tensor, reached: torch.Tensor, diverged: torch.Tensor) -> None:
         """Write out the runs that stop at this iteration (stop (R,) bool), then forget them."""
-        stop, reached, diverged = stop.cpu(), reached.cpu(), diverged.cpu()
-        dead = (h == 0).all(2).sum(-1).cpu()
         means = torch.where(self.counts > 0, self.sums / self.counts.clamp(min=1), math.nan)
-        for row in stop.nonzero().flatten().tolist():
-            run = int(self.rows[row])
-            record = self.out[run]
-            values = {"final_loss": self.last[0, row].item(), "final_accuracy": self.last[1, row].item(),
-                      "hidden_spread_start": self.spread_start[run].item(),
-                      **dict(zip(self.FACTORS, means[:, row].tolist(), strict=True))}
-            record.update({k: v if math.isfinite(v) else None for k, v in values.items()},  # JSON has no NaN
-                          dead_start=int(self.dead_start[run]), dead_end=int(dead[row]))
-            if diverged[row]:
+        columns = torch.stack([*self.last, *means, (h == 0).all(2).sum(-1), reached, diverged]).T[stop]
+        for row, values in zip(self.rows[stop].tolist(), columns.double().tolist(), strict=True):
+            loss, accuracy, *factors, dead_end, hit, div = values
+            named = {"final_loss": loss, "final_accuracy": accuracy, **dict(zip(self.FACTORS, factors, strict=True)),
+                     "hidden_spread_start": self.spread_start[row].item()}
+            record = self.out[row]
+            record.update({k: v if math.isfinite(v) else None for k, v in named.items()},  # JSON has no NaN
+                          dead_start=int(self.dead_start[row]), dead_end=int(dead_end))
+            if div:
                 record["diverged_at"] = self.t
-            elif reached[row]:
+            elif hit:
                 record["iterations"] = self.t
         if self.band_runs:  # a stopped run's band value: its last loss
             in_band = stop & (self.rows < self.band_runs)
@@ -320,13 +319,13 @@ class Measurements:
         keep = ~stop
         self.rows, self.sums, self.counts, self.last = self.rows[keep], self.sums[:, keep], self.counts[:, keep], \
             self.last[:, keep]
-        self.initial = self.initial[keep.to(self.initial.device)]
+        self.initial = self.initial[keep]
 
     def results(self) -> dict[str, Any]:
-        """{"runs": per run (in the order given) its record; "band": (3, T) loss quartiles or None,
-        "band_stride"; "curves": {"loss", "accuracy"} (T,) of a lone run, else None}."""
-        band = self.band[:, :self.band_points].numpy() if self.band_points else None
-        curves = torch.stack(self.curves).numpy() if self.curves else None
+        """{"runs": per run (in the order given) its record; "band": (3, T) loss quartiles (numpy) or
+        None, "band_stride"; "curves": {"loss", "accuracy"} (T,) numpy of a lone run, else None}."""
+        band = self.band[:, :self.band_points].double().cpu().numpy() if self.band_points else None
+        curves = torch.stack(self.curves).double().cpu().numpy() if self.curves else None
         return {"runs": self.out, "band": band, "band_stride": self.stride,
                 "curves": None if curves is None else {"loss": curves[:, 0], "accuracy": curves[:, 1]}}
 
