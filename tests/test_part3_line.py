@@ -430,7 +430,10 @@ def test_cli_json_holds_the_loops_numbers_and_the_figures(cli_runs: dict, data: 
     assert results["network"]["parameters"] == sum(p.numel() for p in ref.parameters())
     assert results["network"]["fc_inputs"] == ref.fc.in_features
     assert set(results["controls"]) == {"fc", "fc_rescaled", "fc_matched"}
-    assert results["holdout"]["n_test"] == 16 and len(results["holdout"]["test_accuracy"]) == 2
+    train_rows, _ = p3.holdout_split(data.images, data.labels, 16)
+    held = [train(seed, data, replace(F32, max_iters=40), train_rows).iterations for seed in (0, 1)]
+    assert held != results["iterations"], "the case cannot tell the training rows from all images"
+    assert results["holdout"]["iterations"] == held and len(results["holdout"]["test_accuracy"]) == 2
     assert all(len(results["conv2_class_means"][c]) == 8 for c in "01")
 
 
