@@ -486,25 +486,26 @@ def plot_kernels(net: LineNet, start: LineNet, title: str) -> Any:
 
 
 def plot_feature_maps(net: LineNet, data: Dataset, samples: list[tuple[int, str]], title: str) -> Any:
-    """Per sample (image index, caption): the image, its 16 conv1 maps and its 8 conv2 maps after ReLU,
-    all on one grey scale from 0 (white) to the largest activation (black)."""
+    """Per sample (image index, caption): the image, its 16 conv1 maps and its 8 conv2 maps after ReLU;
+    each layer on its own grey scale (a labelled colour bar under its column)."""
     import matplotlib.pyplot as plt
 
     param = next(net.parameters())
     x = torch.tensor(data.images[[i for i, _ in samples]][:, None], dtype=param.dtype, device=param.device)
     with torch.no_grad():
         maps = [m.double().cpu().numpy() for m in net.feature_maps(x)]
-    top = max(float(m.max()) for m in maps) or 1.0
-    fig, axes = plt.subplots(len(samples), 3, figsize=(6.5, 2.0 * len(samples) + 0.9), squeeze=False,
+    fig, axes = plt.subplots(len(samples), 3, figsize=(6.5, 2.0 * len(samples) + 1.0), squeeze=False,
                              width_ratios=(1, 2.2, 1.2), layout="constrained")
     for row, (index, caption) in enumerate(samples):
         axes[row, 0].imshow(data.images[index], cmap="gray_r", vmin=0, vmax=1)
         axes[row, 0].set(xticks=[], yticks=[])
         axes[row, 0].set_title(f"image {index}\n" + caption.replace(": ", ":\n"), fontsize=8)
-        for layer, m in enumerate(maps):
-            shown = mosaic(axes[row, layer + 1], m[row], 4, "Greys", 0, top)
+    for layer, m in enumerate(maps):  # one grey scale per layer, from 0 (white) to its largest activation
+        for row in range(len(samples)):
+            shown = mosaic(axes[row, layer + 1], m[row], 4, "Greys", 0, float(m.max()) or 1.0)
             axes[row, layer + 1].set_title(f"conv{layer + 1} + ReLU, maps 1-{m.shape[1]}", fontsize=8)
-    fig.colorbar(shown, ax=axes[:, 1:], shrink=0.6, location="bottom", aspect=40, label="activation after ReLU")
+        fig.colorbar(shown, ax=axes[:, layer + 1], location="bottom", shrink=0.8, aspect=25,
+                     label=f"conv{layer + 1} activation")
     fig.suptitle(title)
     return fig
 
