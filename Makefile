@@ -10,13 +10,16 @@
 #
 # Knobs: DATA=path (dataset folder, default data), SEEDS2=100 (part 2 seeds), SEEDS3=20 (part 3
 # seeds), SWEEP_SEEDS=20 and LRS=... (part 2's learning-rate sweep), HOLDOUT=16 (3.1's held-out
-# images), and for the report's title block NAME='Your Name', PENN_KEY=yourkey, COLLABORATORS='A, B'. Every output is a real file target, so re-running after a change
-# redoes only what changed: a part reruns when its script, a script it imports, its data (by
-# content, see tools/check_data.py) or its arguments change; the PDF when its source or any
-# results file changes.
+# images), and for the report's title block NAME='Your Name', PENN_KEY=yourkey, COLLABORATORS='A, B'.
+# Every step's target is a real file, so re-running after a change redoes only what changed: a part
+# reruns when its script, a script it imports, its data (by content, see tools/check_data.py) or its
+# arguments change, or when its last run did not finish; the PDF when its source or any part's
+# results change. Without make (Windows): README.md, "Windows and macOS".
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
+# A target whose recipe fails is deleted, so a half-made one never looks up to date. Finished work
+# is exempt: see "Finished work stays" below.
 .DELETE_ON_ERROR:
 .SUFFIXES:
 .DEFAULT_GOAL := all
@@ -46,8 +49,10 @@ shq = '$(subst ','\'',$(1))'
 
 FIG := figures
 BUILD := build
-RESULTS := $(FIG)/part1_loss_gradient.json $(FIG)/part2_fc.json $(FIG)/part3_line.json \
-           $(FIG)/part3_detection.json
+PARTS := part1_loss_gradient part2_fc part3_line part3_detection
+RESULTS := $(PARTS:%=$(FIG)/%.json)
+# $(BUILD)/ran-<part>: touched when the part's script has finished (see "Finished work stays").
+RAN := $(PARTS:%=$(BUILD)/ran-%)
 DATA_STAMPS := $(BUILD)/data-random.json $(BUILD)/data-line.json $(BUILD)/data-detection.json
 REPORT_SOURCES := report/report.typ $(filter-out report/report.typ,$(wildcard report/*.typ))
 
@@ -63,11 +68,17 @@ ARGS_part3_detection := --data-dir $(call shq,$(DATA)) --out $(FIG) --seeds $(ca
 
 .PHONY: all main install check-data check-penn-key require-penn-key test lint bench zip clean distclean help FORCE
 
-## all: the main job, timed (wall time printed at the end).
-all:
-	@TIMEFORMAT='make all: wall time %1R s'; time $(MAKE) --no-print-directory main
+## all: the main job, timed (wall time printed at the end). make times it itself, with no shell
+## between it and the work: `time $(MAKE) main` put a bash there, which a SIGTERM to make alone
+## (make passes SIGTERM to its children) killed at once, leaving the inner make and its script
+## running on. date +%s.%N gives whole seconds where %N is unknown (macOS): awk reads "123.N" as 123.
+ifneq ($(filter all,$(or $(MAKECMDGOALS),all)),)
+ALL_START := $(shell date +%s.%N)
+endif
+all: main
+	@awk -v t0='$(ALL_START)' -v t1="$$(date +%s.%N)" 'BEGIN { printf "make all: wall time %.1f s\n", t1 - t0 }'
 
-main: check-penn-key $(INSTALLED) $(DATA_STAMPS) $(RESULTS) report/report.pdf
+main: check-penn-key $(INSTALLED) $(DATA_STAMPS) $(RAN) report/report.pdf
 	@if [ -n "$${PENN_KEY-}" ]; then \
 	    $(PY) tools/make_zip.py --penn-key="$$PENN_KEY"; \
 	else \
@@ -111,21 +122,41 @@ $(BUILD)/args-%.txt: FORCE
 
 # --- the four parts ----------------------------------------------------------------------------
 
-$(FIG)/part1_loss_gradient.json: part1_loss_gradient.py | $(INSTALLED)
+# Finished work stays. The scripts, build_report.py and make_zip.py write every output whole (a
+# temporary renamed into place), so whatever they leave on disk is complete. make, though, deletes
+# the target of a recipe that fails (.DELETE_ON_ERROR) or is interrupted (Ctrl-C, SIGTERM, SIGHUP:
+# make does that even without .DELETE_ON_ERROR) once the recipe has touched it: a script stopped
+# while drawing its figures lost the results JSON it had just written. So the results JSON files
+# are not make's targets. A part's target is $(BUILD)/ran-<part>, touched only once its script
+# has finished: a part stopped midway reruns at the next make (its JSON, written before the
+# figures, is kept meanwhile), and a part whose JSON is gone reruns too. The PDF is .PRECIOUS:
+# build_report.py writes it last, whole. (It also depends on the results files themselves, so
+# results from a script run by hand are built into it too, and the zip's check that the PDF is
+# newer than them can be met.)
+.PRECIOUS: report/report.pdf
+rerun_if_missing = $(if $(wildcard $(1)),,FORCE)
+
+$(BUILD)/ran-part1_loss_gradient: part1_loss_gradient.py $(call rerun_if_missing,$(FIG)/part1_loss_gradient.json) \
+                                  | $(INSTALLED)
 	$(PY) part1_loss_gradient.py $(ARGS_part1)
+	@mkdir -p $(BUILD) && touch $@
 
-$(FIG)/part2_fc.json: part2_fc.py part1_loss_gradient.py $(BUILD)/data-random.json \
-                      $(BUILD)/args-part2.txt | $(INSTALLED)
+$(BUILD)/ran-part2_fc: part2_fc.py part1_loss_gradient.py $(BUILD)/data-random.json $(BUILD)/args-part2.txt \
+                       $(call rerun_if_missing,$(FIG)/part2_fc.json) | $(INSTALLED)
 	$(PY) part2_fc.py $(ARGS_part2)
+	@touch $@
 
-$(FIG)/part3_line.json: part3_line.py part2_fc.py part1_loss_gradient.py $(BUILD)/data-line.json \
-                        $(BUILD)/args-part3_line.txt | $(INSTALLED)
+$(BUILD)/ran-part3_line: part3_line.py part2_fc.py part1_loss_gradient.py $(BUILD)/data-line.json \
+                         $(BUILD)/args-part3_line.txt $(call rerun_if_missing,$(FIG)/part3_line.json) \
+                         | $(INSTALLED)
 	$(PY) part3_line.py $(ARGS_part3_line)
+	@touch $@
 
-$(FIG)/part3_detection.json: part3_detection.py part3_line.py part2_fc.py part1_loss_gradient.py \
-                             $(BUILD)/data-detection.json $(BUILD)/args-part3_detection.txt \
-                             | $(INSTALLED)
+$(BUILD)/ran-part3_detection: part3_detection.py part3_line.py part2_fc.py part1_loss_gradient.py \
+                              $(BUILD)/data-detection.json $(BUILD)/args-part3_detection.txt \
+                              $(call rerun_if_missing,$(FIG)/part3_detection.json) | $(INSTALLED)
 	$(PY) part3_detection.py $(ARGS_part3_detection)
+	@touch $@
 
 # --- report and zip ----------------------------------------------------------------------------
 
@@ -146,7 +177,8 @@ $(BUILD)/args-report.txt: FORCE
 
 # tools/build_report.py compiles to a temporary file in report/ and renames it into place. The PDF
 # carries no date (same results, same bytes) unless SOURCE_DATE_EPOCH is set.
-report/report.pdf: $(REPORT_SOURCES) $(RESULTS) tools/build_report.py $(BUILD)/args-report.txt | $(INSTALLED)
+report/report.pdf: $(REPORT_SOURCES) $(RAN) $(wildcard $(RESULTS)) tools/build_report.py $(BUILD)/args-report.txt \
+                   | $(INSTALLED)
 	$(PY) tools/build_report.py --name="$$NAME" --penn-key="$$PENN_KEY" \
 	    --collaborators="$$COLLABORATORS" report/report.typ $@
 
@@ -184,6 +216,6 @@ distclean: clean
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
 help:
-	@sed -n '3,16s/^# \{0,1\}//p' Makefile
+	@sed -n '3,17s/^# \{0,1\}//p' Makefile
 
 FORCE:

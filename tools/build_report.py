@@ -4,9 +4,12 @@ Defaults: report/report.typ -> report/report.pdf, with the repository root as Ty
 source can read figures/*.png and figures/*.json). The PDF is compiled to a temporary file in the
 target's folder and renamed into place, so an error, Ctrl-C, SIGTERM or SIGHUP never leaves a
 half-written PDF and the previous one stays whole (one line on stderr; exit status 130, 143, 129);
-a temporary left by a run killed outright (.report.XXXXXXXX.pdf) is removed by the next run. A
-target that cannot be written (a folder, say) is one line naming it. Only Typst's bundled fonts
-are used, so the PDF looks the same on every machine.
+a temporary left by a run killed outright (.report.XXXXXXXX.pdf) is removed by the next run (on
+Windows, by the first run 10 minutes later). A target that cannot be written (a folder, say), and a
+named pipe (FIFO), device or socket in place of a file the report reads (the source, the .typ files
+beside it, the results folder's files), are one line naming them, exit status 2: Typst would wait
+on a FIFO forever. Only Typst's bundled fonts are used, so the PDF looks the same on every machine;
+it runs on Linux, macOS and Windows.
 
 Front matter: --name, --penn-key and --collaborators (make all NAME=... PENN_KEY=...
 COLLABORATORS=...) go to the title block; left empty, the report prints a marked placeholder. A
@@ -26,21 +29,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
+import errno
 import functools
 import mmap
 import os
 import re
 import shutil
 import signal
+import stat
 import struct
 import sys
 import tempfile
+import time
 import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import typst
+
+try:  # POSIX (Linux, macOS): locks mark a temporary file that a running writer holds
+    import fcntl
+except ImportError:  # Windows: see remove_stale
+    fcntl = None
 
 ROOT = Path(__file__).resolve().parent.parent
 PROG = "build_report.py"
@@ -48,17 +59,23 @@ MAX_EPOCH = 253402300799  # 9999-12-31 23:59:59 UTC, the last second a PDF date 
 
 
 # ---------------------------------------------------------------------------------------------
-# Outputs written whole, also when a run is killed (tools/make_zip.py uses these too):
+# Plumbing shared with tools/make_zip.py and tools/check_data.py. Portable: fcntl and SIGHUP are
+# used where they exist (Linux, macOS), with a fallback where they do not (Windows).
+# - open_regular(path) opens a file to read it, refusing (NotRegularFileError, one line naming it) a named
+#   pipe (FIFO), a folder, a device or a socket in its place: reading one would block or never end;
 # - write_whole(path, write) writes through a temporary `.<stem>.XXXXXXXX<suffix>` in the target's
-#   folder, holding an exclusive lock (flock) on it, and renames it into place: the target is the
-#   old file or the new one, never half of one;
-# - remove_stale(path) removes the temporaries of that pattern that no process holds locked: the
-#   leftovers of a run killed outright (SIGKILL, a power cut), which no handler can clean; a running
-#   writer's is left alone, so two runs side by side are safe. write_whole calls it first;
-# - handle_signals() makes SIGTERM and SIGHUP behave like Ctrl-C (KeyboardInterrupt, so temporaries
-#   are removed on the way out); interrupted_status() is then 128 + the signal: 130, 143 or 129.
+#   folder and renames it into place: the target is the old file or the new one, never half of one;
+# - remove_stale(path) removes the temporaries of that pattern that a run killed outright (SIGKILL,
+#   a power cut) left behind, and never a running writer's: where fcntl exists, the writer holds an
+#   exclusive lock (flock) on its temporary from before its first byte to after the rename; on
+#   Windows, a file another process holds open cannot be removed, and only a temporary untouched for
+#   STALE_AFTER seconds counts as left behind. write_whole calls it first;
+# - handle_signals() makes SIGTERM and SIGHUP (where it exists) behave like Ctrl-C
+#   (KeyboardInterrupt, so temporaries are removed on the way out); interrupted_status() is then
+#   128 + the signal: 130, 143 or 129.
 # ---------------------------------------------------------------------------------------------
 
+STALE_AFTER = 600  # s: without locks (Windows), a temporary this long untouched is a killed run's
 _received: list[int] = []
 
 
@@ -67,10 +84,15 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def stop_signals() -> list[int]:
+    """The signals that stop a run: Ctrl-C, SIGTERM, and SIGHUP (a closed terminal) where it exists."""
+    return [signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+
+
 def handle_signals() -> None:
     """Ctrl-C, SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread; a signal the caller
     ignores (nohup ignores SIGHUP, a shell's background job SIGINT) stays ignored."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in stop_signals():
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, _raise_interrupt)
 
@@ -80,56 +102,154 @@ def interrupted_status() -> int:
     return 128 + (_received[0] if _received else signal.SIGINT)
 
 
+class NotRegularFileError(OSError):
+    """A path to read holds something other than a regular file (a FIFO, a folder, a device)."""
+
+
+def _irregular(mode: int) -> str:
+    """What a file of this st_mode is when it is not a regular file ("" when it is one)."""
+    kinds = ((stat.S_ISREG, ""), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+             (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
+
+
+def check_regular(path: Path, mode: int) -> None:
+    """Raise NotRegularFileError naming `path` unless `mode` (its st_mode) is a regular file's."""
+    kind = _irregular(mode)
+    if kind:
+        raise NotRegularFileError(errno.EINVAL, f"{path}: is {kind}, not a regular file", str(path))
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open `path` to read in binary; NotRegularFileError if it is not a regular file, without blocking.
+
+    The type is checked before opening (a FIFO is never opened), and again on the open file, which
+    is opened non-blocking where that exists: a FIFO put in its place meanwhile would otherwise
+    wait for a writer forever. (For a regular file O_NONBLOCK changes nothing.)
+    """
+    check_regular(path, os.stat(path).st_mode)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        check_regular(path, os.fstat(fd).st_mode)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of `path`, a regular file (NotRegularFileError otherwise, without blocking)."""
+    with open_regular(path) as file:
+        return file.read()
+
+
 def _temporary_pattern(path: Path) -> re.Pattern[str]:
     """Names tempfile.mkstemp gives for prefix `.<stem>.` and suffix `<suffix>` (8 random characters)."""
     return re.compile(rf"\.{re.escape(path.stem)}\.[a-z0-9_]{{8}}{re.escape(path.suffix)}")
 
 
+def _same_file(fd: int, name: Path) -> bool:
+    """True when `name` still names the file open as `fd` (not removed, not replaced)."""
+    try:
+        return os.path.samestat(os.stat(name, follow_symlinks=False), os.fstat(fd))
+    except OSError:
+        return False
+
+
+def _remove_if_unlocked(candidate: Path) -> bool:
+    """Where fcntl exists: remove `candidate` unless a writer holds its lock. The file checked is the
+    one removed: the lock is taken on it, and the name must still be that file once it is ours."""
+    try:
+        fd = os.open(candidate, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False  # gone meanwhile, or not ours to open: leave it
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not _same_file(fd, candidate):
+            return False
+        candidate.unlink()
+        return True
+    except OSError:  # a running writer holds it (BlockingIOError), or it went meanwhile
+        return False
+    finally:
+        os.close(fd)
+
+
+def _remove_if_old(candidate: Path) -> bool:
+    """Without fcntl (Windows): remove `candidate` when untouched for STALE_AFTER seconds. A running
+    writer keeps it open, and Windows refuses to remove an open file (PermissionError)."""
+    try:
+        info = os.stat(candidate, follow_symlinks=False)
+        if not stat.S_ISREG(info.st_mode) or time.time() - info.st_mtime < STALE_AFTER:
+            return False
+        candidate.unlink()
+        return True
+    except OSError:
+        return False
+
+
 def remove_stale(path: Path) -> list[Path]:
-    """Remove the temporaries of `path` that no writer holds locked; return those removed."""
+    """Remove the temporaries of `path` that a killed run left (see above); return those removed.
+    Only regular files are looked at: a FIFO or a folder of that name is left alone, never opened."""
     path = Path(path)
     pattern = _temporary_pattern(path)
-    removed = []
     try:
-        candidates = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)]
+        with os.scandir(path.parent) as entries:
+            candidates = [Path(e.path) for e in entries
+                          if pattern.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
     except OSError:
-        return removed
-    for candidate in candidates:
+        return []
+    remove = _remove_if_old if fcntl is None else _remove_if_unlocked
+    return [candidate for candidate in candidates if remove(candidate)]
+
+
+def _new_temporary(path: Path) -> tuple[int, Path]:
+    """A new temporary for `path` in its folder, open, and locked where fcntl exists.
+
+    Another run's remove_stale may lock and remove the new file in the moment between its creation
+    and our lock; the name is then gone (or another file's) once the lock is ours, and we make another.
+    """
+    for _ in range(100):
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+        if fcntl is None:
+            return fd, Path(name)
         try:
-            fd = os.open(candidate, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            continue  # gone meanwhile, or not a file we can open: leave it
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            continue  # a running writer holds it
-        else:
-            candidate.unlink(missing_ok=True)
-            removed.append(candidate)
-        finally:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
             os.close(fd)
-    return removed
+            Path(name).unlink(missing_ok=True)
+            raise
+        if _same_file(fd, Path(name)):
+            return fd, Path(name)
+        os.close(fd)
+    raise OSError(errno.EAGAIN, "another run keeps removing the temporary files", str(path))
 
 
 def write_whole(path: Path, write: Callable[[Path], None]) -> None:
-    """Write `path` through a locked temporary file in its folder, then rename it into place.
+    """Write `path` through a temporary file in its folder, then rename it into place.
 
     Stale temporaries of `path` are removed first. On any exception (KeyboardInterrupt included)
     the temporary is removed and the previous `path` stays as it was.
     """
     path = Path(path)
     remove_stale(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    fd, tmp = _new_temporary(path)
+    renamed = False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        write(Path(tmp))
+        write(tmp)
         os.chmod(tmp, 0o644)
+        if fcntl is None:  # Windows renames no file that is open (and there is no lock to keep)
+            os.close(fd)
+            fd = -1
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        renamed = True
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
+        if not renamed:  # closed first: Windows removes no open file
+            tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,23 +434,47 @@ def staged_root(source: Path, figures: Path, into: Path) -> Path:
 def scratch_folder(wanted: bool) -> Iterator[Path | None]:
     """A temporary folder (None when not `wanted`), removed on the way out, also on a signal.
 
-    Signals are held back from its creation until the `try` that removes it has begun, so a signal
-    that arrives meanwhile cannot leave it behind.
+    Where signals can be held back (POSIX), they are, from its creation until the `try` that removes
+    it has begun, so a signal that arrives meanwhile cannot leave it behind.
     """
     if not wanted:
         yield None
         return
-    signals = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    mask = getattr(signal, "pthread_sigmask", None)  # absent on Windows: the moment stays open there
+    held = mask(signal.SIG_BLOCK, stop_signals()) if mask else None
     folder = None
     try:
         folder = Path(tempfile.mkdtemp(prefix="report-"))
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        if mask:
+            mask(signal.SIG_SETMASK, held)
         yield folder
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        if mask:
+            mask(signal.SIG_SETMASK, held)
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_readable_inputs(source: Path, figures: Path) -> None:
+    """Raise BuildError naming the first file the report could read that is not a regular file:
+    the source, the .typ files beside it, and what the results folder holds (Typst would wait
+    forever on a named pipe, beyond the reach of Ctrl-C). Hidden files (temporaries) are not read."""
+    try:
+        check_regular(source, source.stat().st_mode)
+    except NotRegularFileError as err:
+        raise BuildError(err.strerror) from None
+    except OSError as err:
+        raise BuildError(f"{source}: no such file" if isinstance(err, FileNotFoundError)
+                         else f"{source}: cannot read it ({err.strerror})") from None
+    for folder, wanted in ((source.parent, "*.typ"), (figures, "*")):
+        for path in sorted(folder.glob(wanted)):
+            try:
+                info = path.stat()
+            except OSError:
+                continue  # a dangling link: Typst names it if the report reads it
+            if not (path.name.startswith(".") or stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+                raise BuildError(f"{path}: is {_irregular(info.st_mode)}, not a regular file; "
+                                 "remove it or put the file there")
 
 
 def writable_target(path: Path, flag: str) -> None:
@@ -346,10 +490,9 @@ def writable_target(path: Path, flag: str) -> None:
 
 
 def build(args: argparse.Namespace) -> int:
-    if not args.source.is_file():
-        raise BuildError(f"{args.source}: no such file")
     if args.figures is not None and not args.figures.is_dir():
         raise BuildError(f"--figures {args.figures}: no such folder")
+    check_readable_inputs(args.source, args.root / "figures" if args.figures is None else args.figures)
     source_date_epoch()  # checked before the compile
     writable_target(args.target, "")
     if args.html is not None:
@@ -362,7 +505,10 @@ def build(args: argparse.Namespace) -> int:
     with scratch_folder(args.figures is not None) as tmp:
         source, root = args.source.resolve(), args.root.resolve()
         if args.figures is not None:
-            source, root = staged_root(source, args.figures.resolve(), tmp / "root"), tmp / "root"
+            try:
+                source, root = staged_root(source, args.figures.resolve(), tmp / "root"), tmp / "root"
+            except OSError as err:  # shutil.Error too: e.g. a FIFO put there since the check
+                raise BuildError(f"--figures {args.figures}: cannot copy it ({err})") from None
         try:
             pdf = compile_report(source, root, **front)
             html = compile_report(source, root, fmt="html", **front) if args.html else None

@@ -8,12 +8,15 @@ not 1 to 64 lowercase letters and digits (so `1_<key>.zip` is always a plain fil
 and a PDF that is missing or older than anything it was built from (the four scripts,
 report/report.typ, the four figures/*.json results files), so a stale report is never handed in.
 The zip is deterministic (sorted members, fixed timestamps and permissions: same files, same bytes)
-and written atomically (a locked temporary `.1_<key>.XXXXXXXX.zip`, then rename), so a failure
-leaves any earlier zip whole. Ctrl-C, SIGTERM and SIGHUP remove the temporary on the way out (exit
-status 130, 143, 129); a temporary left by a run killed outright is removed by the next run.
+and written atomically (a temporary `.1_<key>.XXXXXXXX.zip`, then rename), so a failure leaves any
+earlier zip whole. Ctrl-C, SIGTERM and SIGHUP remove the temporary on the way out (exit status 130,
+143, 129); a temporary left by a run killed outright is removed by the next run (on Windows, by the
+first run 10 minutes later; see build_report.remove_stale).
 
-It borrows only part 1's small command-line helpers and build_report.py's atomic-write and signal
-helpers (no training code runs).
+A named pipe (FIFO), a folder or a device in place of a file it reads is refused in one line (exit
+status 2), never read. It borrows only part 1's small command-line helpers (run_main handles the
+signals) and build_report.py's reading and atomic-write helpers (no training code runs). It runs on
+Linux, macOS and Windows.
 """
 
 from __future__ import annotations
@@ -28,7 +31,12 @@ sys.path.insert(0, str(REPO_ROOT))
 from part1_loss_gradient import InputError, Parser, run_main  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_report import handle_signals, interrupted_status, write_whole  # noqa: E402  (writing helpers)
+from build_report import (  # noqa: E402  (reads that never block; atomic writes)
+    NotRegularFileError,
+    check_regular,
+    open_regular,
+    write_whole,
+)
 
 SCRIPTS = ("part1_loss_gradient.py", "part2_fc.py", "part3_line.py", "part3_detection.py")
 REPORT_PDF = "report/report.pdf"
@@ -64,25 +72,53 @@ def check_penn_key(key: str) -> str:
 
 
 def check_fresh(root: Path) -> None:
-    """Raise InputError unless the PDF and everything it is built from exist and the PDF is newest."""
+    """Raise InputError unless the PDF and everything it is built from are there, as regular files
+    (a named pipe in one's place would block the read), and the PDF is the newest."""
     needed = [REPORT_PDF, *SCRIPTS, *REPORT_INPUTS]
-    missing = [rel for rel in needed if not (root / rel).is_file()]
+    times, missing = {}, []
+    for rel in needed:
+        try:
+            info = (root / rel).stat()
+        except FileNotFoundError:
+            missing.append(rel)
+            continue
+        check_input(root / rel, info.st_mode)
+        times[rel] = info.st_mtime_ns
     if missing:
         raise InputError(f"missing in {root}: {', '.join(missing)}; run `make all` first")
     pdf = root / REPORT_PDF
-    if not pdf.read_bytes().startswith(b"%PDF-"):
+    if not read_input(pdf, 5).startswith(b"%PDF-"):
         raise InputError(f"{pdf}: not a PDF file; rebuild it with `make all`")
-    pdf_time = pdf.stat().st_mtime_ns
-    newer = [rel for rel in (*SCRIPTS, *REPORT_INPUTS) if (root / rel).stat().st_mtime_ns > pdf_time]
+    newer = [rel for rel in (*SCRIPTS, *REPORT_INPUTS) if times[rel] > times[REPORT_PDF]]
     if newer:
         raise InputError(f"{pdf} is older than {', '.join(newer)}; rebuild it with `make all` "
                          "so the report shows what the scripts now compute")
 
 
+def check_input(path: Path, mode: int) -> None:
+    """InputError naming `path` unless `mode` (its st_mode) is a regular file's."""
+    try:
+        check_regular(path, mode)
+    except NotRegularFileError as err:
+        raise InputError(err.strerror) from None
+
+
+def read_input(path: Path, size: int = -1) -> bytes:
+    """Up to `size` bytes of `path` (all when -1); InputError naming it when it cannot be read, or
+    is not a regular file (never blocks on a named pipe)."""
+    try:
+        with open_regular(path) as file:
+            return file.read(size)
+    except NotRegularFileError as err:
+        raise InputError(err.strerror) from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read it ({err.strerror})") from None
+
+
 def zip_members(root: Path) -> dict[str, bytes]:
     """Name inside the zip -> file contents: the PDF and the four scripts, all at the zip's root."""
-    members = {name: (root / name).read_bytes() for name in SCRIPTS}
-    members["report.pdf"] = (root / REPORT_PDF).read_bytes()
+    members = {name: read_input(root / name) for name in SCRIPTS}
+    members["report.pdf"] = read_input(root / REPORT_PDF)
     return members
 
 
@@ -130,6 +166,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    handle_signals()
-    status = run_main(main)
-    sys.exit(interrupted_status() if status == 130 else status)
+    sys.exit(run_main(main))  # Ctrl-C, SIGTERM, SIGHUP: one line, exit 130, 143, 129
