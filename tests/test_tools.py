@@ -147,6 +147,9 @@ case "$1" in
 tools/check_data.py)  # writes a dataset's stamp only when it changed (here: when there is none)
     mkdir -p build
     for name in random line detection; do [ -e "build/data-$name.json" ] || echo '{}' > "build/data-$name.json"; done ;;
+tools/build_report.py)  # writes the PDF, its last argument
+    for pdf; do :; done
+    echo '%PDF-' > "$pdf" ;;
 part*.py)  # a part script: its results JSON first; FAKE_SLOW=<script> then "draws figures" for 30 s,
            # which SIGTERM, SIGHUP or SIGINT end at once (exit 143, 129, 130), as the scripts do
     mkdir -p figures && echo '{}' > "figures/${1%.py}.json"
@@ -314,16 +317,24 @@ def test_a_signal_to_make_all_ends_every_process_and_keeps_finished_results(tmp_
 
 
 @needs_make
-def test_make_reruns_a_part_whose_results_are_gone(tmp_path: Path) -> None:
+def test_make_reruns_a_part_whose_results_are_gone_and_rebuilds_the_pdf_from_results_run_by_hand(
+        tmp_path: Path) -> None:
     root = fake_repo(tmp_path)
     log = tmp_path / "calls.txt"
     env = {**os.environ, "FAKE_PYTHON_LOG": str(log)}
-    for _ in range(2):
+
+    def make_all() -> list[str]:
+        done = len(calls(log)) if log.exists() else 0
         assert subprocess.run(["make", "-C", str(root), "VENV=venv", "all"], env=env, capture_output=True,
                               timeout=60).returncode == 0
-        (root / "figures" / "part3_line.json").unlink()
-    scripts = [script for script, _ in calls(log)]
-    assert scripts.count("part3_line.py") == 2 and scripts.count("part2_fc.py") == 1, scripts
+        return [script for script, _ in calls(log)[done:]]
+
+    assert "part3_line.py" in make_all()
+    (root / "figures" / "part3_line.json").unlink()
+    assert make_all() == ["tools/check_data.py", "part3_line.py", "tools/build_report.py"]
+    (root / "figures" / "part2_fc.json").touch()  # part 2 run by hand, with other flags: the PDF shows it
+    assert make_all() == ["tools/check_data.py", "tools/build_report.py"]
+    assert make_all() == ["tools/check_data.py"]
 
 
 # --- temporaries: a killed run's are removed, a running writer's kept; signals clean up ---------------
@@ -619,6 +630,21 @@ def test_check_data_never_blocks_on_a_named_pipe_as_stamp_or_as_a_stamped_file(
     with released_after(pipes), pytest.raises(check_data.InputError) as err:
         check_data.main(["--data-dir", str(data), "--stamps", str(stamps)])
     assert "random_imgs.npy" in str(err.value) and "named pipe" in str(err.value), err.value
+
+
+def test_check_data_checks_the_stand_ins_and_keeps_a_stamp_for_each(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """With the scripts' own loader (part2_fc.load_dataset); then the quick path, stamps untouched."""
+    data = REPO_ROOT / "data"
+    assert check_data.main(["--data-dir", str(data), "--stamps", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.count("stand-in") == 3
+    for name in DATA_FILES:
+        stamp = tmp_path / f"data-{name}.json"
+        assert json.loads(stamp.read_text()) == stamp_for(data, name)
+        os.utime(stamp, (1_000_000_000, 1_000_000_000))
+    assert check_data.main(["--data-dir", str(data), "--stamps", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.count("unchanged since its last check") == 3
+    assert {p.stat().st_mtime for p in tmp_path.iterdir()} == {1_000_000_000}
 
 
 @pytest.mark.parametrize("system", ["windows", "macos"])
