@@ -67,8 +67,8 @@ DATA_FILES = {"random": ("random/random_imgs.npy", "random/random_labs.npy"),
               "detection": ("detection/detection_imgs.npy", "detection/detection_labs.npy",
                             "detection/detection_width.npy")}
 PLATFORM_SIM = REPO_ROOT.parent / "shared" / "platform-sim"  # sitecustomize modules: Windows, macOS
-needs_make = pytest.mark.skipif(shutil.which("make") is None or not Path("/proc/self/stat").exists(),
-                                reason="needs GNU make and /proc (Linux)")
+needs_make = pytest.mark.skipif(shutil.which("make") is None or not Path("/proc/self/stat").exists()
+                                or not hasattr(os, "killpg"), reason="needs GNU make, /proc and killpg (Linux)")
 needs_flock = pytest.mark.skipif(fcntl is None, reason="needs fcntl (POSIX)")
 
 

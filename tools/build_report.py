@@ -61,7 +61,7 @@ MAX_EPOCH = 253402300799  # 9999-12-31 23:59:59 UTC, the last second a PDF date 
 # ---------------------------------------------------------------------------------------------
 # Plumbing shared with tools/make_zip.py and tools/check_data.py. Portable: fcntl and SIGHUP are
 # used where they exist (Linux, macOS), with a fallback where they do not (Windows).
-# - open_regular(path) opens a file to read it, refusing (NotRegularFileError, one line naming it) a named
+# - open_regular(path) opens a file to read it, refusing (NotRegularFileError, naming it) a named
 #   pipe (FIFO), a folder, a device or a socket in its place: reading one would block or never end;
 # - write_whole(path, write) writes through a temporary `.<stem>.XXXXXXXX<suffix>` in the target's
 #   folder and renames it into place: the target is the old file or the new one, never half of one;
@@ -135,12 +135,6 @@ def open_regular(path: Path) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
-
-
-def read_regular(path: Path) -> bytes:
-    """The bytes of `path`, a regular file (NotRegularFileError otherwise, without blocking)."""
-    with open_regular(path) as file:
-        return file.read()
 
 
 def _temporary_pattern(path: Path) -> re.Pattern[str]:

@@ -57,7 +57,8 @@ def sha256_of(path: Path) -> str:
 
 def still_checked(record: dict | None, data_dir: Path) -> bool:
     """True when `record` is for `data_dir` and every file it lists still has the recorded sha256."""
-    if not record or record.get("data_dir") != str(data_dir) or not record.get("sha256"):
+    if not record or record.get("data_dir") != str(data_dir) or not record.get("sha256") \
+            or not isinstance(record.get("provenance"), str):
         return False
     for rel, digest in record["sha256"].items():
         try:
