@@ -52,6 +52,7 @@ PENN_KEY = re.compile(r"[a-z0-9]+")
 # PennKeys are short (a few characters); this is far above any of them and far below the 255 bytes
 # a file name (1_<key>.zip, and the temporary .1_<key>.XXXXXXXX.zip) may hold.
 PENN_KEY_MAX = 64
+WITHOUT_MAKE = " (without make: the steps in README.md, \"Windows and macOS\")"
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can store: no build time leaks in
 
 
@@ -85,13 +86,13 @@ def check_fresh(root: Path) -> None:
         check_input(root / rel, info.st_mode)
         times[rel] = info.st_mtime_ns
     if missing:
-        raise InputError(f"missing in {root}: {', '.join(missing)}; run `make all` first")
+        raise InputError(f"missing in {root}: {', '.join(missing)}; run `make all` first{WITHOUT_MAKE}")
     pdf = root / REPORT_PDF
     if not read_input(pdf, 5).startswith(b"%PDF-"):
-        raise InputError(f"{pdf}: not a PDF file; rebuild it with `make all`")
+        raise InputError(f"{pdf}: not a PDF file; rebuild it with `make all`{WITHOUT_MAKE}")
     newer = [rel for rel in (*SCRIPTS, *REPORT_INPUTS) if times[rel] > times[REPORT_PDF]]
     if newer:
-        raise InputError(f"{pdf} is older than {', '.join(newer)}; rebuild it with `make all` "
+        raise InputError(f"{pdf} is older than {', '.join(newer)}; rebuild it with `make all`{WITHOUT_MAKE}, "
                          "so the report shows what the scripts now compute")
 
 
