@@ -443,6 +443,18 @@ def test_without_fcntl_temporaries_are_closed_before_rename_and_removed_by_age(
     assert target.read_bytes() == b"%PDF-1"
 
 
+def test_without_sighup_and_sigmask_the_staging_folder_is_made_and_removed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows has neither SIGHUP nor pthread_sigmask (the simulation leaves the latter)."""
+    for name in ("SIGHUP", "pthread_sigmask"):
+        monkeypatch.delattr(signal, name, raising=False)
+    assert build_report.stop_signals() == [signal.SIGINT, signal.SIGTERM]
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with build_report.scratch_folder(True) as folder:
+        assert folder is not None and folder.parent == tmp_path and folder.is_dir()
+    assert list(tmp_path.iterdir()) == []
+
+
 def stop_midway(args: list[str], begun: Callable[[], bool], sig: int, cwd: Path | None = None,
                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a tool, send it `sig` once `begun()` says it is under way, and return how it ended."""
@@ -680,9 +692,9 @@ def test_check_data_turns_memory_error_into_one_line(tmp_path: Path, monkeypatch
 
 @pytest.mark.parametrize("system", ["windows", "macos"])
 def test_report_builds_under_simulated_windows_and_macos(tmp_path: Path, system: str) -> None:
-    """No fcntl, no SIGHUP, no pthread_sigmask-free surprises: a build with --figures (the staging
-    folder, whose creation holds signals back where that exists) and a killed run's temporary, an
-    hour old, removed (on Windows by its age, on macOS by its missing lock)."""
+    """Without fcntl and SIGHUP (Windows) and under 256 open files (macOS): a build with --figures
+    (the staging folder) that removes a killed run's temporary, an hour old (on Windows by its age,
+    on macOS by its missing lock)."""
     (tmp_path / "r.typ").write_text(TINY_TYP)
     (tmp_path / "figures").mkdir()
     stale = tmp_path / ".r.k1ll3d_x.pdf"
