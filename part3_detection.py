@@ -1,248 +1,588 @@
-"""Part 3.2: 3.1's conv net with a width head, on the detection dataset (question 3.2).
+"""Part 3.2: 3.1's conv net with a width head, on the detection dataset (handout question 3.2).
 
     python part3_detection.py              # the handout's run: one seed
     python part3_detection.py --seeds 20 --control-no-width-head --control-width-lr-x10   # `make all`
 
-Each image holds one object: label 0 = a diamond, label 1 = an axis-aligned square; its width w is
-the half-extent in pixels (bounding box (2w + 1) x (2w + 1)). How long until the network classifies
-every image and gets every width right, and what makes the width slow? This file holds 3.2's
-network and objective; the training loop and the figures are part3_line.py's (see its docstring).
+Each image holds one object: label 0 = a diamond, label 1 = an axis-aligned square. Its width w is
+the half-extent in pixels (the bounding box is (2w + 1) x (2w + 1)). One network classifies the object
+and predicts its width; how long until every class and every width is right, and why so long?
 
-Two learning rates (handout): the classifier learns by cross-entropy at --lr 0.1, the width by
+Read top to bottom: the network (3.1's LineNet plus a width head), the training loop (forward, the
+objective, the SGD step, the stop rule) and `main`; then the 3.2 study (many seeds, which images are
+slow and why, the two controls); then the figures and the printed summary. 3.1's network, its start
+and its figures come from part3_line.py; flags, data, processes and statistics from part2_fc.py.
+
+Two learning rates (handout): the classifier learns by cross-entropy CE at --lr 0.1, the width by
 L2 = mean over the images of (predicted - true width)^2 (no factor 1/2) at --lr-reg 0.001. One plain
-SGD step of size lr on  CE + (lr_reg / lr) L2  (= CE + 0.01 L2) moves the classifier by lr dCE, the
-width head by lr_reg dL2 and the shared conv layers by both: exactly the two rates. A width is right
-when |predicted - true| < 0.5. Training stops at the first 100% width accuracy (the handout's rule).
-Controls: --control-no-width-head (the classifier alone, stop at 100% classification),
---control-width-lr-x10 (the width loss at 10x its rate).
+SGD step of size lr on  CE + (lr_reg / lr) L2  moves the classifier (fc) by lr dCE, the width head by
+lr_reg dL2 and the shared conv layers by both: exactly the two rates. A width is right when
+|predicted - true| < 0.5 pixels; a run stops at its first 100% width accuracy (the handout's rule),
+at a non-finite loss (diverged) or at the cap.
 
-Outputs in --out: part3_detection_classification.png (3.2 (1), (2)), _width.png ((3), (4)),
-_width_scatter.png, _kernels.png, _feature_maps.png, with --seeds > 1 _share_reached.png and
-_loss_band.png; part3_detection.json.
+Controls: --control-no-width-head trains 3.1's network alone (CE only, stop at 100% classification);
+--control-width-lr-x10 trains 3.2 with the width's rate times 10. With --seeds N every study trains
+seeds first-seed .. first-seed + N - 1 from the same start; each (study, seed) is one job, the jobs
+spread over --workers processes (one job: no extra process).
+
+Outputs in --out: part3_detection.json (written first: no figure can lose it),
+part3_detection_classification.png (3.2 (1)-(2)), _width.png
+((3)-(4)), _width_scatter.png, _kernels.png, _feature_maps.png; with --seeds > 1 also
+_share_reached.png, _loss_band.png and _slow_images.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from part1_loss_gradient import Parser, positive, run_main, write_json
 from part2_fc import (
+    FIGURE_SIZE,
+    PROGRESS_SECONDS,
     Config,
     Dataset,
-    new_figure,
+    Parser,
+    check_resources,
+    config_from_args,
+    load_dataset,
+    paired_counts,
     results_header,
+    run_jobs,
+    run_main,
+    save_figure,
+    seed_list,
     summarize_stops,
+    summarize_values,
+    typical_seed,
+    write_json,
 )
 from part3_line import (
+    CHANNELS,
+    KERNEL,
+    PADDINGS,
     LineNet,
-    SeedRun,
     add_part3_args,
-    batch_of,
-    check_run,
-    conv2_class_means,
-    draw_figures,
-    figure_workers,
-    many_figures,
-    network_record,
-    prepare,
-    run_record,
-    single_record,
-    summary_line,
-    train_seeds,
-    trained_model,
-    typical_figures,
-    typical_run,
+    conv_sizes,
+    initial_model,
+    plot_feature_maps,
+    plot_kernels,
 )
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 WIDTH_TOLERANCE = 0.5  # a width is right when |predicted - true| < 0.5 pixels (strictly)
-DETECTION_CLASSES = {0: "diamond", 1: "square"}
+CLASSES = {0: "diamond", 1: "square"}  # the labels' meaning in the course's files
+# study -> its name in figures: the handout's 3.2; --control-no-width-head: 3.1's network alone (CE
+# only, stop at 100% classification); --control-width-lr-x10: 3.2 with the width's rate x10
+STUDIES = {"3.2": "3.2", "no_width_head": "no width head", "width_lr_x10": "width rate x10"}
+CURVES = ("objective", "ce", "l2", "accuracy", "width_accuracy")  # what the loop records at every iteration
+
+
+# ===== 3.2: Figure 4 with the width head, CE + (lr_reg / lr) L2, plain SGD until every width is right =====
+
+
+class DetectionNet(LineNet):
+    """3.1's network (conv1, conv2 and fc, the class logit) plus 3.2's width head: a second fully
+    connected layer off the same conv2 features, one linear unit, the object's width in pixels.
+    forward: images x (B, 1, H, W) -> (class logits (B,), widths (B,))."""
+
+    def __init__(self, image: tuple[int, int], padding: str = "valid") -> None:
+        super().__init__(image, padding)
+        self.width_head = nn.Linear(self.fc.in_features, 1)  # declared last: a seed starts 3.1's layers as in 3.1
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        features = self.feature_maps(x)[1].flatten(1)  # conv2's maps after ReLU, (B, 8 * H2 * W2)
+        return self.fc(features).squeeze(1), self.width_head(features).squeeze(1)
+
+
+@dataclass
+class SeedRun:
+    """One seed's training. Numpy and plain numbers only: it crosses processes, where torch tensors
+    would travel as open file descriptors. T = stop + 1 evaluations (iterations 0 .. stop), B images."""
+
+    study: str  # a key of STUDIES
+    seed: int
+    stop: int  # the last iteration evaluated
+    iterations: int | None  # = stop where the stop rule was met, else None
+    diverged_at: int | None  # = stop where the loss was not finite, else None
+    curves: dict[str, np.ndarray]  # CURVES -> (T,): objective, ce, l2 (pixels^2), accuracy, width_accuracy
+    logits: np.ndarray  # (T, B) every image's class logit at every iteration
+    widths: np.ndarray  # (T, B) every image's predicted width (pixels); NaN without the width head
+    conv2_means: np.ndarray  # (B, 8) each conv2 map's mean (after ReLU) per image, at the stop
+    weights: dict[str, np.ndarray]  # the network's parameters at the stop
+
+
+def train(study: str, seed: int, cfg: Config, data: Dataset) -> SeedRun:
+    """The handout's loop for one seed of `study`: forward, objective, backward, SGD step, until the
+    stop. Iteration t evaluates the weights after t updates; its forward pass also gives update
+    t + 1's gradient. Stop at the first t with every width right (the control without the width head:
+    every class right), at a non-finite objective (diverged; opt-in: above diverge_factor x the
+    initial one) or at the cap. Every tensor lives on cfg.device."""
+    width_head = study != "no_width_head"
+    x = torch.tensor(data.images[:, None], dtype=cfg.dtype, device=cfg.device)  # (B, 1, H, W)
+    y, w = (torch.tensor(v, dtype=cfg.dtype, device=cfg.device) for v in (data.labels, data.widths))  # (B,)
+    net = initial_model(DetectionNet if width_head else LineNet, seed, tuple(data.images.shape[1:]), cfg)
+    logits_at = torch.full((cfg.max_iters + 1, len(y)), math.nan, dtype=cfg.dtype, device=cfg.device)
+    widths_at = torch.full_like(logits_at, math.nan)
+    rows: list[dict[str, float]] = []  # per iteration: CURVES -> value
+    last_print = time.perf_counter()
+    for t in range(cfg.max_iters + 1):
+        logits, predicted = net(x) if width_head else (net(x), torch.full_like(w, math.nan))  # (B,) each
+        ce = F.binary_cross_entropy_with_logits(logits, y)  # 3.1's loss, mean over the images
+        l2 = ((predicted - w) ** 2).mean()  # pixels^2, no factor 1/2
+        objective = ce + (cfg.lr_reg / cfg.lr) * l2 if width_head else ce  # one step of lr: both rates
+        logits_at[t], widths_at[t] = logits.detach(), predicted.detach()
+        accuracy = ((logits > 0) == (y > 0.5)).to(cfg.dtype).mean()
+        width_accuracy = ((predicted - w).abs() < WIDTH_TOLERANCE).to(cfg.dtype).mean()
+        now = dict(zip(CURVES, torch.stack([objective, ce, l2, accuracy, width_accuracy]).tolist(), strict=True))
+        rows.append(now)  # one read from the device per iteration
+        diverged = not math.isfinite(now["objective"]) or (  # a non-finite loss, or the opt-in rule
+            cfg.diverge_factor is not None and now["objective"] > cfg.diverge_factor * rows[0]["objective"])
+        reached = now["width_accuracy" if width_head else "accuracy"] == 1 and not diverged  # the handout's rule
+        if reached or diverged or t == cfg.max_iters:
+            break
+        objective.backward()
+        with torch.no_grad():
+            for p in net.parameters():
+                p -= cfg.lr * p.grad  # plain gradient descent; the objective's weights give the two rates
+                p.grad = None
+        if cfg.log and time.perf_counter() - last_print > PROGRESS_SECONDS:  # a long seed says where it is
+            last_print = time.perf_counter()
+            print(f"  {study}, seed {seed}: iteration {t}, {100 * now['accuracy']:.1f}% classified, "
+                  f"{100 * now['width_accuracy']:.1f}% of widths right", flush=True)
+    with torch.no_grad():
+        conv2 = net.feature_maps(x)[1].mean((2, 3))  # (B, 8) at the stop: which maps are dead
+    finite = np.isfinite([r["objective"] for r in rows])  # (T,): a diverged iteration records nothing
+    return SeedRun(study, seed, t, t if reached else None, t if diverged else None,
+                   {name: np.where(finite, [r[name] for r in rows], np.nan) for name in CURVES},
+                   *(np.where(finite[:, None], v[:t + 1].cpu().numpy(), np.nan) for v in (logits_at, widths_at)),
+                   conv2.double().cpu().numpy(), {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = config_from_args(args, {"--lr-reg": (args.lr_reg, math.ulp(0.0), 1e6)}, padding=args.padding,
+                           lr_reg=args.lr_reg)
+    data = load_dataset(args.data_dir, "detection")
+    conv_sizes(tuple(data.images.shape[1:]), args.padding)  # the images fit two 7x7 convolutions
+    studies = {"3.2": cfg} | ({"no_width_head": cfg} if args.control_no_width_head else {}) | (
+        {"width_lr_x10": replace(cfg, lr_reg=10 * cfg.lr_reg)} if args.control_width_lr_x10 else {})
+    seeds = seed_list(args.first_seed, args.seeds)
+    jobs = [(study, seed, study_cfg, data) for seed in seeds for study, study_cfg in studies.items()]
+    # memory per run: its (T, B) logits and widths, kept until the end, and the activations
+    history = (args.max_iters + 1) * (2 * len(data.labels) * cfg.dtype.itemsize + 5 * 8)
+    args.workers = check_resources(args, cfg, len(jobs), -(-len(jobs) // min(args.workers, len(jobs))),
+                                   history // 3 + data.images.size * (1 + CHANNELS[0] + CHANNELS[1]) * 8)
+    print(f"Part 3.2: {len(seeds)} seed(s) x {len(studies)} stud{'y' if len(studies) == 1 else 'ies'} on "
+          f"{data.describe}, lr {cfg.lr:g} (CE) and {cfg.lr_reg:g} (width L2), {args.dtype} on {cfg.device}, "
+          f"{args.workers} process(es)", flush=True)
+    runs = run_jobs(train, jobs, args.workers, (lambda i, run: print(
+        f"  {run.study}, seed {run.seed}: " + ("done" if run.iterations is not None else "diverged" if
+                                              run.diverged_at is not None else "not done by the cap")
+        + f" at iteration {run.stop} (job {i + 1} of {len(jobs)})", flush=True)) if cfg.log and len(jobs) > 1
+        else lambda i, run: None)
+    by_study = {study: [r for r in runs if r.study == study] for study in studies}
+    results = detection_results(args, cfg, data, by_study)
+    write_json(args.out / "part3_detection.json", results | {"figures": []})  # no figure can lose the numbers
+    results["figures"] = draw_figures(results, by_study, cfg, data, args.out)
+    write_json(args.out / "part3_detection.json", results)
+    print_summary(results, args.out)
+    return 0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = Parser(prog="part3_detection.py", description="Part 3.2: the conv net with a width head.")
     add_part3_args(parser)
     add = parser.add_argument
-    add("--lr-reg", type=positive(float), default=0.001,
+    add("--lr-reg", type=float, default=0.001,
         help="learning rate of the width's L2 loss (handout: 0.001); --lr is the classifier's")
     add("--control-no-width-head", action="store_true",
-        help="control: also train the classifier alone, stop at 100%% classification")
+        help="control: also train 3.1's network alone (CE only), stop at 100%% classification")
     add("--control-width-lr-x10", action="store_true", help="control: also train with --lr-reg x 10")
     return parser.parse_args(argv)
 
 
-# --- The network of Figure 4 with the width head, and 3.2's objective.
+# ===== 3.2, the study: every seed measured, which images are slow and why, the two controls =====
 
 
-class DetectionNet(LineNet):
-    """3.1's network plus a second FC layer off the same conv2 features: one linear unit, the
-    object's width in pixels. forward: x (B, 1, H, W) -> (logits (B,), widths (B,))."""
-
-    def __init__(self, image: tuple[int, int], padding: str = "valid") -> None:
-        super().__init__(image, padding)
-        self.reg = nn.Linear(self.fc.in_features, 1)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        features = self.feature_maps(x)[1].flatten(1)
-        return self.fc(features).squeeze(1), self.reg(features).squeeze(1)
-
-    def objective(self, batch: dict[str, torch.Tensor], cfg: Config) -> dict[str, torch.Tensor]:
-        """SGD minimises CE + (lr_reg / lr) L2; done at 100% width accuracy. Also measured: the
-        classification accuracy of each class, and of each true width (how classification
-        progresses with the object's size)."""
-        logits, pred = self(batch["x"])
-        y, widths = batch["y"], batch["widths"]
-        ce = nn.functional.binary_cross_entropy_with_logits(logits, y)
-        l2 = ((pred - widths) ** 2).mean()
-        error = (pred - widths).abs()
-        width_accuracy = (error < WIDTH_TOLERANCE).to(l2.dtype).mean()
-        correct = ((logits > 0) == (y > 0.5)).to(l2.dtype)
-        groups = batch["groups"] @ correct  # accuracy within each group of images (group_matrix)
-        return {"objective": ce + (cfg.lr_reg / cfg.lr) * l2, "ce": ce, "l2": l2, "accuracy": correct.mean(),
-                "width_accuracy": width_accuracy, "max_width_error": error.max(), "done": width_accuracy == 1,
-                "finite": torch.isfinite(logits).all() & torch.isfinite(pred).all()} | {
-                    f"group_{i}": g for i, g in enumerate(groups.unbind())}
-
-
-# Measurements over training: first 100% classification, per class and width; the width against
-# the mean-width baseline.
-
-
-def group_matrix(data: Dataset) -> tuple[list[str], np.ndarray]:
-    """Names and (G, B) averaging rows of the image groups: each label, then each true width."""
-    masks = {f"label {c}": data.labels == c for c in (0, 1)}
-    masks |= {f"width {w:g}": data.widths == w for w in np.unique(data.widths)}
-    masks = {k: m for k, m in masks.items() if m.any()}
-    return list(masks), np.array([m / m.sum() for m in masks.values()])
-
-
-def first_at(values: np.ndarray, level: float = 1.0) -> int | None:
-    """The first iteration where values >= level (at most up to the run's stop), else None."""
-    hits = np.flatnonzero(values >= level)
-    return int(hits[0]) if hits.size else None
-
-
-def width_measurements(run: SeedRun, baseline_mse: float, groups: list[str]) -> dict[str, Any]:
-    """When classification first reached 100% of all images, and from when on each class's and each
-    width's images stay classified right (a one-class group is all right whenever the net calls every
-    image that class, so the first time says little); when the width loss first fell 20x and first
-    beat the mean-width predictor, with the width accuracy and RMS error (pixels) there."""
-    c, stays = run.curves, {}
-    for i, name in enumerate(groups):  # from when on the group stays at 1 (None if not 1 at the stop)
-        below = np.flatnonzero(c[f"group_{i}"] < 1)
-        stays[name] = None if c[f"group_{i}"][-1] < 1 else int(below[-1] + 1) if below.size else 0
-    l2, width_accuracy = c["l2"], c["width_accuracy"]
+def seed_record(run: SeedRun, data: Dataset, groups: dict[str, np.ndarray], baseline_mse: float,
+                chance_ce: float) -> dict[str, Any]:
+    """One seed's measurements: the first 100%
+    classification; the relapses after it (images wrong again at a later iteration); per image and
+    per group the iteration from which it stays classified right; each image's initial margin (its
+    logit signed by the label: negative = wrong at the start); the width loss's 20x fall and where it
+    beats predicting the mean width; the dead conv2 maps and the collapse to a constant prediction."""
+    # (T, B): each image classified right at each iteration (a non-finite logit is not right)
+    classified = ((run.logits > 0) == (data.labels > 0.5)) & np.isfinite(run.logits)
+    everyone, wrong = classified.all(1), ~classified
+    first = int(everyone.argmax()) if everyone.any() else None  # the first 100% classification
+    last_wrong = len(wrong) - 1 - wrong[::-1].argmax(0)  # per image the last iteration it was wrong, if ever
+    # per image, the iteration from which it stays right to the stop: None = wrong at the stop
+    stays = [None if wrong[-1, i] else int(last_wrong[i]) + 1 if wrong[:, i].any() else 0
+             for i in range(wrong.shape[1])]
+    group_right = {name: classified[:, rows].all(1) for name, rows in groups.items()}  # (T,) per group
+    final = run.stop - (run.diverged_at is not None)  # the last iteration with finite numbers (-1: none)
+    ce, accuracy = (float(run.curves[k][final]) if final >= 0 else None for k in ("ce", "accuracy"))
+    l2, width_accuracy = run.curves["l2"], run.curves["width_accuracy"]
     hits = {"l2_fall_20x": np.flatnonzero(l2 <= l2[0] / 20), "beats_mean_width": np.flatnonzero(l2 < baseline_mse)}
-    return {"classification_iterations": first_at(c["accuracy"]), "group_classification_iterations": stays} | {
-        key: {"iteration": int(t[0]), "width_accuracy": float(width_accuracy[t[0]]), "rms": float(np.sqrt(l2[t[0]]))}
-        if t.size else None for key, t in hits.items()}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    cfg, data, seeds = prepare(args, "detection")
-    groups, matrix = group_matrix(data)
-    batch = batch_of(data) | {"groups": matrix}
-    studies = {"3.2": (cfg, batch, DetectionNet)}
-    if args.control_no_width_head:
-        studies["no width head"] = (cfg, batch_of(data), LineNet)
-    if args.control_width_lr_x10:
-        studies["width lr x10"] = (replace(cfg, lr_reg=10 * args.lr_reg), batch, DetectionNet)
-    check_run(args, cfg, len(seeds) * len(studies), 20 + len(groups))
-    print(f"Part 3.2: {len(seeds)} seed(s) on {data.describe()}, lr {args.lr:g} (CE) and {args.lr_reg:g} "
-          f"(L2), {args.dtype} on {args.device}, {args.workers} process(es)", flush=True)
-    with figure_workers(cfg) as drawers:  # they load matplotlib while the seeds train
-        trained = train_seeds(studies, seeds, args.workers, cfg.log)
-        results, one, class_its = detection_results(args, cfg, data, groups, trained)
-        runs = trained["3.2"]
-        write_json(args.out / "part3_detection.json", results | {"figures": []})  # no figure can lose the numbers
-        results["figures"] = figures(one, runs, class_its, cfg, data, args.out, drawers)
-    write_json(args.out / "part3_detection.json", results)
-    print_summary(results, args.out)
-    return 0
-
-
-def detection_results(args: argparse.Namespace, cfg: Config, data: Dataset, groups: list[str],
-                      trained: dict[str, list[SeedRun]]) -> tuple[dict[str, Any], SeedRun, list[int | None]]:
-    """The results record of 3.2, its median seed's run and every seed's first 100% classification."""
-    image = tuple(data.images.shape[1:])
-    runs = trained["3.2"]
-    one, percentile = typical_run(runs)
-    baseline = float(np.mean((data.widths - data.widths.mean()) ** 2))
-    measured = [width_measurements(r, baseline, groups) for r in runs]
-    class_its = [m["classification_iterations"] for m in measured]
-    results = results_header("part3_detection.py", args, data, cfg) | run_record(runs) | {
-        "network": network_record(cfg, image, DetectionNet), "workers": args.workers,
-        "width_tolerance": WIDTH_TOLERANCE, "mean_width_baseline": {"mse": baseline, "rms": baseline ** 0.5},
-        "classification_iterations": class_its,
-        "classification_summary": summarize_stops(class_its, [r.diverged_at for r in runs]),
-        "measurements": measured, "final_regression_accuracy": [r.final("width_accuracy") for r in runs],
-        "final_l2_loss": [r.final("l2") for r in runs], "max_width_error": [r.final("max_width_error") for r in runs],
-        "single": single_record(one, percentile, "width_accuracy", "accuracy", "ce", "l2", "max_width_error")
-        | width_measurements(one, baseline, groups),
-        "conv2_class_means": conv2_class_means(trained_model(one, cfg, image, DetectionNet), data),
-        "controls": {name.replace(" ", "_"): run_record(trained[name]) if name in trained else None
-                     for name in ("no width head", "width lr x10")},
+    record = {
+        "classification_iterations": first,
+        "all_classified_from": None if None in stays else max(stays),
+        "relapsed_images": None if first is None else np.flatnonzero(wrong[first + 1:].any(0)).tolist(),
+        "relapse_iterations": None if first is None else int((~everyone[first + 1:]).sum()),
+        "image_classified_from": stays,
+        "initial_margin": [v if math.isfinite(v) else None for v in ((2 * data.labels - 1) * run.logits[0]).tolist()],
+        "group_classification_iterations": {
+            name: None if any(stays[i] is None for i in rows) else max(stays[i] for i in rows)
+            for name, rows in groups.items()},
+        "group_first_classified": {name: int(ok.argmax()) if ok.any() else None for name, ok in group_right.items()},
+        "final_ce": ce, "final_accuracy": accuracy,
+        "collapsed": ce is not None and abs(ce - chance_ce) < 1e-3 and accuracy <= max(
+            float(data.labels.mean()), 1 - float(data.labels.mean())),
+        "dead_conv2_maps": int((run.conv2_means == 0).all(0).sum()) if np.isfinite(run.conv2_means).all() else None,
     }
-    return results, one, class_its
+    if run.study == "no_width_head":  # no widths to measure
+        return record
+    return record | {
+        "final_l2": float(l2[final]) if final >= 0 else None,
+        "final_width_accuracy": float(width_accuracy[final]) if final >= 0 else None,
+        "final_max_width_error": float(np.abs(run.widths[final] - data.widths).max()) if final >= 0 else None,
+    } | {key: {"iteration": int(t[0]), "width_accuracy": float(width_accuracy[t[0]]), "rms": float(np.sqrt(l2[t[0]]))}
+         if t.size else None for key, t in hits.items()}
 
 
-# --- Figures and the printed summary.
+def study_record(runs: list[SeedRun], per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """One study over its seeds: per seed the stop and the measurements, their summaries over seeds,
+    and the seeds that collapsed to a constant prediction (listed by seed number)."""
+    its, div = [r.iterations for r in runs], [r.diverged_at for r in runs]
+    classification = [m["classification_iterations"] for m in per_seed]
+    return {"iterations": its, "diverged_at": div, "diverged": [d is not None for d in div],
+            "summary": summarize_stops(its, div), "classification_iterations": classification,
+            "classification_summary": summarize_stops(classification, div),
+            "final_loss": [m["final_ce"] for m in per_seed], "final_accuracy": [m["final_accuracy"] for m in per_seed],
+            "collapsed_seeds": [r.seed for r, m in zip(runs, per_seed, strict=True) if m["collapsed"]],
+            "measurements": per_seed}
 
 
-def figures(one: SeedRun, runs: list[SeedRun], class_its: list[int | None], cfg: Config, data: Dataset,
-            out: Path, drawers: Any) -> list[str]:
-    """3.2 (1)-(4) as two figures, the widths, kernels and feature maps of the median seed; the seeds
-    together. Returns the names of those drawn."""
-    net = trained_model(one, cfg, data.images.shape[1:], DetectionNet)
-    with torch.no_grad():
-        pred = net(torch.tensor(data.images[:, None], dtype=cfg.torch_dtype))[1].double().numpy()
-    scatter = ("part3_detection_width_scatter.png", plot_width_scatter,
-               (pred, data, f"3.2: widths at the stop, seed {one.seed} (median seed)"))
-    typical = typical_figures(one, cfg, data, "part3_detection", "3.2", {
-        "classification": [("ce", "cross-entropy loss"), ("accuracy", "classification accuracy (%)")],
-        "width": [("l2", "width L2 loss (pixels$^2$)"), ("width_accuracy", "width accuracy (%)")]},
-        DetectionNet, DETECTION_CLASSES)
-    many = many_figures(runs, {"cross-entropy": "ce", "width L2 (pixels$^2$)": "l2"}, "part3_detection", "3.2",
-                        {"100% widths (the stop)": [r.iterations for r in runs], "100% classification": class_its})
-    return draw_figures(out, [*typical[:2], scatter, *typical[2:], *many], drawers)
+def detection_results(args: argparse.Namespace, cfg: Config, data: Dataset,
+                      by_study: dict[str, list[SeedRun]]) -> dict[str, Any]:
+    """The results record: the header, 3.2's study at the top level (the keys the report reads), its
+    median seed, the data's groups and their confound, the slow images, and the controls."""
+    image = tuple(data.images.shape[1:])
+    (h1, w1), (h2, w2) = conv_sizes(image, cfg.padding)
+    label_rows = {c: np.flatnonzero(data.labels == c) for c in CLASSES}
+    width_rows = {w: np.flatnonzero(data.widths == w) for w in np.unique(data.widths)}
+    groups = {f"label {c}": r for c, r in label_rows.items() if r.size} | {f"width {w:g}": r for w, r in
+                                                                           width_rows.items()}
+    baseline_mse = float(np.mean((data.widths - data.widths.mean()) ** 2))  # predicting the mean width
+    share = float(data.labels.mean())
+    chance_ce = -sum(p * math.log(p) for p in (share, 1 - share) if p > 0)  # CE of predicting the class share
+    studies = {study: study_record(runs, [seed_record(r, data, groups, baseline_mse, chance_ce) for r in runs])
+               for study, runs in by_study.items()}
+    main_study, runs = studies["3.2"], by_study["3.2"]
+    seeds = [r.seed for r in runs]
+    seed, percentile = typical_seed(seeds, main_study["iterations"]) if len(runs) > 1 else (seeds[0], 0.0)
+    one = main_study["measurements"][seeds.index(seed)]
+    return results_header("part3_detection.py", args, data, cfg) | main_study | {
+        "network": {"image_size": list(image), "padding": cfg.padding, "pad_pixels": PADDINGS[cfg.padding],
+                    "kernel": KERNEL, "feature_maps": [[CHANNELS[0], h1, w1], [CHANNELS[1], h2, w2]],
+                    "fc_inputs": CHANNELS[1] * h2 * w2, "parameters": sum(v.size for v in runs[0].weights.values())},
+        "workers": args.workers, "width_tolerance": WIDTH_TOLERANCE,
+        "mean_width_baseline": {"mse": baseline_mse, "rms": baseline_mse ** 0.5},
+        "collapse_rule": {"chance_ce": chance_ce, "within": 1e-3, "accuracy_at_most": max(share, 1 - share)},
+        "groups": {"label": {str(c): int(r.size) for c, r in label_rows.items()},
+                   "width": {f"{w:g}": int(r.size) for w, r in width_rows.items()},
+                   "label_by_width": {f"{w:g}": {str(c): int((data.labels[r] == c).sum()) for c in CLASSES}
+                                      for w, r in width_rows.items()}},
+        "final_regression_accuracy": [m["final_width_accuracy"] for m in main_study["measurements"]],
+        "final_l2_loss": [m["final_l2"] for m in main_study["measurements"]],
+        "max_width_error": [m["final_max_width_error"] for m in main_study["measurements"]],
+        "single": {"seed": seed, "percentile": percentile, "iterations": main_study["iterations"][seeds.index(seed)],
+                   "diverged_at": main_study["diverged_at"][seeds.index(seed)]} | one,
+        "relapses": relapse_summary(main_study, groups) if len(runs) > 1 else None,
+        "slow_images": slow_images(main_study["measurements"], data) if len(runs) > 1 else None,
+        "conv2_class_means": {str(c): [float(v) if math.isfinite(v) else None for v in
+                                       runs[seeds.index(seed)].conv2_means[r].mean(0)] for c, r in label_rows.items()
+                              if r.size},
+        "controls": {study: None if study not in studies else studies[study] | (
+            {"compared_with_3_2": compare_with_3_2(study, studies[study], main_study)})
+            for study in ("no_width_head", "width_lr_x10")},
+    }
 
 
-def plot_width_scatter(pred: np.ndarray, data: Dataset, title: str) -> Any:
-    """Predicted against true width, one marker per class (shifted sideways a little); the band of
-    right predictions, |error| < 0.5, shaded."""
-    fig, ax = new_figure()
-    true = data.widths
-    line = np.array([true.min() - 1, true.max() + 1])
+def relapse_summary(study: dict[str, Any], groups: dict[str, np.ndarray]) -> dict[str, Any]:
+    """After a seed's first 100% classification, images can be classified wrong again (relapse); a
+    group then stays right only from a later iteration. Per group, over seeds: the median of its
+    first iteration with all its images right, of the iteration from which they stay right, and the
+    seeds in which one of its images relapses (exactly the seeds where the latter comes after the
+    seed's first 100%)."""
+    m = study["measurements"]
+    relapsed = [x["relapsed_images"] for x in m]
+    median = {key: {name: summarize_stops([x[key][name] for x in m], study["diverged_at"])["median"]
+                    for name in groups} for key in ("group_first_classified", "group_classification_iterations")}
+    return {"seeds_with_relapses": sum(bool(r) for r in relapsed), "n_seeds": len(m),
+            "relapsed_images": summarize_values([None if r is None else len(r) for r in relapsed]),
+            "classification_median": study["classification_summary"]["median"],
+            "all_classified_from_median": summarize_stops([x["all_classified_from"] for x in m],
+                                                          study["diverged_at"])["median"],
+            "groups": {name: {"first_classified_median": median["group_first_classified"][name],
+                              "classified_from_median": median["group_classification_iterations"][name],
+                              "seeds_relapsing": sum(bool(set(r or ()) & set(rows.tolist())) for r in relapsed)}
+                       for name, rows in groups.items()}}
+
+
+def slow_images(per_seed: list[dict[str, Any]], data: Dataset) -> dict[str, Any]:
+    """Why some images are classified right last. Per image, its most similar other image (cosine of
+    the pixel vectors) in its own class and in the other class: an image more like one of the other
+    class than like any of its own ("nearest_other") is hard to separate. Measured: the iteration from
+    which each image stays right (median over seeds) by that, and per seed the rank correlation of
+    that iteration with the similarity margin (cos_other - cos_same), the initial margin, the width
+    and the label; how often the last image of a seed is a nearest_other one."""
+    x = data.images.reshape(len(data.images), -1)
+    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
+    cos, other = unit @ unit.T, data.labels[:, None] != data.labels[None]
+    same = ~other & ~np.eye(len(x), dtype=bool)
+    cos_other, cos_same = (np.where(mask, cos, -np.inf).max(1) for mask in (other, same))
+    nearest_other = cos_other > cos_same
+    stays = np.array([[np.inf if v is None else v for v in s["image_classified_from"]] for s in per_seed])  # (S, B)
+    last = [np.flatnonzero(row == row.max()) for row in stays]  # each seed's last image(s) to stay right
+    relapsed = [i for s in per_seed for i in s["relapsed_images"] or []]
+    predictors = {"similarity_margin": [cos_other - cos_same] * len(stays), "width": [data.widths] * len(stays),
+                  "label": [data.labels] * len(stays),
+                  "initial_margin": [[np.nan if v is None else v for v in s["initial_margin"]] for s in per_seed]}
+    rho = {name: [rank_correlation(row, v) for row, v in zip(stays, values, strict=True)]
+           for name, values in predictors.items()}
+    median = {key: float(np.median(stays[:, mask])) if mask.any() and np.isfinite(np.median(stays[:, mask]))
+              else None for key, mask in (("nearest_other", nearest_other), ("nearest_same", ~nearest_other))}
+    return {"similarity": "cosine of the pixel vectors",
+            **{key: [float(v) if np.isfinite(v) else None for v in values]  # -inf: no other image of that class
+               for key, values in (("cos_other", cos_other), ("cos_same", cos_same))},
+            "nearest_other": nearest_other.tolist(), "n_nearest_other": int(nearest_other.sum()),
+            "image_classified_from_median": [float(v) if np.isfinite(v) else None for v in np.median(stays, 0)],
+            "classified_from_median": median,
+            "last_image_nearest_other": sum(bool(nearest_other[i].all()) for i in last), "n_seeds": len(stays),
+            "relapses": len(relapsed), "relapses_nearest_other": int(nearest_other[relapsed].sum()) if relapsed else 0,
+            "rank_correlation": {name: {"per_seed": r, "median": summarize_values(r)["median"]}
+                                 for name, r in rho.items()}}
+
+
+def rank_correlation(a: np.ndarray, b: Any) -> float | None:
+    """Spearman's rho: the correlation of the ranks (tied values share their mean rank); None where
+    either side is constant."""
+    ranks = []
+    for values in (np.asarray(a, dtype=float), np.asarray(b, dtype=float)):
+        _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        ranks.append((first + (counts - 1) / 2)[inverse])
+    if min(r.std() for r in ranks) == 0:
+        return None
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
+def compare_with_3_2(study: str, control: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """A control against 3.2, seed for seed: 3.2's median over the control's, for the first 100%
+    classification and (controls with the width head) for the stop; above 1 = the control is faster.
+    Paired counts: wins = seeds where the control is faster."""
+    out = {}
+    keys = {"classification_iterations": "classification_summary"} | (
+        {"iterations": "summary"} if study != "no_width_head" else {})
+    for key, summary in keys.items():
+        a, b = base[summary]["median"], control[summary]["median"]
+        out[key] = {"median_ratio": None if a is None or not b else a / b,
+                    "paired": paired_counts({"control": control[key], "3.2": base[key]})["control"]["3.2"]}
+    return out
+
+
+# ===== Figures (for print: a text width, 9 pt) and the printed summary =====
+
+COLOURS = {"3.2": "tab:blue", "no_width_head": "tab:orange", "width_lr_x10": "tab:green"}  # one per study
+CLASS_COLOURS = {0: "tab:purple", 1: "tab:olive"}  # diamonds, squares
+
+
+def draw_figures(results: dict[str, Any], by_study: dict[str, list[SeedRun]], cfg: Config, data: Dataset,
+                 out: Path) -> list[str]:
+    """The median seed's curves (3.2 (1)-(4)), widths, kernels and feature maps; with more than one
+    seed the studies' share at 100%, loss bands and the slow images. Returns the names drawn."""
+    image = tuple(data.images.shape[1:])
+    seed = results["single"]["seed"]
+    one = next(r for r in by_study["3.2"] if r.seed == seed)
+    net = DetectionNet(image, cfg.padding).to(cfg.dtype)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in one.weights.items()})
+    start = initial_model(DetectionNet, seed, image, replace(cfg, device="cpu"))
+    which = f"seed {seed}" + (" (median seed)" if len(by_study["3.2"]) > 1 else "")
+    samples = [(i, f"label {c}: {name}, width {data.widths[i]:g}") for c, name in CLASSES.items()
+               for i in np.flatnonzero(data.labels == c)[:1].tolist()]
+    first = results["single"]["classification_iterations"]
+    figures = {
+        "part3_detection_classification.png": (plot_curves, one, "ce", "accuracy", first,
+                                               f"3.2 (1)-(2): classification, {which}"),
+        "part3_detection_width.png": (plot_curves, one, "l2", "width_accuracy", first, f"3.2 (3)-(4): widths, {which}"),
+        "part3_detection_width_scatter.png": (plot_width_scatter, one.widths[-1], data,
+                                              f"3.2: predicted widths at the stop, {which}"),
+        "part3_detection_kernels.png": (plot_kernels, net, start, f"3.2: conv1 kernels, {which}"),
+        "part3_detection_feature_maps.png": (plot_feature_maps, net, data, samples, f"3.2: feature maps, {which}")}
+    if len(by_study["3.2"]) > 1:
+        figures |= {"part3_detection_share_reached.png": (plot_share_reached, results, cfg.max_iters),
+                    "part3_detection_loss_band.png": (plot_loss_bands, by_study),
+                    "part3_detection_slow_images.png": (plot_slow_images, results["slow_images"], data)}
+    return [name for name, (draw, *args) in figures.items() if save_figure(out / name, draw, *args)]
+
+
+def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title: str) -> Any:
+    """One run's loss (log axis) and accuracy (from 0%) against iteration + 1 on a log axis, so that
+    the first hundred iterations, where classification is learnt, get as much room as the rest;
+    dotted: the first 100% classification, dashed: the stop."""
+    import matplotlib.pyplot as plt
+
+    names = {"ce": "cross-entropy", "l2": "width L2 loss (pixels$^2$)", "accuracy": "classification accuracy (%)",
+             "width_accuracy": "width accuracy (%)"}
+    fig, axes = plt.subplots(1, 2, figsize=FIGURE_SIZE, layout="constrained")
+    t = np.arange(1, run.stop + 2)  # iteration + 1: iteration 0 fits a log axis
+    axes[0].plot(t, run.curves[loss], color=COLOURS[run.study], lw=1.4)
+    axes[1].plot(t, 100 * run.curves[accuracy], color=COLOURS[run.study], lw=1.4)
+    axes[0].set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel=names[loss])
+    axes[1].set(xscale="log", xlabel="iteration + 1", ylabel=names[accuracy], ylim=(0, 102))
+    for ax in axes:
+        if first is not None:
+            ax.axvline(first + 1, color="grey", ls=":", lw=1.2, label=f"100% classified ({first})")
+        if run.iterations is not None:
+            ax.axvline(run.iterations + 1, color="tab:red", ls="--", lw=1,
+                       label=f"every width right ({run.iterations})")
+    axes[0].legend(loc="upper right", fontsize=8)  # the loss falls from the upper left: that corner stays free
+    fig.suptitle(title)
+    return fig
+
+
+def plot_width_scatter(predicted: np.ndarray, data: Dataset, title: str) -> Any:
+    """Predicted against true width, one marker per class (shifted sideways a little); shaded: the
+    band of right predictions, |error| < 0.5."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=FIGURE_SIZE, layout="constrained")
+    line = np.array([data.widths.min() - 1, data.widths.max() + 1])
     ax.fill_between(line, line - WIDTH_TOLERANCE, line + WIDTH_TOLERANCE, color="tab:green", alpha=0.15, lw=0,
                     label=f"right: |error| < {WIDTH_TOLERANCE:g}")
-    for c, (name, marker, shift) in {0: ("diamond", "D", -0.12), 1: ("square", "s", 0.12)}.items():
-        keep = (data.labels == c) & np.isfinite(pred)
-        wrong = int((keep & ~(np.abs(pred - true) < WIDTH_TOLERANCE)).sum())
-        ax.scatter(true[keep] + shift, pred[keep], marker=marker, s=16, alpha=0.75,
-                   label=f"label {c}: {name} ({wrong} wrong)")
+    for c, (marker, shift) in {0: ("D", -0.12), 1: ("s", 0.12)}.items():
+        keep = (data.labels == c) & np.isfinite(predicted)
+        wrong = int((keep & ~(np.abs(predicted - data.widths) < WIDTH_TOLERANCE)).sum())
+        ax.scatter(data.widths[keep] + shift, predicted[keep], marker=marker, s=16, alpha=0.75, color=CLASS_COLOURS[c],
+                   label=f"label {c}: {CLASSES[c]} ({wrong} wrong)")
     ax.set(xlabel="true width (pixels)", ylabel="predicted width (pixels)", title=title)
     ax.legend(loc="upper left")
     return fig
 
 
+# --- With more than one seed.
+
+
+def plot_share_reached(results: dict[str, Any], max_iters: int) -> Any:
+    """The share of seeds at 100% classification (left) and with every width right (right) against
+    iteration + 1 (log axis), one line per study."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=FIGURE_SIZE, layout="constrained", sharey=True)
+    studies = {"3.2": results} | {k: v for k, v in results["controls"].items() if v is not None}
+    t = np.unique(np.geomspace(1, max_iters + 1, 400).astype(int))
+    for study, record in studies.items():
+        for ax, key in zip(axes, ("classification_iterations", "iterations"), strict=True):
+            if key == "iterations" and study == "no_width_head":
+                continue
+            its = np.sort([i for i in record[key] if i is not None])
+            ax.step(t, 100 * np.searchsorted(its, t - 1, side="right") / len(record[key]), where="post",
+                    color=COLOURS[study], lw=1.6, label=f"{STUDIES[study]} ({len(its)}/{len(record[key])})")
+    for ax, what in zip(axes, ("100% classified", "every width right"), strict=True):
+        ax.set(xscale="log", xlabel="iteration + 1", ylim=(0, 102), title=what)
+        ax.legend(loc="lower right", fontsize=8)
+    axes[0].set_ylabel("seeds (%)")
+    fig.suptitle(f"3.2: share of {len(results['seeds'])} seeds")
+    return fig
+
+
+def plot_loss_bands(by_study: dict[str, list[SeedRun]]) -> Any:
+    """Cross-entropy (left) and width L2 loss (right) over seeds: median and interquartile band per
+    study; a stopped seed holds its last value. Log-log."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=FIGURE_SIZE, layout="constrained")
+    for study, runs in by_study.items():
+        last = max(r.stop for r in runs)
+        for ax, key in zip(axes, ("ce", "l2"), strict=True):
+            if key == "l2" and study == "no_width_head":
+                continue
+            curves = np.array([np.pad(r.curves[key], (0, last - r.stop), mode="edge") for r in runs])
+            q1, median, q3 = np.nanquantile(curves, [0.25, 0.5, 0.75], axis=0)
+            t = np.arange(1, last + 2)
+            ax.plot(t, median, color=COLOURS[study], lw=1.4, label=STUDIES[study])
+            ax.fill_between(t, q1, q3, color=COLOURS[study], alpha=0.2, lw=0)
+    axes[0].set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel="cross-entropy")
+    axes[1].set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel="width L2 loss (pixels$^2$)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"3.2: training losses over {len(by_study['3.2'])} seeds (median, interquartile band)")
+    return fig
+
+
+def plot_slow_images(slow: dict[str, Any], data: Dataset) -> Any:
+    """Per image, the iteration from which it stays classified right (median over seeds) against its
+    similarity margin (left) and its width (right); colour: its label, filled: more similar to an
+    image of the other class than to any of its own."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(FIGURE_SIZE[0], FIGURE_SIZE[1] + 0.5), layout="constrained", sharey=True)
+    its = np.array(slow["image_classified_from_median"], dtype=float)  # None (never right) -> NaN
+    margin = np.array(slow["cos_other"], dtype=float) - np.array(slow["cos_same"], dtype=float)
+    nearest_other = np.array(slow["nearest_other"])
+    jitter = 0.25 * (np.arange(len(its)) % 5 - 2) / 2
+    for c, name in CLASSES.items():
+        for filled in (True, False):
+            keep = (data.labels == c) & (nearest_other == filled)
+            style = {"color": CLASS_COLOURS[c]} if filled else {"facecolors": "none", "edgecolors": CLASS_COLOURS[c]}
+            label = f"{name}s, nearest image: {'other' if filled else 'same'} class"
+            axes[0].scatter(margin[keep], its[keep], s=18, label=label, **style)
+            axes[1].scatter(data.widths[keep] + jitter[keep], its[keep], s=18, **style)
+    axes[0].axvline(0, color="grey", lw=0.8)
+    axes[0].set(xlabel="similarity margin: cos(other class) - cos(own class)",
+                ylabel="stays classified right from\n(iteration, median over seeds)")
+    axes[1].set(xlabel="true width (pixels)")
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
+    fig.suptitle(f"3.2: which images come last ({slow['n_seeds']} seeds)")
+    return fig
+
+
 def print_summary(results: dict[str, Any], out: Path) -> None:
-    one = results["single"]
-    print(f"\n3.2 detection dataset, {len(results['seeds'])} seed(s): median seed {one['seed']}: 100% widths after "
-          f"{one['iterations']}, 100% classification after {one['classification_iterations']} iterations")
-    print(f"  all seeds, 100% widths (the stop): {summary_line(results['summary'])}")
-    print(f"  all seeds, 100% classification:    {summary_line(results['classification_summary'])}")
-    for name, control in results["controls"].items():
-        if control is not None:
-            print(f"  control {name}: {summary_line(control['summary'])}")
+    """The answers in a few lines ("-" = not reached)."""
+    one, n = results["single"], len(results["seeds"])
+    studies = {"3.2": results} | {k: v for k, v in results["controls"].items() if v is not None}
+    text = {(study, key): "-" if value is None else f"{value:g}" for study, r in studies.items() for key, value in (
+        ("stop", r["summary"]["median"]), ("classified", r["classification_summary"]["median"]))} | {
+        ("one", key): "-" if one[key] is None else str(one[key]) for key in ("iterations", "classification_iterations")}
+    print(f"\n3.2 detection dataset, {n} seed(s); seed {one['seed']}" + (" (median seed)" if n > 1 else "")
+          + f": every class right after {text['one', 'classification_iterations']}, every width after "
+          f"{text['one', 'iterations']} iterations")
+    for study, record in studies.items():
+        line = f"  {STUDIES[study]:<15} 100% classified: median {text[study, 'classified']}"
+        if study != "no_width_head":
+            line += (f"; every width right: median {text[study, 'stop']} ({record['summary']['reached']}/"
+                     f"{record['summary']['n_seeds']} seeds)")
+        if record["collapsed_seeds"]:
+            line += f"; collapsed to a constant output: seed(s) {', '.join(map(str, record['collapsed_seeds']))}"
+        print(line)
+    if results["relapses"]:
+        r = results["relapses"]
+        print(f"  {r['seeds_with_relapses']}/{r['n_seeds']} seeds have images classified wrong again after the "
+              f"first 100%")
+    if results["slow_images"]:
+        s = results["slow_images"]
+        print(f"  the last image to stay classified right looks more like an image of the other class in "
+              f"{s['last_image_nearest_other']}/{s['n_seeds']} seeds ({s['n_nearest_other']}/"
+              f"{len(s['nearest_other'])} images do)")
     print(f"Wrote part3_detection.json and {len(results['figures'])} figure(s) to {out}/")
 
 
