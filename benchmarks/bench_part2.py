@@ -1,14 +1,15 @@
-"""Benchmark: part 2's many-seed engine against the plain eager loop, in one run.
+"""Benchmark: part 2's many-seed engine against the plain eager loop, per model-iteration.
 
 Baseline: the straightforward way, an nn.Module (two nn.Linear) and optim.SGD per seed, one seed
 after another, float32, one thread, with the stop check every iteration. Fast path: part2_fc.train
-as part2_fc.py runs it (through part2_fc.pool_map): every seed of a setting in one stack, float32,
+as part2_fc.py runs it (through part2_fc.run_jobs): every seed of a setting in one stack, float32,
 one thread per process, the settings in one process and then in --workers processes (start-up
 included: the whole machine, as a user runs it).
 Both run the same capped number of iterations (a run that reaches 100% earlier stops in both; the
 model-iterations actually done are counted), so the cost per model-iteration compares like with
-like. Absolute times drift on a shared machine; the ratio is what to read. Then, optionally, peak
-memory of a 4-setting study with many seeds (ru_maxrss of this process).
+like. Absolute times drift on a shared machine; the ratio is what to read (goal: >= 80x at 1,000
+seeds). Then, optionally, peak memory of a 4-setting study with many seeds (ru_maxrss, children
+excluded: this process trains them).
 
     python benchmarks/bench_part2.py [--data-dir data] [--seeds 1000] [--plain-seeds 3] [--iters 1000]
                                      [--workers 2] [--memory-seeds 0] [--memory-iters 300]
@@ -22,16 +23,17 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import part2_fc as p2
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import part2_fc as p2
-
 
 def plain_loop(setting: str, seed: int, x: torch.Tensor, y: torch.Tensor, iters: int) -> int:
-    """One seed, nn.Module + optim.SGD; returns the model-iterations done (evaluations)."""
+    """One seed, nn.Module + optim.SGD at lr 0.1; returns the model-iterations done (evaluations)."""
     activation, loss_kind, _ = p2.SETTINGS[setting]
     act = nn.ReLU() if activation == "relu" else nn.Sigmoid()
     model = nn.Sequential(nn.Linear(16, 4), act, nn.Linear(4, 1))
@@ -43,7 +45,7 @@ def plain_loop(setting: str, seed: int, x: torch.Tensor, y: torch.Tensor, iters:
     for t in range(iters + 1):
         z = model(x).squeeze(1)
         loss = F.mse_loss(torch.sigmoid(z), y) if loss_kind == "l2" else F.binary_cross_entropy_with_logits(z, y)
-        if not torch.isfinite(loss) or bool(((torch.sigmoid(z) > 0.5) == (y > 0.5)).all()) or t == iters:
+        if not torch.isfinite(loss) or bool(((z > 0) == (y > 0.5)).all()) or t == iters:
             return t + 1
         opt.zero_grad()
         loss.backward()
@@ -69,15 +71,16 @@ def main() -> None:
     args = parser.parse_args()
 
     data = p2.load_dataset(args.data_dir, "random")
-    x = torch.tensor(data.images.reshape(len(data.images), -1), dtype=torch.float32)
-    y = torch.tensor(data.labels, dtype=torch.float32)
+    x = data.images.reshape(len(data.images), -1)  # (64, 16) float64 numpy, as part2_fc.main passes it
+    y = data.labels
+    xt, yt = (torch.tensor(v, dtype=torch.float32) for v in (x, y))
     settings = list(p2.SETTINGS)
-    print(f"data: {data.data_dir} ({data.provenance}); torch {torch.__version__}; float32")
+    print(f"data: {data.describe}; torch {torch.__version__}; numpy {np.__version__}; float32")
 
     torch.set_num_threads(1)
-    plain_loop("relu-ce", 0, x, y, 5)  # one-time warm-up (the first optimiser step imports modules)
+    plain_loop("relu-ce", 0, xt, yt, 5)  # one-time warm-up (the first optimiser step imports modules)
     start = time.perf_counter()
-    plain_its = sum(plain_loop(s, k, x, y, args.iters) for s in settings for k in range(args.plain_seeds))
+    plain_its = sum(plain_loop(s, k, xt, yt, args.iters) for s in settings for k in range(args.plain_seeds))
     plain_s = time.perf_counter() - start
 
     cfg = p2.Config(max_iters=args.iters, log=False)
@@ -85,10 +88,10 @@ def main() -> None:
     per_plain = plain_s / plain_its * 1e6
     print(f"eager loop, 1 thread, {len(settings)} x {args.plain_seeds} seeds, cap {args.iters}: "
           f"{plain_s:.2f} s, {per_plain:.1f} us per model-iteration")
-    p2.train("relu-ce", [(0, 0.1)], x, y, p2.Config(max_iters=5))  # one-time warm-up
+    p2.train("relu-ce", [(0, 0.1)], x, y, p2.Config(max_iters=5, log=False))  # one-time warm-up
     for workers in sorted({1, args.workers}):
         start = time.perf_counter()  # with workers > 1 this includes starting the processes
-        stacks = p2.pool_map(p2.train, [(s, seeds, x, y, cfg) for s in settings], workers)
+        stacks = p2.run_jobs(p2.train, [(s, seeds, x, y, cfg) for s in settings], workers)
         fast_s = time.perf_counter() - start
         per_fast = fast_s / sum(done_iterations(s["runs"], args.iters) for s in stacks) * 1e6
         print(f"part 2's path, {workers} process(es) of 1 thread, {len(settings)} x "

@@ -1,17 +1,19 @@
-"""The datasets: the stand-in generator (determinism, meaning) and the loader (provenance, bad input)."""
+"""The datasets: the stand-in generator (determinism, meaning) and the loader (provenance, the hash of
+the bytes trained on, bad input: one line naming the file, never a block on a FIFO)."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import pickle
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from part1_loss_gradient import InputError
-from part2_fc import DATASET_FILES, STANDIN_SHA256, load_dataset
+import part2_fc
+from part2_fc import DATASET_FILES, STANDIN_SHA256, InputError, load_dataset
 
 import numpy as np
 import pytest
@@ -308,18 +310,28 @@ def test_select_ranks_draws_by_distance_to_the_targets(
 @pytest.mark.parametrize("name", list(DATASET_FILES))
 def test_loader_names_the_standins(standin_dir: Path, name: str) -> None:
     data = load_dataset(standin_dir, name)
-    assert data.provenance == "stand-in"
-    assert data.sha256 == {rel: STANDIN_SHA256[rel] for rel in DATASET_FILES[name].values()}
+    files = DATASET_FILES[name]
+    arrays = {role: load(standin_dir, rel) for role, rel in files.items()}
+    assert data.record["provenance"] == "stand-in" and data.record["name"] == name
+    assert data.record["sha256"] == {rel: hashlib.sha256((standin_dir / rel).read_bytes()).hexdigest()
+                                     for rel in files.values()}
+    assert data.record["sha256"] == {rel: STANDIN_SHA256[rel] for rel in files.values()}
+    assert data.record["n_images"] == 64 and data.record["image_size"] == list(arrays["images"].shape[1:])
+    labels = arrays["labels"]
+    assert data.record["label_counts"] == {"0": int((labels == 0).sum()), "1": int((labels == 1).sum())}
     assert data.images.dtype == data.labels.dtype == np.float64
-    assert len(data.images) == len(data.labels) == 64
+    np.testing.assert_array_equal(data.images, arrays["images"])
+    np.testing.assert_array_equal(data.labels, labels)
     assert (data.widths is not None) == (name == "detection")
+    if data.widths is not None:
+        np.testing.assert_array_equal(data.widths, arrays["widths"])
+    assert name in data.describe and "stand-in" in data.describe
 
 
 @pytest.mark.parametrize("name", list(DATASET_FILES))
 def test_loader_accepts_and_names_course_data(course_dir: Path, name: str) -> None:
     data = load_dataset(course_dir, name)
-    assert data.provenance == "course data"
-    assert data.record()["provenance"] == "course data"
+    assert data.record["provenance"] == "course data"
     assert data.images.shape[0] == 64
 
 
@@ -327,8 +339,53 @@ def test_loader_names_valid_other_data_other(bad_data_dir: Callable[[], Path]) -
     folder = bad_data_dir()
     labels = load(folder, "random/random_labs.npy")
     np.save(folder / "random/random_labs.npy", 1 - labels)
-    assert load_dataset(folder, "random").provenance == "other"
-    assert load_dataset(folder, "line").provenance == "stand-in"
+    assert load_dataset(folder, "random").record["provenance"] == "other"
+    assert load_dataset(folder, "line").record["provenance"] == "stand-in"
+
+
+def test_the_recorded_hash_is_of_the_bytes_trained_on(bad_data_dir: Callable[[], Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23: a file replaced while the loader reads it. The hash recorded must be that of the
+    bytes the arrays came from (read once), not of the file as it is afterwards."""
+    folder = bad_data_dir()
+    path = folder / "random/random_labs.npy"
+    first = path.read_bytes()
+    replacement = np.zeros(64)  # valid labels, other bytes
+    real_fdopen = part2_fc.os.fdopen
+
+    class SwapAfterRead:
+        """The file object the loader reads from; right after its read, another file takes its name."""
+
+        def __init__(self, file) -> None:
+            self.file = file
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.file.close()
+
+        def read(self, *args):
+            data = self.file.read(*args)
+            if data == first:  # the labels file was read: now replace it
+                np.save(path, replacement)
+            return data
+
+    monkeypatch.setattr(part2_fc.os, "fdopen", lambda fd, *a, **k: SwapAfterRead(real_fdopen(fd, *a, **k)))
+    data = load_dataset(folder, "random")
+    assert path.read_bytes() != first  # the swap happened during the load
+    assert data.record["sha256"]["random/random_labs.npy"] == hashlib.sha256(first).hexdigest()
+    np.testing.assert_array_equal(data.labels, np.load(io.BytesIO(first)))  # trained on the first bytes
+    assert data.record["provenance"] == "stand-in"
+
+
+def test_widths_up_to_the_image_size_are_accepted(bad_data_dir: Callable[[], Path]) -> None:
+    folder = bad_data_dir()
+    widths = load(folder, "detection/detection_width.npy")
+    widths[3], widths[4] = 16.0, 0.5  # (0, max(H, W)] for 16 x 16 images: both ends inside
+    np.save(folder / "detection/detection_width.npy", widths)
+    data = load_dataset(folder, "detection")
+    assert data.widths[3] == 16.0 and data.record["provenance"] == "other"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,6 +435,15 @@ def _data_dir_is_a_file(folder: Path) -> str:
 def _delete(rel: str) -> Callable[[Path], str]:
     def corrupt(folder: Path) -> str:
         (folder / rel).unlink()
+        return rel
+
+    return corrupt
+
+
+def _folder_in_place(rel: str) -> Callable[[Path], str]:
+    def corrupt(folder: Path) -> str:
+        (folder / rel).unlink()
+        (folder / rel).mkdir()
         return rel
 
     return corrupt
@@ -440,9 +506,14 @@ BAD_INPUTS = [
     ("label-half", "random", _edit("random/random_labs.npy", lambda a: _set(a, (0,), 0.5)),
      "labels must be 0 or 1"),
     ("width-zero", "detection", _edit("detection/detection_width.npy", lambda a: _set(a, (0,), 0.0)),
-     "widths must be > 0"),
+     "must lie in (0, 16]"),
     ("width-negative", "detection", _edit("detection/detection_width.npy", lambda a: _set(a, (9,), -3.0)),
-     "widths must be > 0, found -3"),
+     "must lie in (0, 16] for 16x16 images, found -3"),
+    ("width-above-image", "detection", _edit("detection/detection_width.npy", lambda a: _set(a, (9,), 16.5)),
+     "must lie in (0, 16]"),
+    ("width-1e154", "detection", _edit("detection/detection_width.npy", lambda a: _set(a, (2,), 1e154)),
+     "found 1..1e+154"),
+    ("file-is-a-folder", "line", _folder_in_place("line/line_labs.npy"), "not a regular file"),
     ("widths-count", "detection", _edit("detection/detection_width.npy", lambda a: a[:60]),
      "60 widths for 64 images"),
 ]

@@ -1,10 +1,17 @@
-"""Tests for part2_fc.py: the stacked network against an independent plain loop, batch invariance,
-gradients, the statistics, the Record bookkeeping, the stop rule, the command line, bad input.
+"""Tests for part2_fc.py: the stacked network against an independent plain loop, seed for seed; a
+seed's float32 numbers alone, among fifty and in worker processes, bit for bit; gradients; every
+measurement and every control against an independent computation that a wrong wiring would miss;
+the statistics; the stop rule; the command line end to end; bad input; and the ways a run ends
+(issue 23): signals to the process group, a killed worker, a FIFO, simulated Windows and macOS.
 
-The reference is written here: the handout's network as nn.Linear(16, H) -> f -> nn.Linear(H, 1),
-optim.SGD, float64, one seed at a time, from the same initial draws. Every expected value is derived
-(from the reference, from numpy, or by hand on a small example), never copied from a run.
-Tests marked "BUG in part2_fc.py" fail on purpose until part2_fc.py is fixed.
+The reference is written here: Figure 3 as nn.Linear(16, H) -> f -> nn.Linear(H, 1), optim.SGD,
+float64, one seed at a time, from its own truncated-normal draws (same generator, same order), its
+measurements computed with numpy. Every expected value is derived from it, from numpy, or by hand,
+never copied from a run and never computed with part2_fc's own functions.
+Tolerance (float64): the reference sums in another order, so losses and factors agree to ~1e-9
+relative over hundreds of steps (asserted at 1e-7); stops, accuracies and unit counts exactly.
+Where a test needs a property of a run (reaches 100%, stops between two samples, passes 99%
+first), it checks that the property holds before relying on it.
 """
 
 from __future__ import annotations
@@ -13,8 +20,15 @@ import argparse
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import part2_fc as p2
 
@@ -24,10 +38,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 
-F64 = p2.Config(dtype="float64", log=False)
-# a rate per setting at which seeds 0-3 reach 100% within a few hundred iterations (stand-in data)
-FAST_LR = {"sigmoid-l2": 5.0, "sigmoid-ce": 3.0, "relu-l2": 3.0, "relu-ce": 1.0}
+F64 = p2.Config(dtype=torch.float64, log=False)
+F32 = p2.Config(log=False)
+# per setting, a rate at which seeds 0-2 reach 100% within a few hundred iterations (checked where used)
+FAST_LR = {"sigmoid-l2": 5.0, "sigmoid-ce": 5.0, "relu-l2": 4.0, "relu-ce": 3.0}
+REL = 1e-7  # float64 trajectories: the reference sums in another order
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -39,194 +57,460 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def signal_handlers():
+    """run_main installs SIGTERM/SIGHUP handlers; put pytest's back after each test."""
+    names = [n for n in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, n)]
+    saved = {n: signal.getsignal(getattr(signal, n)) for n in names}
+    yield
+    for n, handler in saved.items():
+        signal.signal(getattr(signal, n), handler)
+
+
 @pytest.fixture(scope="module")
-def data(standin_dir: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    d = p2.load_dataset(standin_dir, "random")
-    return {dt: (torch.tensor(d.images.reshape(len(d.images), -1), dtype=getattr(torch, dt)),
-                 torch.tensor(d.labels, dtype=getattr(torch, dt))) for dt in ("float32", "float64")}
+def data(standin_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The random stand-in set as train() takes it: x (64, 16) float64, y (64,)."""
+    images = np.load(standin_dir / "random" / "random_imgs.npy").astype(np.float64)
+    labels = np.load(standin_dir / "random" / "random_labs.npy").astype(np.float64)
+    return images.reshape(len(images), -1), labels
 
 
-# --- the independent reference: nn.Linear layers, optim.SGD, one seed, float64 --------------------
+# --- the independent reference: nn.Linear layers, optim.SGD, one seed, float64, numpy measurements ---
 
 
-class Reference(nn.Module):
-    def __init__(self, seed: int, activation: str, cfg: p2.Config) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(16, cfg.hidden, dtype=torch.float64)
-        self.fc2 = nn.Linear(cfg.hidden, 1, dtype=torch.float64)
-        self.act = nn.ReLU() if activation == "relu" else nn.Sigmoid()
-        w1, b1, w2, b2 = p2.initial_weights([seed], 16, cfg)  # the same draws, transposed into nn.Linear
-        with torch.no_grad():
-            self.fc1.weight.copy_(w1[0])  # (H, 16)
-            self.fc1.bias.copy_(b1[0, :, 0])
-            self.fc2.weight.copy_(w2[0].T)  # (1, H)
-            self.fc2.bias.copy_(b2[0])
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.act(self.fc1(x))
-        return self.fc2(h).squeeze(1), h
+def initial_draws(seed: int, n_in: int, hidden: int, std: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seed's weights as the handout draws them: TensorFlow's truncated normal (redrawn beyond
+    2 std), float64, from the seed's own generator: first the (n_in, H) input weights, then (H, 1)."""
+    gen = torch.Generator().manual_seed(seed)
+    w1 = nn.init.trunc_normal_(torch.empty(n_in, hidden, dtype=torch.float64), 0.0, std, -2 * std, 2 * std,
+                               generator=gen)
+    w2 = nn.init.trunc_normal_(torch.empty(hidden, 1, dtype=torch.float64), 0.0, std, -2 * std, 2 * std,
+                               generator=gen)
+    return w1, w2
 
 
-def reference_run(setting: str, seed: int, lr: float, x: torch.Tensor, y: torch.Tensor, max_iters: int,
-                  diverge_factor: float | None = None) -> dict:
+def reference_run(setting: str, seed: int, lr: float, x: np.ndarray, y: np.ndarray, cap: int, *,
+                  hidden: int = 4, init_std: float = 0.1, init_bias: float = 0.1,
+                  diverge_factor: float | None = None) -> dict[str, Any]:
     """Plain SGD at lr; evaluate at t = 0, 1, ...; stop at the first 100% accuracy, a non-finite loss,
     a loss above diverge_factor x the initial one (t >= 1), or the cap. Per-iteration values kept."""
     activation, kind, _ = p2.SETTINGS[setting]
-    model = Reference(seed, activation, F64)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    out = {"iterations": None, "diverged_at": None, "losses": [], "accuracy": [], "l2f": [], "slope": [], "hout": []}
-    for t in range(max_iters + 1):
-        z, h = model(x)
+    fc1, fc2 = nn.Linear(x.shape[1], hidden, dtype=torch.float64), nn.Linear(hidden, 1, dtype=torch.float64)
+    w1, w2 = initial_draws(seed, x.shape[1], hidden, init_std)
+    with torch.no_grad():
+        fc1.weight.copy_(w1.T)
+        fc2.weight.copy_(w2.T)
+        fc1.bias.fill_(init_bias)
+        fc2.bias.fill_(init_bias)
+    f = nn.ReLU() if activation == "relu" else nn.Sigmoid()
+    opt = torch.optim.SGD([*fc1.parameters(), *fc2.parameters()], lr=lr)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    out: dict[str, Any] = {"iterations": None, "diverged_at": None, "t": [], "loss": [], "accuracy": [],
+                           "l2f": [], "l2f_wrong": [], "slope": [], "hout": [], "spread": [], "dead": []}
+    for t in range(cap + 1):
+        h = f(fc1(xt))  # (B, H)
+        z = fc2(h)[:, 0]
         p = torch.sigmoid(z)
-        loss = F.mse_loss(p, y) if kind == "l2" else F.binary_cross_entropy_with_logits(z, y)
-        acc = ((p > 0.5) == (y > 0.5)).double().mean().item()
-        out["losses"].append(loss.item())
-        out["accuracy"].append(acc)
-        out["l2f"].append((2 * p * (1 - p)).mean().item())
-        out["slope"].append(((h > 0).double() if activation == "relu" else h * (1 - h)).mean().item())
-        out["hout"].append(h.mean().item())
+        loss = F.mse_loss(p, yt) if kind == "l2" else F.binary_cross_entropy_with_logits(z, yt)
+        hn, pn = h.detach().numpy(), p.detach().numpy()
+        wrong = (pn > 0.5) != (y > 0.5)
+        g = 2 * pn * (1 - pn)
+        out["t"].append(t)
+        out["loss"].append(loss.item())
+        out["accuracy"].append(1 - wrong.mean())
+        out["l2f"].append(g.mean())
+        out["l2f_wrong"].append(g[wrong].mean() if wrong.any() else None)
+        out["slope"].append((hn > 0).mean() if activation == "relu" else (hn * (1 - hn)).mean())
+        out["hout"].append(hn.mean())
+        out["spread"].append(np.std(hn, axis=0).mean())  # per unit across all B images (/B), then over units
+        out["dead"].append(int((hn == 0).all(axis=0).sum()))
         if not math.isfinite(loss.item()) or (
-                diverge_factor is not None and t >= 1 and loss.item() > diverge_factor * out["losses"][0]):
+                diverge_factor is not None and t >= 1 and loss.item() > diverge_factor * out["loss"][0]):
             out["diverged_at"] = t
-            return out
-        if acc == 1.0:
+            break
+        if not wrong.any():
             out["iterations"] = t
-            return out
-        if t < max_iters:
+            break
+        if t < cap:
             opt.zero_grad()
             loss.backward()
             opt.step()
     return out
 
 
-def check_against_reference(engine_run: dict, ref: dict) -> None:
-    assert engine_run["iterations"] == ref["iterations"]
-    assert engine_run["diverged_at"] == ref["diverged_at"]
-    # float64, a different order of operations: trajectories agree to ~1e-9 over hundreds of steps
-    assert engine_run["final_loss"] == pytest.approx(ref["losses"][-1], rel=1e-7, abs=0)
-    assert engine_run["final_accuracy"] == ref["accuracy"][-1]
-    assert engine_run["l2_factor"] == pytest.approx(np.mean(ref["l2f"]), rel=1e-7, abs=0)
-    assert engine_run["hidden_slope"] == pytest.approx(np.mean(ref["slope"]), rel=1e-7, abs=1e-15)
-    assert engine_run["hidden_output"] == pytest.approx(np.mean(ref["hout"]), rel=1e-7, abs=1e-15)
+def expected_record(ref: dict[str, Any], stride: int = 1) -> dict[str, Any]:
+    """What train() should record for the run: last finite loss and accuracy; each factor the mean
+    over the iterations 0, stride, 2 stride, ... with a finite loss (the factor over the wrong images
+    only where some image is wrong); the spread and dead units at the start and at the stop."""
+    finite = [k for k, v in enumerate(ref["loss"]) if math.isfinite(v)]
+    sampled = [k for k in finite if ref["t"][k] % stride == 0]
+
+    def mean(key: str) -> float | None:
+        values = [ref[key][k] for k in sampled if ref[key][k] is not None and math.isfinite(ref[key][k])]
+        return float(np.mean(values)) if values else None
+
+    return {"iterations": ref["iterations"], "diverged_at": ref["diverged_at"],
+            "final_loss": ref["loss"][finite[-1]] if finite else None,
+            "final_accuracy": ref["accuracy"][finite[-1]] if finite else None,
+            "l2_factor": mean("l2f"), "l2_factor_wrong": mean("l2f_wrong"), "hidden_slope": mean("slope"),
+            "hidden_output": mean("hout"), "hidden_spread": mean("spread"),
+            "hidden_spread_start": ref["spread"][0] if math.isfinite(ref["loss"][0]) else None,
+            "dead_start": ref["dead"][0], "dead_end": ref["dead"][-1]}
 
 
-# --- 1. correctness: the stack against the plain loop, seed for seed ------------------------------
+def check_run(run: dict[str, Any], ref: dict[str, Any], stride: int = 1, rel: float = REL) -> None:
+    expected = expected_record(ref, stride)
+    assert set(run) == set(expected)
+    for key, value in expected.items():
+        if isinstance(value, float):
+            assert run[key] == pytest.approx(value, rel=rel, abs=1e-15), key
+        else:
+            assert run[key] == value, key
+
+
+def held_losses(refs: list[dict[str, Any]], length: int, stride: int) -> np.ndarray:
+    """(T, runs): each run's loss at every stride-th iteration, a stopped run holding its last loss."""
+    return np.array([[r["loss"][min(t, len(r["loss"]) - 1)] for r in refs] for t in range(0, length, stride)])
+
+
+# --- 1. the stack against the plain loop, seed for seed -------------------------------------------
+
+
+def test_initial_weights_are_the_handouts_truncated_normal_and_bias() -> None:
+    w1, b1, w2, b2 = p2.initial_weights([5, 6], 16, replace(F64, hidden=3, init_std=0.3, init_bias=-0.02))
+    assert (w1.shape, b1.shape, w2.shape, b2.shape) == ((2, 3, 16), (2, 3, 1), (2, 3, 1), (2, 1))
+    for r, seed in enumerate((5, 6)):
+        d1, d2 = initial_draws(seed, 16, 3, 0.3)
+        assert torch.equal(w1[r], d1.T) and torch.equal(w2[r], d2)
+    assert (b1 == -0.02).all() and (b2 == -0.02).all()
+    big = p2.initial_weights(list(range(200)), 16, F64)[0]
+    assert big.abs().max() <= 0.2 and 0.07 < big.std() < 0.1  # truncated at 2 std: std 0.088 of N(0, 0.1^2)
 
 
 @pytest.mark.parametrize("setting", list(p2.SETTINGS))
 def test_stack_matches_the_plain_loop_seed_for_seed(setting: str, data) -> None:
-    x, y = data["float64"]
-    lr, seeds, cap = FAST_LR[setting], [0, 1, 2], 2000
-    cfg = p2.Config(dtype="float64", lr=lr, max_iters=cap, log=False)
-    result = p2.train(setting, [(s, lr) for s in seeds], x, y, cfg, band_runs=len(seeds))
-    refs = [reference_run(setting, s, lr, x, y, cap) for s in seeds]
-    assert all(r["iterations"] is not None for r in refs)  # the comparison is about real stops
-    for run, ref in zip(result["runs"], refs, strict=True):
-        check_against_reference(run, ref)
-    # the band: loss quartiles over the runs at every iteration, a stopped run holding its last loss
-    assert result["band_stride"] == 1
-    longest = max(len(r["losses"]) for r in refs)
-    held = np.array([[r["losses"][min(t, len(r["losses"]) - 1)] for r in refs] for t in range(longest)])
-    np.testing.assert_allclose(result["band"], np.quantile(held, [0.25, 0.5, 0.75], axis=1), rtol=1e-7)
-    # a lone run's curves are the reference's, iteration for iteration
-    alone = p2.train(setting, [(0, lr)], x, y, cfg, keep_curves=True)
-    np.testing.assert_allclose(alone["curves"]["loss"], refs[0]["losses"], rtol=1e-7, atol=0)
-    np.testing.assert_array_equal(alone["curves"]["accuracy"], refs[0]["accuracy"])
-
-
-@pytest.mark.parametrize("setting", list(p2.SETTINGS))
-def test_a_run_stopped_by_the_cap_matches_the_plain_loop(setting: str, data) -> None:
-    x, y = data["float64"]
-    lr, cap = FAST_LR[setting], 30
-    cfg = p2.Config(dtype="float64", lr=lr, max_iters=cap, log=False)
-    runs = p2.train(setting, [(s, lr) for s in (4, 5)], x, y, cfg)["runs"]
-    for seed, run in zip((4, 5), runs, strict=True):
-        ref = reference_run(setting, seed, lr, x, y, cap)
-        assert ref["iterations"] is None and len(ref["losses"]) == cap + 1  # ran to the cap
-        check_against_reference(run, ref)
-
-
-@pytest.mark.parametrize("setting", ["sigmoid-ce", "relu-ce"])
-def test_half_the_rate_in_the_stack_is_plain_sgd_at_half_the_rate(setting: str, data) -> None:
-    x, y = data["float64"]
+    """Seeds 0-2 (the band's runs) and seed 3 at 1.5 times the rate, in one stack: each run's stop,
+    final values and every factor; the band over the first three runs only (a run that stopped
+    holds its last loss); a lone run's curves, iteration for iteration."""
+    x, y = data
     lr, cap = FAST_LR[setting], 2000
-    cfg = p2.Config(dtype="float64", lr=lr, max_iters=cap, log=False)
-    runs = [(0, lr), (0, lr / 2), (1, lr / 2)]  # rates mixed in one stack
-    result = p2.train(setting, runs, x, y, cfg)["runs"]
-    for (seed, rate), run in zip(runs, result, strict=True):
-        ref = reference_run(setting, seed, rate, x, y, cap)
-        assert ref["iterations"] is not None
-        check_against_reference(run, ref)
-    assert result[1]["iterations"] != result[0]["iterations"]  # the half rate really is another run
+    runs = [(0, lr), (1, lr), (2, lr), (3, 1.5 * lr)]
+    result = p2.train(setting, runs, x, y, replace(F64, max_iters=cap), band_runs=3)
+    refs = [reference_run(setting, s, r, x, y, cap) for s, r in runs[:3]]
+    assert all(r["iterations"] is not None for r in refs)  # the comparison is about real stops
+    for run, ref in zip(result["runs"][:3], refs, strict=True):
+        check_run(run, ref)
+    last = max(r["iterations"] or r["diverged_at"] or cap for r in result["runs"])
+    assert last > min(r["iterations"] for r in refs)  # the band goes on after a run of it stopped
+    assert result["band_stride"] == 1
+    held = held_losses(refs, last + 1, 1)
+    np.testing.assert_allclose(result["band"], np.quantile(held, [0.25, 0.5, 0.75], axis=1), rtol=REL)
+    assert result["curves"] is None
+    alone = p2.train(setting, [(0, lr)], x, y, replace(F64, max_iters=cap), keep_curves=True)
+    np.testing.assert_allclose(alone["curves"]["loss"], refs[0]["loss"], rtol=REL, atol=0)
+    np.testing.assert_array_equal(alone["curves"]["accuracy"], refs[0]["accuracy"])
+    assert alone["band"] is None and alone["runs"] == result["runs"][:1]
 
 
-# --- 2. batch invariance, float32 -----------------------------------------------------------------
+@pytest.mark.parametrize(("setting", "rates", "cap"), [("relu-ce", (0.3, 3.0), 2000),
+                                                       ("sigmoid-l2", (0.3, 3.0, 30.0), 60)])
+def test_mixed_rates_in_one_stack_are_plain_sgd_at_each_rate(setting: str, rates, cap: int, data) -> None:
+    """Per-run rates (the sweep, the half-rate control): each run is the reference at its own rate,
+    whatever rates its company trains at (relu-ce: every run stops by itself; sigmoid-l2: to the cap)."""
+    x, y = data
+    runs = [(seed, lr) for seed in (0, 1) for lr in rates]
+    result = p2.train(setting, runs, x, y, replace(F64, lr=99.0, max_iters=cap))["runs"]
+    refs = [reference_run(setting, seed, lr, x, y, cap) for seed, lr in runs]
+    for run, ref in zip(result, refs, strict=True):
+        check_run(run, ref)
+    finals = {lr: [r["final_loss"] for (_, rate), r in zip(runs, result, strict=True) if rate == lr] for lr in rates}
+    assert len({tuple(v) for v in finals.values()}) == len(rates)  # the rates really train differently
+    if setting == "relu-ce":
+        assert all(r["iterations"] is not None for r in refs)
+
+
+def test_hidden_units_init_and_diverge_factor_reach_the_stack(data) -> None:
+    """cfg.hidden, init_std, init_bias and the opt-in divergence rule, against the reference."""
+    x, y = data
+    cfg = replace(F64, hidden=6, init_std=0.3, init_bias=-0.05, max_iters=40, diverge_factor=3.0)
+    runs = [(0, 10.0), (1, 10.0), (2, 1.0)]
+    result = p2.train("relu-ce", runs, x, y, cfg)["runs"]
+    refs = [reference_run("relu-ce", s, lr, x, y, 40, hidden=6, init_std=0.3, init_bias=-0.05, diverge_factor=3.0)
+            for s, lr in runs]
+    assert [r["diverged_at"] is not None for r in refs] == [True, False, False]  # the rule decides
+    assert all(math.isfinite(v) for r in refs for v in r["loss"])  # by the factor, not by an overflow
+    for run, ref in zip(result, refs, strict=True):
+        check_run(run, ref)
+
+
+def synthetic_200(seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """200 binary 16-pixel images, labels from a random linear rule (30% ones): separable, and with
+    more than 100 images, so that 99% accuracy (198/200) is not 100%."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 2, (200, 16)).astype(np.float64)
+    score = x @ rng.normal(size=16)
+    return x, (score > np.quantile(score, 0.7)).astype(np.float64)
+
+
+def test_the_stop_is_the_first_iteration_at_100_percent_not_99(data) -> None:
+    x, y = synthetic_200()
+    lr = 1.0
+    result = p2.train("relu-ce", [(0, lr), (1, lr)], x, y, replace(F64, max_iters=1000))["runs"]
+    refs = [reference_run("relu-ce", s, lr, x, y, 1000) for s in (0, 1)]
+    for run, ref in zip(result, refs, strict=True):
+        first_99 = next(t for t, a in enumerate(ref["accuracy"]) if a >= 0.99)
+        assert first_99 < ref["iterations"]  # 99% comes first: a 99% rule would stop earlier
+        check_run(run, ref)
+    # the 64-image set: the cap iteration itself is still evaluated; cap 0 evaluates the start only
+    x, y = data
+    ref = reference_run("relu-ce", 0, 3.0, x, y, 2000)
+    stop = ref["iterations"]
+    assert stop is not None and all(a < 1 for a in ref["accuracy"][:-1])
+    for cap, expected in ((stop, stop), (stop - 1, None), (0, None)):
+        run = p2.train("relu-ce", [(0, 3.0)], x, y, replace(F64, max_iters=cap))["runs"][0]
+        assert run["iterations"] == expected, cap
+        assert run["final_loss"] == pytest.approx(ref["loss"][min(cap, stop)], rel=REL)
+
+
+def strided_study(x: np.ndarray, y: np.ndarray) -> tuple[dict, list[dict], int]:
+    """relu-ce seeds 0 and 1 at lr 3 with a cap of 2000 x stride, the stride chosen so that a run
+    stops between two sampled iterations. Returns train's result, the references and the stride."""
+    setting, lr = "relu-ce", 3.0
+    refs = [reference_run(setting, s, lr, x, y, 1000) for s in (0, 1)]
+    stops = [r["iterations"] for r in refs]
+    assert None not in stops  # the references stopped by themselves, before any cap used below
+    stride = next(k for k in (2, 3, 5, 7) if any(t % k for t in stops))
+    cfg = replace(F64, max_iters=2000 * stride)
+    return p2.train(setting, [(0, lr), (1, lr)], x, y, cfg, band_runs=2), refs, stride
+
+
+def test_factors_and_band_are_sampled_every_stride_iterations(data) -> None:
+    result, refs, stride = strided_study(*data)
+    assert result["band_stride"] == stride  # cap // 2000
+    for run, ref in zip(result["runs"], refs, strict=True):
+        check_run(run, ref, stride)  # iterations 0, stride, 2 stride, ... up to the stop
+    # the band: a run that stops between two samples holds its last loss, not the sample before
+    longest = max(len(r["loss"]) for r in refs)
+    held = held_losses(refs, longest, stride)
+    np.testing.assert_allclose(result["band"], np.quantile(held, [0.25, 0.5, 0.75], axis=1), rtol=REL)
+
+
+# --- 2. batch and process invariance, float32 -------------------------------------------------------
 
 
 def company(n: int) -> list[tuple[int, float]]:
-    """n other runs at several rates: some stop early, some diverge or run to the cap."""
+    """n other runs at several rates: some stop early, some diverge, some run to the cap."""
     rates = (0.1, 1.0, 3.0, 30.0, 1e4)
     return [(100 + k, rates[k % len(rates)]) for k in range(n)]
 
 
-def check_batch_invariance(setting: str, x: torch.Tensor, y: torch.Tensor, cfg: p2.Config) -> None:
+@pytest.mark.parametrize("setting", ["relu-ce", "sigmoid-ce"])
+def test_a_seed_is_bit_identical_alone_and_among_fifty(setting: str, data) -> None:
+    x, y = data
+    cfg = replace(F32, max_iters=300)
     me = (3, 1.0)
     alone = p2.train(setting, [me], x, y, cfg)["runs"][0]
     others = company(50)
-    stack = [*others[:20], me, *others[20:]]
-    crowd = p2.train(setting, stack, x, y, cfg)["runs"]
+    crowd = p2.train(setting, [*others[:20], me, *others[20:]], x, y, cfg)["runs"]
     assert len({(r["iterations"], r["diverged_at"]) for r in crowd}) > 3  # the others stop at other times
-    mine = crowd[20]
-    assert mine["iterations"] == alone["iterations"]
-    assert np.float64(mine["final_loss"]).tobytes() == np.float64(alone["final_loss"]).tobytes()
-    assert mine == alone  # every recorded number, bit for bit
+    assert crowd[20] == alone  # every recorded number, bit for bit
+    assert crowd[0] == p2.train(setting, [others[0]], x, y, cfg)["runs"][0]
 
 
-@pytest.mark.parametrize("setting", ["relu-ce", "sigmoid-ce"])
-def test_a_seed_is_bit_identical_alone_and_among_fifty(setting: str, data) -> None:
-    x, y = data["float32"]
-    check_batch_invariance(setting, x, y, p2.Config(lr=0.1, max_iters=300, log=False))
-
-
-def test_pool_map_results_do_not_depend_on_the_number_of_workers(data) -> None:
-    x, y = data["float32"]
-    cfg = p2.Config(lr=0.1, max_iters=150, log=False)
+def test_run_jobs_results_do_not_depend_on_the_number_of_workers(data) -> None:
+    x, y = data
+    cfg = replace(F32, max_iters=100)
     runs = [(3, 1.0), *company(10)]
     jobs = [(s, runs, x, y, cfg, 4, False) for s in ("relu-ce", "sigmoid-l2")]
-    one, two = p2.pool_map(p2.train, jobs, 1), p2.pool_map(p2.train, jobs, 2)
-    alone = p2.train("relu-ce", [(3, 1.0)], x, y, cfg)["runs"][0]
+    one, two = p2.run_jobs(p2.train, jobs, 1), p2.run_jobs(p2.train, jobs, 2)
     for a, b in zip(one, two, strict=True):
-        assert a["runs"] == b["runs"]
+        assert a["runs"] == b["runs"] and a["band_stride"] == b["band_stride"]
         np.testing.assert_array_equal(a["band"], b["band"])
-    assert two[0]["runs"][0] == alone  # in a worker, among others: the same as alone here
+    assert two[0]["runs"][0] == p2.train("relu-ce", [(3, 1.0)], x, y, cfg)["runs"][0]  # as alone, here
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_a_seed_is_bit_identical_alone_and_among_fifty_on_cuda(data) -> None:
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    x, y = (t.to("cuda") for t in data["float32"])
-    check_batch_invariance("relu-ce", x, y, p2.Config(lr=0.1, max_iters=300, device="cuda", log=False))
+def plain_values_only(value: Any) -> bool:
+    """True when value holds only what crosses processes cheaply: numbers, str, None, lists, dicts,
+    numpy arrays (no torch tensor: those travel as open file descriptors)."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and plain_values_only(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(plain_values_only(v) for v in value)
+    return value is None or isinstance(value, bool | int | float | str | np.ndarray)
 
 
-# --- 3. gradients ---------------------------------------------------------------------------------
+def test_train_returns_plain_values_only(data) -> None:
+    x, y = data
+    for kw in ({"band_runs": 2}, {"keep_curves": True}):
+        result = p2.train("relu-ce", [(0, 1.0), (1, 1e4)][: 1 if "keep_curves" in kw else 2], x, y,
+                          replace(F32, max_iters=20), **kw)
+        assert plain_values_only(result), kw
+
+
+def failing_job(kind: str) -> int:
+    """A job for run_jobs: fails, exits, or kills its own process; "ok" returns."""
+    if kind == "raise":
+        raise ValueError("bad value 7")
+    if kind == "exit":
+        os._exit(3)
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.05)
+    return 1
+
+
+@pytest.mark.parametrize(("kind", "words"), [("raise", "job 1: ValueError: bad value 7"),
+                                              ("exit", "exit status 3"), ("kill", "killed by SIGKILL")])
+def test_a_failing_or_dying_worker_ends_run_jobs_at_once_with_one_line(kind: str, words: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(ChildProcessError) as caught:
+        p2.run_jobs(failing_job, [("ok",), (kind,), ("ok",), ("ok",)], 2)
+    assert time.monotonic() - started < 5
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+# --- 3. every tensor a run makes lives on cfg.device ------------------------------------------------
+
+
+class SecondDevice(TorchFunctionMode):
+    """Plays a second device on the CPU. A tensor made with device=<device>, moved there with .to(a
+    device), or computed from such a tensor is "on the device" (its storage is tagged); .cpu() brings
+    values back (both copy, as between real devices). An operation that mixes a tensor on the device
+    with a host tensor of one or more dimensions (what CUDA refuses; host scalars it allows, and host
+    indices into a device tensor) is recorded as a violation, with the function's name."""
+
+    HOST = frozenset({"cpu", "numpy", "tolist", "item", "__bool__", "__len__", "__format__", "__repr__",
+                      "__index__", "__int__", "__float__", "copy_"})
+
+    def __init__(self, device: str) -> None:
+        super().__init__()
+        self.device, self.tagged, self.violations, self.device_ops = device, {}, [], 0
+
+    def on_device(self, t: torch.Tensor) -> bool:
+        return t.numel() > 0 and t.untyped_storage().data_ptr() in self.tagged
+
+    def tag(self, value: Any) -> None:
+        for t in tree_flatten(value)[0]:
+            if isinstance(t, torch.Tensor) and t.numel() > 0:
+                self.tagged[t.untyped_storage().data_ptr()] = t  # kept alive: its address is never reused
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", str(func))
+        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        if name in ("__getitem__", "__setitem__") and args and self.on_device(args[0]):
+            tensors = [t for t in tree_flatten((args[0], args[2:]))[0] if isinstance(t, torch.Tensor)]
+        on = [t for t in tensors if self.on_device(t)]
+        host = [t for t in tensors if not self.on_device(t) and t.dim() > 0 and t.numel() > 0]
+        moves = name == "to" and any(isinstance(a, str | torch.device) for a in (*args[1:], kwargs.get("device")))
+        if on and host and name not in self.HOST and not moves:
+            self.violations.append(f"{name}: {[tuple(t.shape) for t in host]} on the host")
+        out = func(*args, **kwargs)
+        if name in ("cpu", "to") and args and isinstance(out, torch.Tensor) and out.data_ptr() == args[0].data_ptr():
+            out = out.clone()  # between devices these copy: a moved tensor does not share the original's storage
+        made_there = "device" in kwargs and kwargs["device"] is not None and str(kwargs["device"]) == self.device
+        if made_there or moves or (on and name not in self.HOST):
+            self.device_ops += 1
+            self.tag(out)
+        return out
+
+
+def test_the_device_checker_sees_a_tensor_made_without_the_device() -> None:
+    with SecondDevice("cpu") as dev:
+        a = torch.zeros(3, device="cpu")
+        (a + torch.tensor(1.0)) * 2  # a host scalar: fine on CUDA too
+        a[torch.tensor([True, False, True])]  # host indices into a device tensor: fine
+        torch.ones(3).to("cpu") + a  # moved there first
+        assert dev.violations == []
+        a + torch.ones(3)  # made without device=: CUDA would refuse
+        torch.arange(3)[a > 0]  # a host tensor indexed with a device mask (the old Record.rows)
+    assert [v.split(":")[0] for v in dev.violations] == ["add", "__getitem__"]
+
+
+def test_every_tensor_train_combines_is_on_cfg_device(data) -> None:
+    """The runs stop at different iterations (the stack shrinks), one diverges, the opt-in rule and
+    the band are on; then a lone run with its curves."""
+    x, y = data
+    cfg = replace(F32, max_iters=100, diverge_factor=1e3)
+    with SecondDevice("cpu") as dev:
+        result = p2.train("relu-ce", [(0, 3.0), (1, 1.0), (2, 1e4), (3, 0.1)], x, y, cfg, band_runs=3)
+        p2.train("sigmoid-l2", [(0, 1.0)], x, y, replace(cfg, max_iters=30), keep_curves=True)
+    stops = [r["iterations"] or r["diverged_at"] for r in result["runs"]]
+    assert len(set(stops)) >= 3 and result["runs"][2]["diverged_at"] is not None
+    assert dev.violations == []
+    assert dev.device_ops > 500  # the forward pass, the loss and the step ran on the device
+
+
+# --- 4. gradients ------------------------------------------------------------------------------------
+
+
+class WholeNet(nn.Module):
+    """FCNet's two steps as one forward (x -> logits), for torch.func.functional_call."""
+
+    def __init__(self, net: p2.FCNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.net.hidden(x))
 
 
 @pytest.mark.parametrize("setting", list(p2.SETTINGS))
 def test_autograd_gradients_match_finite_differences(setting: str, data) -> None:
-    x, y = data["float64"]
+    x, y = (torch.tensor(v) for v in data)
     activation, kind, _ = p2.SETTINGS[setting]
-    model = p2.FCNet(*p2.initial_weights([0, 1, 2], 16, F64), activation)
-    names = [name for name, _ in model.named_parameters()]
-    assert names == ["w1", "b1", "w2", "b2"]
+    whole = WholeNet(p2.FCNet(*p2.initial_weights([0, 1, 2], 16, F64), activation))
+    names = [name for name, _ in whole.named_parameters()]
+    assert names == ["net.w1", "net.b1", "net.w2", "net.b2"]
 
     def losses(*params: torch.Tensor) -> torch.Tensor:  # (R,): each run's loss
-        return p2.loss_fn(kind, functional_call(model, dict(zip(names, params, strict=True)), (x,)), y)
+        return p2.loss_fn(kind, functional_call(whole, dict(zip(names, params, strict=True)), (x,)), y)
 
-    params = tuple(p.detach().clone().requires_grad_(True) for p in model.parameters())
+    params = tuple(p.detach().clone().requires_grad_(True) for p in whole.parameters())
     assert torch.autograd.gradcheck(losses, params, eps=1e-6, atol=1e-9, rtol=1e-6)
 
 
-# --- 4. statistics against independent computation -------------------------------------------------
+# --- 5. the measurements: dead units, a run that diverges at once --------------------------------------
+
+
+def test_a_constructed_dead_relu_unit_is_counted_and_a_sigmoid_one_is_not(data, monkeypatch) -> None:
+    x, y = data
+    assert x.min() >= 0  # pixels >= 0: weights and bias <= -1 give a pre-activation <= -1 on every image
+    original = p2.initial_weights
+
+    def with_dead_units(seeds, n_in, cfg):
+        w1, b1, w2, b2 = original(seeds, n_in, cfg)
+        w1[0, 2, :], b1[0, 2, 0] = -1.0, -1.0  # run 0: unit 2 dead
+        w1[1, 0, :], b1[1, 0, 0] = -1.0, -1.0  # run 1: units 0 and 3 dead
+        w1[1, 3, :], b1[1, 3, 0] = -0.5, -2.0
+        return [w1, b1, w2, b2]
+
+    monkeypatch.setattr(p2, "initial_weights", with_dead_units)
+    cfg = replace(F64, max_iters=20)
+    runs = [(0, 0.1), (1, 0.1), (2, 0.1)]
+    relu = p2.train("relu-ce", runs, x, y, cfg)["runs"]
+    sigmoid = p2.train("sigmoid-ce", runs, x, y, cfg)["runs"]
+    assert [r["dead_start"] for r in relu] == [1, 2, 0]
+    assert [r["dead_end"] for r in relu] == [1, 2, 0]  # a dead ReLU gets no gradient: dead for good
+    assert [r["dead_start"] for r in sigmoid] == [0, 0, 0] == [r["dead_end"] for r in sigmoid]  # sigmoid(-1) > 0
+    # a dead unit outputs 0 everywhere: the spread at the start is the live units' spread over all H
+    live = np.std(np.maximum(x @ initial_draws(0, 16, 4, 0.1)[0].numpy() + 0.1, 0), axis=0)
+    assert relu[0]["hidden_spread_start"] == pytest.approx((live.sum() - live[2]) / 4, rel=1e-12)
+
+
+@pytest.mark.parametrize("overrides", [{"init_std": 1e300}, {"init_bias": 1e39}])
+@pytest.mark.parametrize("setting", ["relu-l2", "relu-ce"])
+def test_a_huge_initialisation_diverges_at_iteration_0(setting: str, overrides: dict, data) -> None:
+    x, y = data
+    cfg = replace(F32, max_iters=20, **overrides)  # float32: the weights overflow to inf
+    result = p2.train(setting, [(0, 0.1), (1, 0.1)], x, y, cfg, band_runs=2)
+    for run in result["runs"]:
+        assert run["diverged_at"] == 0 and run["iterations"] is None
+        assert run["final_loss"] is None and run["final_accuracy"] is None
+        assert all(v is None or math.isfinite(v) for v in run.values())  # no NaN recorded
+
+
+# --- 6. statistics against independent computation ------------------------------------------------
 
 
 def expected_quantile(iterations: list[int | None], p: float) -> float | None:
@@ -242,24 +526,37 @@ def expected_quantile(iterations: list[int | None], p: float) -> float | None:
     [5, None, 1, 2, 3, 4, None, 6, 7, 8, 9],
 ])
 def test_summarize_stops_gives_true_quantiles(iterations) -> None:
-    s = p2.summarize_stops(iterations, [None] * len(iterations))
+    diverged = [None if k % 3 else 5 for k in range(len(iterations))]
+    s = p2.summarize_stops(iterations, diverged)
     for name, p in (("median", 0.5), ("q1", 0.25), ("q3", 0.75), ("p10", 0.1), ("p90", 0.9)):
         assert s[name] == expected_quantile(iterations, p), name
     reached = [i for i in iterations if i is not None]
-    if len(reached) == len(iterations):
-        assert s["median"] == float(np.median(iterations))
     assert s["n_seeds"] == len(iterations) and s["reached"] == len(reached)
     assert s["reach_rate"] == len(reached) / len(iterations)
+    assert s["diverged"] == sum(d is not None for d in diverged)
     assert s["min"] == (min(reached) if reached else None)
     assert s["max_reached"] == (max(reached) if reached else None)
+    assert s["mean_reached"] == (pytest.approx(np.mean(reached)) if reached else None)
 
 
 def test_summarize_stops_hand_cases() -> None:
     assert p2.summarize_stops([1, 3, None, None], [None] * 4)["median"] is None
     assert p2.summarize_stops([1, 3, 5, None], [None] * 4)["median"] == 4.0
     assert p2.summarize_stops([None, 3, 5, 1], [None] * 4)["q1"] == 2.5  # 1 + 0.75 x (3 - 1)
-    assert p2.summarize_stops([4, None, 6], [None, 2, None])["diverged"] == 1
     assert p2.summarize_stops([4, 8, 6], [None] * 3)["mean_reached"] == 6.0
+
+
+@pytest.mark.parametrize("values", [[0.5], [3.0, 1.0, 2.0], [0.1, None, 0.4, math.inf, 0.2, math.nan], [None, None]])
+def test_summarize_values_against_numpy(values) -> None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    s = p2.summarize_values(values)
+    assert s["n"] == len(finite)
+    if not finite:
+        assert all(s[k] is None for k in ("median", "q1", "q3", "min", "max"))
+        return
+    q1, median, q3 = np.quantile(finite, [0.25, 0.5, 0.75])
+    assert (s["q1"], s["median"], s["q3"], s["min"], s["max"]) == pytest.approx(
+        (q1, median, q3, min(finite), max(finite)))
 
 
 def test_typical_seed_is_the_lower_median_seed() -> None:
@@ -271,19 +568,6 @@ def test_typical_seed_is_the_lower_median_seed() -> None:
     assert p2.typical_seed([0, 1, 2, 3], [7, 5, 5, 9]) == (2, 0.0)
     # mostly not reached: ranked 1 (s3), 3 (s1), then s0, s2, s4 not reached -> seed 0; 2 of 5 did better
     assert p2.typical_seed([0, 1, 2, 3, 4], [None, 3, None, 1, None]) == (0, 0.4)
-
-
-def test_paired_counts_by_hand() -> None:
-    its = {"a": [1, 5, None, 4, None, 2], "b": [2, 4, 3, 4, None, None]}
-    # seed by seed, a against b: 1<2 win, 5>4 loss, inf>3 loss, 4=4 tie, inf=inf tie, 2<inf win
-    out = p2.paired_counts(its)
-    assert {k: out["a"]["b"][k] for k in ("wins", "losses", "ties")} == {"wins": 2, "losses": 2, "ties": 2}
-    assert {k: out["b"]["a"][k] for k in ("wins", "losses", "ties")} == {"wins": 2, "losses": 2, "ties": 2}
-    assert out["a"]["b"]["sign_test_p"] == 1.0
-    three = p2.paired_counts({"x": [1, 1, 1], "y": [2, 2, None], "z": [0, 1, 2]})
-    assert set(three) == {"x", "y", "z"} and set(three["x"]) == {"y", "z"}
-    assert (three["x"]["z"]["wins"], three["x"]["z"]["losses"], three["x"]["z"]["ties"]) == (1, 1, 1)
-    assert (three["y"]["x"]["wins"], three["y"]["x"]["losses"]) == (0, 3)
 
 
 def exact_binomial_two_sided(wins: int, losses: int) -> float:
@@ -301,33 +585,60 @@ def test_sign_test_is_the_exact_binomial_test(wins: int, losses: int) -> None:
     assert p2.sign_test(wins, losses) == p2.sign_test(losses, wins)
 
 
-def test_factor_table_ratios_and_predictions_by_hand() -> None:
-    def rec(median, l2f, slope):
-        return {"summary": {"median": median},
-                "factors": {"l2_factor": {"median": l2f}, "hidden_slope": {"median": slope}}}
+def paired_by_hand(a: list[int | None], b: list[int | None]) -> dict[str, Any]:
+    """a against b seed by seed: not reached is slower than any reached, two not reached tie."""
+    rank = [(math.inf if i is None else i, math.inf if j is None else j) for i, j in zip(a, b, strict=True)]
+    wins, losses = sum(i < j for i, j in rank), sum(i > j for i, j in rank)
+    return {"wins": wins, "losses": losses, "ties": len(rank) - wins - losses,
+            "sign_test_p": pytest.approx(exact_binomial_two_sided(wins, losses))}
 
-    settings = {"sigmoid-l2": rec(400, 0.25, 0.2), "sigmoid-ce": rec(100, 0.4, 0.1),
-                "relu-l2": rec(None, 0.5, 0.6), "relu-ce": rec(50, 0.3, 0.8)}
+
+def test_paired_counts_by_hand() -> None:
+    its = {"a": [1, 5, None, 4, None, 2], "b": [2, 4, 3, 4, None, None]}
+    # seed by seed, a against b: 1<2 win, 5>4 loss, inf>3 loss, 4=4 tie, inf=inf tie, 2<inf win
+    out = p2.paired_counts(its)
+    assert out["a"]["b"] == {"wins": 2, "losses": 2, "ties": 2, "sign_test_p": 1.0}
+    assert out["b"]["a"] == paired_by_hand(its["b"], its["a"])
+    three = p2.paired_counts({"x": [1, 1, 1], "y": [2, 2, None], "z": [0, 1, 2]})
+    assert set(three) == {"x", "y", "z"} and set(three["x"]) == {"y", "z"}
+    assert (three["x"]["z"]["wins"], three["x"]["z"]["losses"], three["x"]["z"]["ties"]) == (1, 1, 1)
+    assert (three["y"]["x"]["wins"], three["y"]["x"]["losses"]) == (0, 3)
+
+
+def test_factor_table_ratios_and_predictions_by_hand() -> None:
+    def rec(median, l2f, l2f_wrong, slope):
+        factors = {"l2_factor": l2f, "l2_factor_wrong": l2f_wrong, "hidden_slope": slope, "hidden_output": 0.3,
+                   "hidden_spread": 0.2, "hidden_spread_start": 0.1}
+        return {"summary": {"median": median}, "factors": {k: {"median": v} for k, v in factors.items()}}
+
+    settings = {"sigmoid-l2": rec(400, 0.25, 0.4, 0.2), "sigmoid-ce": rec(100, 0.4, 0.5, 0.1),
+                "relu-l2": rec(None, 0.5, 0.8, 0.6), "relu-ce": rec(50, 0.3, 0.3, 0.8)}
     half = {"sigmoid-ce": {"summary": {"median": 160}}, "relu-ce": {"summary": {"median": 80}}}
     rows = {r["id"]: r for r in p2.factor_table(settings, half)}
     assert set(rows) == {"l2_over_ce_sigmoid", "l2_over_ce_relu", "l2_over_half_lr_ce_sigmoid",
                          "l2_over_half_lr_ce_relu", "sigmoid_over_relu_l2", "sigmoid_over_relu_ce"}
-    assert (rows["l2_over_ce_sigmoid"]["measured"], rows["l2_over_ce_sigmoid"]["predicted"]) == (4.0, 4.0)
-    assert rows["l2_over_ce_relu"]["measured"] is None and rows["l2_over_ce_relu"]["predicted"] == 2.0
-    assert rows["l2_over_half_lr_ce_sigmoid"]["measured"] == 2.5  # 400 / 160
-    assert rows["l2_over_half_lr_ce_sigmoid"]["predicted"] == 2.0  # 1 / (2 x 0.25)
+    row = rows["l2_over_ce_sigmoid"]
+    assert (row["numerator"], row["denominator"]) == ("sigmoid-l2", "sigmoid-ce")
+    assert (row["measured"], row["predicted"], row["predicted_wrong"]) == (4.0, 4.0, 2.5)  # 400/100, 1/.25, 1/.4
+    row = rows["l2_over_ce_relu"]
+    assert (row["measured"], row["predicted"], row["predicted_wrong"]) == (None, 2.0, 1.25)
+    row = rows["l2_over_half_lr_ce_sigmoid"]
+    assert (row["measured"], row["predicted"], row["predicted_wrong"]) == (2.5, 2.0, 1.25)  # 400/160; halved
     assert rows["sigmoid_over_relu_ce"]["measured"] == 2.0  # 100 / 50
     assert rows["sigmoid_over_relu_ce"]["predicted"] == pytest.approx(8.0)  # 0.8 / 0.1
+    assert rows["sigmoid_over_relu_ce"]["predicted_wrong"] is None
     assert rows["sigmoid_over_relu_l2"]["measured"] is None
     assert rows["sigmoid_over_relu_l2"]["predicted"] == pytest.approx(3.0)  # 0.6 / 0.2
     # no control: no half-rate rows; a lone setting: no rows at all
     assert {r["id"] for r in p2.factor_table(settings, None)} == set(rows) - {
         "l2_over_half_lr_ce_sigmoid", "l2_over_half_lr_ce_relu"}
     assert p2.factor_table({"relu-ce": settings["relu-ce"]}, None) == []
-    # a factor that was never measured (every run diverged at once): no prediction, no division
+    # a factor never measured (every run diverged at once): no prediction, no division
     settings["relu-l2"]["factors"]["l2_factor"]["median"] = None
+    settings["relu-l2"]["factors"]["l2_factor_wrong"]["median"] = 0.0
     rows = {r["id"]: r for r in p2.factor_table(settings, half)}
     assert rows["l2_over_ce_relu"]["predicted"] is None and rows["l2_over_half_lr_ce_relu"]["predicted"] is None
+    assert rows["l2_over_ce_relu"]["predicted_wrong"] is None
 
 
 def sweep_args(**kw) -> argparse.Namespace:
@@ -335,9 +646,9 @@ def sweep_args(**kw) -> argparse.Namespace:
     return argparse.Namespace(**base | kw)
 
 
-def sweep_trained(table: dict[str, dict[float, list[int | None]]]) -> dict:
-    return {s: {"by_run": {(seed, lr): {"iterations": i} for lr, its in by_lr.items()
-                           for seed, i in enumerate(its)}} for s, by_lr in table.items()}
+def sweep_runs(table: dict[str, dict[float, list[int | None]]]) -> dict:
+    return {s: {(seed, lr): {"iterations": i, "diverged_at": None} for lr, its in by_lr.items()
+                for seed, i in enumerate(its)} for s, by_lr in table.items()}
 
 
 def test_sweep_best_rate_is_decided_on_constructed_iterations() -> None:
@@ -349,261 +660,259 @@ def test_sweep_best_rate_is_decided_on_constructed_iterations() -> None:
         # no rate fit: no best rate
         "c": {0.01: [None] * 4, 0.1: [10, None, 12, None], 1.0: [None, 1, None, None]},
     }
-    sweep = p2.sweep_results(sweep_trained(table), sweep_args())
+    sweep = p2.sweep_results(sweep_runs(table), sweep_args())
     rows = sweep["settings"]
     assert rows["a"]["best"] == {"lr": 0.1, "median": 55.0, "reach_rate": 1.0, "at_edge": False}
     assert rows["b"]["best"] == {"lr": 1.0, "median": 23.0, "reach_rate": 1.0, "at_edge": True}
     assert rows["c"]["best"] is None
     assert rows["a"]["median"] == [130.0, 55.0, 6.5] and rows["a"]["reach_rate"] == [1.0, 1.0, 0.75]
+    assert rows["a"]["median_x_rate"] == pytest.approx([1.3, 5.5, 6.5])  # median x rate
+    assert rows["b"]["median_x_rate"] == [None, None, pytest.approx(23.0)]
     assert rows["b"]["iterations"] == [table["b"][lr] for lr in (0.01, 0.1, 1.0)]
     assert sweep["seeds"] == [0, 1, 2, 3] and sweep["lrs"] == [0.01, 0.1, 1.0]
     assert sweep["ranking_at_best"] == ["b", "a"]  # 23 < 55; c has no best rate
     # at the base rate 0.1: a (55), then c (median not reached, half reached), then b (a quarter)
     assert sweep["ranking_at_base"] == ["a", "c", "b"] and sweep["ranking_survives"] is False
-    pair = sweep["paired_at_best"]["a"]["b"]  # a at 0.1 against b at 1.0: b is faster on every seed
-    assert (pair["wins"], pair["losses"], pair["ties"]) == (0, 4, 0)
-    assert pair["sign_test_p"] == pytest.approx(exact_binomial_two_sided(0, 4))
+    assert sweep["paired_at_best"]["a"]["b"] == paired_by_hand(table["a"][0.1], table["b"][1.0])
     assert set(sweep["paired_at_best"]) == {"a", "b"}
     # a lower min_reach lets 1.0 count for a: its median 6.5 wins
-    assert p2.sweep_results(sweep_trained(table), sweep_args(min_reach=0.75))["settings"]["a"]["best"]["lr"] == 1.0
+    assert p2.sweep_results(sweep_runs(table), sweep_args(min_reach=0.75))["settings"]["a"]["best"]["lr"] == 1.0
     # a base rate outside the grid: no ranking at the base rate
-    off = p2.sweep_results(sweep_trained(table), sweep_args(lr=0.5))
+    off = p2.sweep_results(sweep_runs(table), sweep_args(lr=0.5))
     assert off["ranking_at_base"] is None and off["ranking_survives"] is None
 
 
-# --- 5. Record: the gradient factors and the dead units -------------------------------------------
+def test_half_rate_control_record_by_hand() -> None:
+    args = argparse.Namespace(lr=0.2, first_seed=3, seeds=5)
+    half = {3: 40, 4: None, 5: 30, 6: 50, 7: 20}  # at lr 0.1, seeds 3-7
+    base = [20, 30, 30, None, 10]  # the same seeds at lr 0.2
+    by_run = {(seed, 0.1): {"iterations": i, "diverged_at": 9 if i is None else None} for seed, i in half.items()}
+    by_run |= {(seed, 0.2): {"iterations": 1, "diverged_at": None} for seed in half}  # not the control's runs
+    rec = p2.control_record(by_run, {"iterations": base, "summary": {"median": 30.0}}, args)
+    assert rec["iterations"] == [40, None, 30, 50, 20]
+    assert rec["summary"]["median"] == 40.0 and rec["summary"]["diverged"] == 1  # 20 30 40 50 inf
+    assert rec["ratio_to_base"] == pytest.approx(40 / 30)  # the half rate's median over the base's
+    # half against base: 40>20 loss, inf>30 loss, 30=30 tie, 50<inf win, 20>10 loss
+    assert rec["paired_vs_base"] == {"wins": 1, "losses": 3, "ties": 1, "sign_test_p": pytest.approx(0.625)}
 
 
-@pytest.mark.parametrize("setting", list(p2.SETTINGS))
-def test_gradient_factors_are_means_over_the_iterations(setting: str, data) -> None:
-    x, y = data["float64"]
-    cap = 5
-    cfg = p2.Config(dtype="float64", lr=0.1, max_iters=cap, log=False)
-    runs = p2.train(setting, [(0, 0.1), (7, 0.1)], x, y, cfg)["runs"]
-    activation, kind, _ = p2.SETTINGS[setting]
-    for seed, run in zip((0, 7), runs, strict=True):
-        # a plain loop of my own: plain tensors, SGD written out, the factors summed in float64
-        w1, b1, w2, b2 = (w[0].clone().requires_grad_(True) for w in p2.initial_weights([seed], 16, F64))
-        l2f, slope = [], []
-        for t in range(cap + 1):
-            a = x @ w1.T + b1[:, 0]  # (B, H)
-            h = torch.relu(a) if activation == "relu" else torch.sigmoid(a)
-            z = h @ w2[:, 0] + b2[0]
-            yhat = torch.sigmoid(z)
-            l2f.append(sum(2 * q * (1 - q) for q in yhat.detach().tolist()) / len(yhat))
-            hs = h.detach().flatten().tolist()
-            slope.append(sum((v > 0) if activation == "relu" else v * (1 - v) for v in hs) / len(hs))
-            loss = ((yhat - y) ** 2).mean() if kind == "l2" else -(
-                y * torch.log(yhat) + (1 - y) * torch.log(1 - yhat)).mean()
-            if t < cap:
-                grads = torch.autograd.grad(loss, (w1, b1, w2, b2))
-                with torch.no_grad():
-                    for w, g in zip((w1, b1, w2, b2), grads, strict=True):
-                        w -= 0.1 * g
-        assert run["iterations"] is None  # the factors are averaged over all cap + 1 iterations
-        assert run["l2_factor"] == pytest.approx(sum(l2f) / (cap + 1), rel=1e-9)
-        assert run["hidden_slope"] == pytest.approx(sum(slope) / (cap + 1), rel=1e-9)
-        assert run["final_loss"] == pytest.approx(loss.item(), rel=1e-9)
+def test_dead_units_summary_by_hand() -> None:
+    out = p2.dead_units_summary([10, None, None, 4, None], [0, 1, 0, 2, 3])
+    assert out == {"seeds_with_dead_end": 3, "missed": 3, "missed_with_dead_end": 2, "reached_with_dead_end": 1}
 
 
-def test_a_constructed_dead_relu_unit_is_counted_and_a_sigmoid_one_is_not(data, monkeypatch) -> None:
-    x, y = data["float64"]
-    assert x.min() >= 0  # pixels >= 0: weights and bias <= -1 give a pre-activation <= -1 on every image
-    original = p2.initial_weights
+# --- 7. the command line end to end: every control and measurement against the reference ------------
 
-    def with_dead_units(seeds, n_in, cfg):
-        w1, b1, w2, b2 = original(seeds, n_in, cfg)
-        w1[0, 2, :], b1[0, 2, 0] = -1.0, -1.0  # run 0: unit 2 dead
-        w1[1, 0, :], b1[1, 0, 0] = -1.0, -1.0  # run 1: units 0 and 3 dead
-        w1[1, 3, :], b1[1, 3, 0] = -0.5, -2.0
-        return [w1, b1, w2, b2]
-
-    monkeypatch.setattr(p2, "initial_weights", with_dead_units)
-    cfg = p2.Config(dtype="float64", lr=0.1, max_iters=20, log=False)
-    runs = [(0, 0.1), (1, 0.1), (2, 0.1)]
-    relu = p2.train("relu-ce", runs, x, y, cfg)["runs"]
-    sigmoid = p2.train("sigmoid-ce", runs, x, y, cfg)["runs"]
-    assert [r["dead_start"] for r in relu] == [1, 2, 0]
-    assert all(r["dead_end"] >= r["dead_start"] for r in relu[:2])  # a dead ReLU gets no gradient again
-    assert [r["dead_start"] for r in sigmoid] == [0, 0, 0]  # sigmoid(-1) > 0: not dead
-    assert [r["dead_end"] for r in sigmoid] == [0, 0, 0]
-    # the rule itself on hidden outputs (R, H, B): a unit at exactly 0 on every image
-    h = torch.tensor([[[0.0, 0.0], [0.0, 1e-300], [2.0, 0.0]]], dtype=torch.float64)
-    assert p2.dead_units(h).tolist() == [1]
+WIRING_ARGS = ["--settings", "relu-l2,relu-ce", "--dtype", "float64", "--seeds", "3", "--first-seed", "1", "--lr", "3",
+               "--lrs", "1,3", "--sweep-seeds", "2", "--control-half-lr", "--max-iters", "600", "--quiet"]
 
 
-def strided_study(x: torch.Tensor, y: torch.Tensor) -> tuple[dict, list[dict], int]:
-    """Seeds 0 and 1 of relu-ce with a cap of 2000 x stride (stride > 1), the stride chosen so that
-    a run stops between two sampled iterations. Returns the engine's result, the references, stride."""
-    setting, lr = "relu-ce", FAST_LR["relu-ce"]
-    refs = [reference_run(setting, s, lr, x, y, 10_000) for s in (0, 1)]
-    stops = [r["iterations"] for r in refs]
-    assert None not in stops  # the references stopped on their own, before any cap used below
-    stride = next(k for k in (2, 3, 5, 7) if any(t % k for t in stops))
-    cfg = p2.Config(dtype="float64", lr=lr, max_iters=2000 * stride, log=False)
-    return p2.train(setting, [(0, lr), (1, lr)], x, y, cfg, band_runs=2), refs, stride
+@pytest.fixture(scope="module")
+def wiring(tmp_path_factory, standin_dir: Path, data) -> dict[str, Any]:
+    """A small float64 study of the ReLU settings (figures not drawn) in two processes and in one, and
+    the reference run of every (setting, seed, rate) it asks for: the main study at lr 3 from seed 1,
+    the control at 1.5, the sweep at 1 and 3 on seeds 1-2."""
+    out = tmp_path_factory.mktemp("wiring")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(p2, "save_figure", lambda *args: True)
+        for workers in (2, 1):
+            assert p2.main(["--data-dir", str(standin_dir), "--out", str(out / str(workers)), *WIRING_ARGS,
+                            "--workers", str(workers)]) == 0
+    x, y = data
+    wanted = {(s, seed, lr) for s in ("relu-l2", "relu-ce") for seed in (1, 2, 3) for lr in (3.0,)}
+    wanted |= {("relu-ce", seed, 1.5) for seed in (1, 2, 3)} | {(s, seed, 1.0) for s in ("relu-l2", "relu-ce")
+                                                                for seed in (1, 2)}
+    refs = {key: reference_run(key[0], key[1], key[2], x, y, 600) for key in sorted(wanted)}
+    return {"json": json.loads((out / "2" / "part2_fc.json").read_text()), "refs": refs,
+            "one": json.loads((out / "1" / "part2_fc.json").read_text())}
 
 
-def test_factors_are_sampled_every_stride_iterations(data) -> None:
-    result, refs, stride = strided_study(*data["float64"])
-    assert result["band_stride"] == stride  # cap // 2000
-    for run, ref in zip(result["runs"], refs, strict=True):
-        assert run["iterations"] == ref["iterations"]
-        # iterations 0, stride, 2 stride, ... up to the stop
-        assert run["l2_factor"] == pytest.approx(np.mean(ref["l2f"][::stride]), rel=1e-9)
-        assert run["hidden_slope"] == pytest.approx(np.mean(ref["slope"][::stride]), rel=1e-9)
-        assert run["final_loss"] == pytest.approx(ref["losses"][-1], rel=1e-9)
+def ref_its(wiring: dict, setting: str, seeds: list[int], lr: float) -> list[int | None]:
+    return [wiring["refs"][(setting, seed, lr)]["iterations"] for seed in seeds]
 
 
-def test_bug_band_holds_a_stopped_runs_last_loss_with_a_stride(data) -> None:
-    """BUG in part2_fc.py: with stride > 1 (max_iters >= 4000) the band's held loss of a run is only
-    updated at sampled iterations (Record.record_band, t % stride == 0); a run that stops between two
-    samples leaves the stack holding the loss of the sample before, not its last loss, though the
-    Record docstring says "a stopped run holds its last value" (stand-in data: seed 1 stops at t = 73,
-    the band at t = 74, 76, ... uses its loss at 72). Fix: in Record.drop, before forgetting the
-    stopped rows, write their last loss into self.held (in_band = stop & (self.rows < self.band_runs);
-    self.held[self.rows[in_band]] = self.sums[0, in_band].double().cpu())."""
-    result, refs, stride = strided_study(*data["float64"])
-    longest = max(len(r["losses"]) for r in refs)
-    held = np.array([[r["losses"][min(t, len(r["losses"]) - 1)] for r in refs] for t in range(0, longest, stride)])
-    np.testing.assert_allclose(result["band"], np.quantile(held, [0.25, 0.5, 0.75], axis=1), rtol=1e-7)
+def test_cli_main_study_is_the_reference_at_lr_from_first_seed(wiring) -> None:
+    res = wiring["json"]
+    assert res["seeds"] == [1, 2, 3] and res["config"]["dtype"] == "float64"
+    for s in ("relu-l2", "relu-ce"):
+        rec = res["settings"][s]
+        expected = [expected_record(wiring["refs"][(s, seed, 3.0)]) for seed in (1, 2, 3)]
+        for key in expected[0]:
+            want = [e[key] for e in expected]
+            assert rec[key] == (pytest.approx(want, rel=REL) if isinstance(want[0], float) else want), (s, key)
+        assert rec["diverged"] == [False] * 3 and None not in rec["iterations"]
+        order = sorted(zip(rec["iterations"], (1, 2, 3), strict=True))  # by iterations, ties by seed
+        assert rec["single"]["seed"] == order[1][1] and rec["single"]["iterations"] == order[1][0]
+        assert rec["summary"]["median"] == float(np.median(rec["iterations"]))
+        assert rec["factors"]["l2_factor_wrong"]["median"] == pytest.approx(
+            np.median([e["l2_factor_wrong"] for e in expected]), rel=REL)
+    assert res["paired"]["relu-ce"]["relu-l2"] == paired_by_hand(res["settings"]["relu-ce"]["iterations"],
+                                                                 res["settings"]["relu-l2"]["iterations"])
 
 
-# --- 6. the stop rule ------------------------------------------------------------------------------
+def test_cli_half_rate_control_trains_the_ce_settings_at_half_the_rate(wiring) -> None:
+    res = wiring["json"]
+    control = res["controls"]["half_lr_ce"]
+    assert control["lr"] == 1.5 and set(control["settings"]) == {"relu-ce"}
+    half, base = ref_its(wiring, "relu-ce", [1, 2, 3], 1.5), ref_its(wiring, "relu-ce", [1, 2, 3], 3.0)
+    assert half != base  # at the full rate the control would repeat the main study
+    rec = control["settings"]["relu-ce"]
+    assert rec["iterations"] == half
+    assert rec["ratio_to_base"] == pytest.approx(np.median(half) / np.median(base))
+    assert rec["paired_vs_base"] == paired_by_hand(half, base)
 
 
-def test_the_stop_is_the_first_iteration_at_100_percent(data) -> None:
-    x, y = data["float64"]
-    setting, lr = "relu-ce", FAST_LR["relu-ce"]
-    ref = reference_run(setting, 0, lr, x, y, 2000)
-    stop = ref["iterations"]
-    assert stop is not None and all(a < 1 for a in ref["accuracy"][:-1]) and ref["accuracy"][-1] == 1
-    for cap, expected in ((stop, stop), (stop - 1, None), (stop + 50, stop)):
-        cfg = p2.Config(dtype="float64", lr=lr, max_iters=cap, log=False)
-        run = p2.train(setting, [(0, lr)], x, y, cfg)["runs"][0]
-        assert run["iterations"] == expected, cap  # the cap iteration itself is still evaluated
-        assert (run["final_accuracy"] == 1) == (expected is not None)
-    run = p2.train(setting, [(0, lr)], x, y, p2.Config(dtype="float64", lr=lr, max_iters=0, log=False))
-    assert run["runs"][0]["iterations"] is None
-    assert run["runs"][0]["final_loss"] == pytest.approx(ref["losses"][0], rel=1e-12)
+def test_cli_sweep_trains_each_rate_on_the_sweep_seeds(wiring) -> None:
+    sweep = wiring["json"]["lr_sweep"]
+    assert sweep["lrs"] == [1.0, 3.0] and sweep["seeds"] == [1, 2]  # --sweep-seeds 2 from --first-seed 1
+    for s, row in sweep["settings"].items():
+        its = [ref_its(wiring, s, [1, 2], lr) for lr in (1.0, 3.0)]
+        assert its[0] != its[1]  # a sweep that ignored its rate would train lr 3 twice
+        assert row["iterations"] == its
+        medians = [float(np.median(i)) for i in its]
+        assert row["median"] == medians and row["reach_rate"] == [1.0, 1.0]
+        assert row["median_x_rate"] == pytest.approx([medians[0] * 1.0, medians[1] * 3.0])
+        best = min((medians[k], (1.0, 3.0)[k]) for k in (0, 1))
+        assert row["best"] == {"lr": best[1], "median": best[0], "reach_rate": 1.0, "at_edge": True}
 
 
-@pytest.mark.parametrize("overrides", [{"init_std": 1e300}, {"init_bias": 1e39}])
-@pytest.mark.parametrize("setting", ["relu-l2", "relu-ce"])
-def test_a_huge_initialisation_diverges_at_iteration_0(setting: str, overrides: dict, data) -> None:
-    x, y = data["float32"]
-    cfg = p2.Config(max_iters=20, log=False, **overrides)  # float32: the weights overflow to inf
-    result = p2.train(setting, [(0, 0.1), (1, 0.1)], x, y, cfg, band_runs=2)
-    for run in result["runs"]:
-        assert run["diverged_at"] == 0 and run["iterations"] is None
-        assert run["final_loss"] is None and run["final_accuracy"] is None
-        assert all(v is None or math.isfinite(v) for v in run.values())  # no NaN recorded
+def test_cli_factor_table_follows_from_the_reference_factors(wiring) -> None:
+    res = wiring["json"]
+    rows = {r["id"]: r for r in res["factors"]}
+    assert set(rows) == {"l2_over_ce_relu", "l2_over_half_lr_ce_relu"}
+    l2 = [expected_record(wiring["refs"][("relu-l2", seed, 3.0)]) for seed in (1, 2, 3)]
+    l2f, l2f_wrong = (float(np.median([e[k] for e in l2])) for k in ("l2_factor", "l2_factor_wrong"))
+    assert abs(l2f / l2f_wrong - 1) > 0.01  # the wrong images' factor is another number
+    med = {(s, lr): float(np.median(ref_its(wiring, s, [1, 2, 3], lr)))
+           for s, lr in (("relu-l2", 3.0), ("relu-ce", 3.0), ("relu-ce", 1.5))}
+    row = rows["l2_over_ce_relu"]
+    assert row["measured"] == pytest.approx(med[("relu-l2", 3.0)] / med[("relu-ce", 3.0)])
+    assert (row["predicted"], row["predicted_wrong"]) == pytest.approx((1 / l2f, 1 / l2f_wrong), rel=REL)
+    row = rows["l2_over_half_lr_ce_relu"]
+    assert row["measured"] == pytest.approx(med[("relu-l2", 3.0)] / med[("relu-ce", 1.5)])
+    assert (row["predicted"], row["predicted_wrong"]) == pytest.approx((0.5 / l2f, 0.5 / l2f_wrong), rel=REL)
 
 
-def test_diverge_factor_is_opt_in(data) -> None:
-    x, y = data["float64"]
-    setting, lr, cap = "relu-ce", 3.0, 300  # a large rate: the loss rises now and then
-
-    def first_rise(losses: list[float]) -> int | None:
-        """The first t >= 2 whose loss is above every loss since iteration 1."""
-        return next((t for t in range(2, len(losses)) if losses[t] > max(losses[1:t])), None)
-
-    # the first seed that reaches 100% and whose loss rises on the way (derived, not assumed)
-    seed, free = next((s, r) for s in range(10) if (r := reference_run(setting, s, lr, x, y, cap))["iterations"]
-                      is not None and first_rise(r["losses"]) is not None)
-    losses, rise = free["losses"], first_rise(free["losses"])
-    factor = (max(losses[1:rise]) + losses[rise]) / 2 / losses[0]  # stops the run exactly at `rise`
-    for f, expected in ((None, None), (factor, rise), (0.5 * losses[1] / losses[0], 1)):
-        ref = reference_run(setting, seed, lr, x, y, cap, diverge_factor=f)
-        assert ref["diverged_at"] == expected
-        cfg = p2.Config(dtype="float64", lr=lr, max_iters=cap, diverge_factor=f, log=False)
-        run = p2.train(setting, [(seed, lr)], x, y, cfg)["runs"][0]
-        assert (run["diverged_at"], run["iterations"]) == (ref["diverged_at"], ref["iterations"]), f
-        assert run["final_loss"] == pytest.approx(ref["losses"][-1], rel=1e-9)
-
-
-# --- 7. the command line, end to end ----------------------------------------------------------------
-
-CLI_ARGS = ["--seeds", "3", "--max-iters", "300", "--lrs", "0.1,1", "--sweep-seeds", "3", "--control-half-lr",
-            "--quiet"]
+CLI_ARGS = ["--seeds", "3", "--lr", "3", "--max-iters", "200", "--lrs", "3,10", "--sweep-seeds", "3",
+            "--control-half-lr", "--quiet"]
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, standin_dir: Path) -> dict:
-    """The small study three times: two processes with the figures, again without drawing (the JSON
-    is written before the figures), and in one process."""
+    """The four settings, float32, in two processes; the figures it would draw are recorded, not drawn
+    (the simulated runs below draw theirs; plot_sweep is drawn in its own test)."""
     root = tmp_path_factory.mktemp("study")
-    common = ["--data-dir", str(standin_dir), *CLI_ARGS]
-    assert p2.main([*common, "--out", str(root / "a"), "--workers", "2"]) == 0
+    figures: list[tuple[str, Any, tuple]] = []
     with pytest.MonkeyPatch.context() as mp:
-        drawn = json.loads((root / "a" / "part2_fc.json").read_text())["figures"]
-        mp.setattr(p2, "draw_figures", lambda *a: drawn)  # the same list, nothing drawn
-        assert p2.main([*common, "--out", str(root / "b"), "--workers", "2"]) == 0
-        assert p2.main([*common, "--out", str(root / "c"), "--workers", "1"]) == 0
-    read = {k: (root / k / "part2_fc.json").read_bytes() for k in "abc"}
-    return {"root": root, "bytes": read, "json": json.loads(read["a"]), "one": json.loads(read["c"])}
+        mp.setattr(p2, "save_figure", lambda path, draw, *args: figures.append((Path(path).name, draw, args)) is None)
+        assert p2.main(["--data-dir", str(standin_dir), *CLI_ARGS, "--out", str(root), "--workers", "2"]) == 0
+    text = (root / "part2_fc.json").read_text()
+    return {"root": root, "json": json.loads(text), "text": text, "figures": figures}
 
 
-def test_cli_writes_every_key_and_figure(study) -> None:
+def test_cli_writes_every_key_and_figure(study, standin_dir: Path) -> None:
     res = study["json"]
-    assert set(res["settings"]) == set(p2.SETTINGS) and res["seeds"] == [0, 1, 2]
+    assert res["script"] == "part2_fc.py" and res["seeds"] == [0, 1, 2]
+    assert res["config"]["lr"] == 3 and res["config"]["dtype"] == "float32" and res["config"]["max_iters"] == 200
+    assert res["data"]["provenance"] == "stand-in" and res["data"]["n_images"] == 64
+    assert res["data"]["label_counts"] == {"0": 53, "1": 11}
+    assert set(res["settings"]) == set(p2.SETTINGS)
     for s, rec in res["settings"].items():
-        for key in ("summary", "single", "factors", "dead_units_summary"):
-            assert key in rec, (s, key)
-        assert len(rec["iterations"]) == 3 and rec["question"] == p2.SETTINGS[s][2]
-        assert rec["summary"] == p2.summarize_stops(rec["iterations"], rec["diverged_at"])
-        seed, percentile = p2.typical_seed(res["seeds"], rec["iterations"])
-        assert (rec["single"]["seed"], rec["single"]["percentile"]) == (seed, percentile)
-        assert rec["single"]["iterations"] == rec["iterations"][res["seeds"].index(seed)]
-    assert set(res["ranking"]) == {"single_seed", "many_seeds"}
-    for name, key in (("many_seeds", lambda s: p2.rank_key(res["settings"][s]["summary"])),
-                      ("single_seed", lambda s: p2.as_rank(res["settings"][s]["single"]["iterations"]))):
-        ranking = res["ranking"][name]
-        assert sorted(ranking) == sorted(p2.SETTINGS)
-        assert [key(s) for s in ranking] == sorted(key(s) for s in ranking), name
-    assert res["paired"] == p2.paired_counts({s: r["iterations"] for s, r in res["settings"].items()})
-    assert {f["id"] for f in res["factors"]} >= {"l2_over_ce_sigmoid", "l2_over_half_lr_ce_relu"}
-    control = res["controls"]["half_lr_ce"]
-    assert control["lr"] == 0.05 and set(control["settings"]) == {"sigmoid-ce", "relu-ce"}
-    assert "paired_at_best" in res["lr_sweep"]
-    assert res["figures"] == ["part2_curves.png", "part2_share_reached.png", "part2_loss_band.png",
-                              "part2_lr_sweep.png"]
-    for name in res["figures"]:
-        assert (study["root"] / "a" / name).stat().st_size > 1000, name
+        assert rec["question"] == p2.SETTINGS[s][2] and rec["activation"] == p2.SETTINGS[s][0]
+        for key in ("iterations", "diverged_at", "final_loss", "l2_factor_wrong", "hidden_spread", "dead_end"):
+            assert len(rec[key]) == 3, (s, key)
+        for name, p in (("median", 0.5), ("q1", 0.25), ("q3", 0.75)):
+            assert rec["summary"][name] == expected_quantile(rec["iterations"], p), (s, name)
+        assert set(rec["factors"]) == {*p2.Measurements.FACTORS, "hidden_spread_start"}
+    ranking = res["ranking"]["many_seeds"]
+    keys = [(math.inf if res["settings"][s]["summary"]["median"] is None else res["settings"][s]["summary"]["median"],
+             1 - res["settings"][s]["summary"]["reach_rate"]) for s in ranking]
+    assert sorted(ranking) == sorted(p2.SETTINGS) and keys == sorted(keys)
+    assert {f["id"] for f in res["factors"]} == {"l2_over_ce_sigmoid", "l2_over_ce_relu", "l2_over_half_lr_ce_sigmoid",
+                                                 "l2_over_half_lr_ce_relu", "sigmoid_over_relu_l2",
+                                                 "sigmoid_over_relu_ce"}
+    assert set(res["controls"]["half_lr_ce"]["settings"]) == {"sigmoid-ce", "relu-ce"}
+    assert res["controls"]["half_lr_ce"]["lr"] == 1.5
+    assert None not in res["settings"]["relu-ce"]["iterations"]  # runs that reach: the statistics have numbers
+    assert res["lr_sweep"]["seeds"] == [0, 1, 2]
+    # the sweep's base-rate column is the main study (one run, trained once)
+    for s, row in res["lr_sweep"]["settings"].items():
+        assert row["iterations"][0] == res["settings"][s]["iterations"]
+    assert res["figures"] == [name for name, _, _ in study["figures"]] == [
+        "part2_curves.png", "part2_share_reached.png", "part2_loss_band.png", "part2_lr_sweep.png"]
+    assert not list(study["root"].glob(".*tmp-*"))
+    assert json.dumps(res, indent=2, sort_keys=True) + "\n" == study["text"]  # sorted keys, no NaN
 
 
-def test_cli_sweep_best_rates_follow_from_the_iterations(study) -> None:
-    sweep = study["json"]["lr_sweep"]
-    assert sweep["lrs"] == [0.1, 1.0] and sweep["seeds"] == [0, 1, 2]
-    decided = []
-    for s, row in sweep["settings"].items():
-        fit = []
-        for k, its in enumerate(row["iterations"]):
-            reach = sum(i is not None for i in its) / len(its)
-            median = expected_quantile(its, 0.5)
-            assert (row["reach_rate"][k], row["median"][k]) == (reach, median)
-            if reach >= sweep["min_reach"] and median is not None:
-                fit.append((median, sweep["lrs"][k]))
-        expected = min(fit)[1] if fit else None
-        assert (row["best"] and row["best"]["lr"]) == expected, s
-        decided.append(expected is not None)
-    assert any(decided)  # a best rate exists here (both outcomes on constructed input: test above)
-    # the sweep's base-rate column is the main study for the same seeds (one run, trained once)
-    for s, row in sweep["settings"].items():
-        assert row["iterations"][0] == study["json"]["settings"][s]["iterations"]
+def test_the_sweep_figure_is_drawn_and_a_figure_that_cannot_be_is_skipped(study, tmp_path: Path, capsys) -> None:
+    (name, draw, args), = [f for f in study["figures"] if f[0] == "part2_lr_sweep.png"]
+    assert p2.save_figure(tmp_path / name, draw, *args)
+    assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+    def broken() -> Any:
+        raise ValueError("Data cannot be log-scaled")
+
+    assert not p2.save_figure(tmp_path / "broken.png", broken)
+    assert capsys.readouterr().err == "skipped figure broken.png: Data cannot be log-scaled\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing else, no temporary file
 
 
-def test_cli_json_is_the_same_on_a_rerun_and_with_one_worker(study) -> None:
-    assert study["bytes"]["a"] == study["bytes"]["b"]
-    two, one = study["json"], study["one"]
-    assert (two["workers"], one["workers"]) == (2, 1) or os.cpu_count() == 1
-    for res in (two, one):
-        res.pop("workers")
-        res["config"].pop("workers")
-    assert two == one
+def test_cli_json_is_the_same_with_one_worker(wiring) -> None:
+    two, one = wiring["json"], wiring["one"]
+    assert (two["workers"], one["workers"]) == (2, 1) or len(os.sched_getaffinity(0)) == 1
+    strip = [{k: v for k, v in res.items() if k != "workers"} for res in (two, one)]
+    for res in strip:
+        res["config"] = {k: v for k, v in res["config"].items() if k != "workers"}
+    assert strip[0] == strip[1]
 
 
-# --- 8. bad input: one line, exit 2, nothing written -----------------------------------------------
+def test_cli_progress_lines_and_quiet(tmp_path: Path, standin_dir: Path, monkeypatch, capsys) -> None:
+    """A progress line every PROGRESS_SECONDS from inside a seed (set to every iteration here), and a
+    "done" line per setting; --quiet prints neither. One seed: no study keys in the JSON."""
+    monkeypatch.setattr(p2, "PROGRESS_SECONDS", -1.0)
+    monkeypatch.setattr(p2, "save_figure", lambda *args: True)
+    common = ["--data-dir", str(standin_dir), "--settings", "relu-ce,sigmoid-l2", "--max-iters", "20", "--workers", "1"]
+    assert p2.main([*common, "--out", str(tmp_path / "loud")]) == 0
+    loud = capsys.readouterr().out.splitlines()
+    assert sum(": iteration " in line for line in loud) == 2 * 20  # each update of each setting
+    assert sum("run(s) done" in line for line in loud) == 2
+    assert p2.main([*common, "--out", str(tmp_path / "quiet"), "--quiet"]) == 0
+    quiet = capsys.readouterr().out.splitlines()
+    assert not [line for line in quiet if ": iteration " in line or "done" in line]
+    res = json.loads((tmp_path / "quiet" / "part2_fc.json").read_text())
+    assert not {"paired", "factors", "controls", "lr_sweep"} & set(res)
+    assert all("summary" not in rec for rec in res["settings"].values())
+    assert res["ranking"]["many_seeds"] == res["ranking"]["single_seed"]
+
+
+@pytest.mark.xfail(strict=True, reason="see notes: /work/notes/part2_bugs.md, --seeds 1 drops the sweep")
+def test_a_sweep_or_control_asked_for_with_one_seed_is_reported_or_refused(tmp_path: Path, standin_dir: Path,
+                                                                           monkeypatch, capsys) -> None:
+    monkeypatch.setattr(p2, "save_figure", lambda *args: True)
+    code = p2.run_main(p2.main, ["--data-dir", str(standin_dir), "--out", str(tmp_path), "--seeds", "1", "--lrs",
+                                 "0.1,1", "--sweep-seeds", "3", "--settings", "relu-ce", "--max-iters", "20",
+                                 "--workers", "1", "--quiet"])
+    if code == 2:
+        assert "--lrs" in capsys.readouterr().err
+    else:
+        assert "lr_sweep" in json.loads((tmp_path / "part2_fc.json").read_text())
+
+
+def test_init_bias_in_e_notation_is_a_number_and_reaches_the_run(tmp_path: Path, standin_dir: Path, data,
+                                                                 monkeypatch) -> None:
+    for text, value in (("-1e-3", -1e-3), ("-1E-3", -1e-3), ("-.5", -0.5), ("-2", -2.0)):
+        assert p2.parse_args(["--init-bias", text]).init_bias == value, text
+    monkeypatch.setattr(p2, "save_figure", lambda *args: True)
+    argv = ["--data-dir", str(standin_dir), "--out", str(tmp_path), "--init-bias", "-1e-3", "--settings", "relu-ce",
+            "--dtype", "float64", "--max-iters", "3", "--workers", "1", "--quiet"]
+    assert p2.run_main(p2.main, argv) == 0
+    res = json.loads((tmp_path / "part2_fc.json").read_text())
+    assert res["config"]["init_bias"] == -1e-3
+    ref = reference_run("relu-ce", 0, 0.1, *data, 3, init_bias=-1e-3)
+    assert res["settings"]["relu-ce"]["final_loss"] == [pytest.approx(ref["loss"][-1], rel=1e-12)]
+
+
+# --- 8. bad input: one line, exit 2, nothing written --------------------------------------------------
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
@@ -623,21 +932,47 @@ def assert_refused(code: int, err: str, hint: str, out: Path) -> None:
     (["--settings", "relu-ce,relu-ce"], "--settings"),
     (["--lrs", "0.1,1,0.10"], "--lrs"),
     (["--lrs", "0.1,-1"], "--lrs"),
+    (["--lrs", "0.1,x"], "--lrs"),
     (["--first-seed", str(2**32 - 5), "--seeds", "10"], "--first-seed"),
     (["--first-seed", str(2**32)], "--first-seed"),
+    (["--first-seed", "-1"], "--first-seed"),
+    (["--first-seed", str(2**32 - 1), "--sweep-seeds", "3", "--seeds", "1", "--lrs", "0.1"], "--first-seed"),
     (["--seeds", "0"], "--seeds"),
+    (["--seeds", str(10**6 + 1)], "--seeds"),
+    pytest.param(["--sweep-seeds", "0", "--lrs", "0.1"], "--sweep-seeds", marks=pytest.mark.xfail(
+        strict=True, reason="see notes: /work/notes/part2_bugs.md, `or` turns 0 into the default")),
     (["--min-reach", "1.5"], "--min-reach"),
+    (["--min-reach", "nan"], "--min-reach"),
+    (["--max-iters", "-1"], "--max-iters"),
+    (["--max-iters", "100001"], "--max-iters"),
+    (["--workers", "0"], "--workers"),
+    (["--workers", "65"], "--workers"),
+    (["--hidden", "0"], "--hidden"),
+    (["--lr", "0"], "--lr"),
+    (["--lr", "-1e-3"], "--lr"),
+    (["--lr", "nan"], "--lr"),
+    (["--lr", "inf"], "--lr"),
+    (["--init-std", "0"], "--init-std"),
+    (["--init-bias", "1e7"], "--init-bias"),
+    (["--init-bias", "-inf"], "--init-bias"),
+    pytest.param(["--diverge-factor", "0"], "--diverge-factor", marks=pytest.mark.xfail(
+        strict=True, reason="see notes: /work/notes/part2_bugs.md, `or` turns 0 into 1.0")),
+    (["--diverge-factor", "-1"], "--diverge-factor"),
+    (["--seeds", "2.5"], "--seeds"),
+    (["--dtype", "float16"], "--dtype"),
     (["--data-dir", "/no/such/folder"], "--data-dir"),
 ])
-def test_bad_flags_are_refused(argv, hint, tmp_path: Path, standin_dir: Path, capsys) -> None:
+def test_bad_flags_are_refused(argv, hint, tmp_path: Path, standin_dir: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(p2, "save_figure", lambda *args: True)  # a flag let through costs no figure
     out = tmp_path / "out"
-    argv = ["--data-dir", str(standin_dir), "--out", str(out), *argv]
+    argv = ["--data-dir", str(standin_dir), "--out", str(out), "--max-iters", "1", "--settings", "relu-ce", *argv]
     assert_refused(*run_cli(argv, capsys), hint, out)
 
 
 def test_a_seed_range_ending_exactly_at_2_32_is_accepted() -> None:
-    args = argparse.Namespace(first_seed=2**32 - 3, seeds=3)
-    assert p2.seed_list(args) == [2**32 - 3, 2**32 - 2, 2**32 - 1]
+    assert p2.seed_list(2**32 - 3, 3) == [2**32 - 3, 2**32 - 2, 2**32 - 1]
+    with pytest.raises(p2.InputError, match="--first-seed"):
+        p2.seed_list(2**32 - 3, 4)
 
 
 def test_out_under_a_file_is_refused(tmp_path: Path, standin_dir: Path, capsys) -> None:
@@ -649,125 +984,322 @@ def test_out_under_a_file_is_refused(tmp_path: Path, standin_dir: Path, capsys) 
     assert blocker.read_text() == "not a folder"
 
 
-def write_npy_header(path: Path, shape: tuple[int, ...], body: bytes) -> None:
-    with path.open("wb") as f:
-        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": shape})
-        f.write(body)
-
-
-def corrupt(kind: str, root: Path) -> Path:
-    """Spoil one file of the random dataset in root; returns it."""
-    imgs, labs = root / "random" / "random_imgs.npy", root / "random" / "random_labs.npy"
-    images, labels = np.load(imgs), np.load(labs)
-    if kind == "pickled":
-        np.save(imgs, np.array([{"pixels": 1}] * 64, dtype=object), allow_pickle=True)
-    elif kind == "huge header":
-        write_npy_header(imgs, (10**10,), b"\0" * 64)
-    elif kind == "short body":
-        write_npy_header(imgs, images.shape, np.zeros(10).tobytes())
-    elif kind == "nan":
-        images = images.astype(np.float64)
-        images[3, 1, 2] = np.nan
-        np.save(imgs, images)
-    elif kind == "2-d images":
-        np.save(imgs, images.reshape(len(images), -1))
-    elif kind == "label count":
-        np.save(labs, labels[:-1])
-        return labs
-    elif kind == "label value":
-        labels = labels.astype(np.float64)
-        labels[5] = 2
-        np.save(labs, labels)
-        return labs
-    elif kind == "half label":
-        labels = labels.astype(np.float64)
-        labels[0] = 0.5
-        np.save(labs, labels)
-        return labs
-    elif kind == "missing":
-        imgs.unlink()
-    return imgs
-
-
-@pytest.mark.parametrize("kind", ["pickled", "huge header", "short body", "nan", "2-d images", "label count",
-                                  "label value", "half label", "missing"])
-def test_bad_data_files_are_refused(kind: str, bad_data_dir, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize(("rel", "spoil", "words"), [
+    ("random/random_imgs.npy", lambda a: np.array([{"pixels": 1}] * 64, dtype=object), "pickle"),
+    ("random/random_labs.npy", lambda a: a[:-1], "63 labels for 64 images"),
+])
+def test_a_bad_data_file_is_refused_before_anything_is_written(rel, spoil, words, bad_data_dir, tmp_path: Path,
+                                                               capsys) -> None:
     root = bad_data_dir()
-    bad = corrupt(kind, root)
+    np.save(root / rel, spoil(np.load(root / rel)), allow_pickle=True)
     out = tmp_path / "out"
     code, err = run_cli(["--data-dir", str(root), "--out", str(out)], capsys)
-    assert_refused(code, err, bad.name, out)
+    assert_refused(code, err, str(root / rel), out)
+    assert words in err
 
 
-def test_load_npy_never_allocates_what_a_header_claims(tmp_path: Path) -> None:
-    path = tmp_path / "huge.npy"
-    write_npy_header(path, (10**5, 10**5), b"\0" * 8)
-    with pytest.raises(p2.InputError, match=r"huge\.npy"):
-        p2.load_npy(path)
+def test_a_fifo_in_place_of_the_images_is_refused_without_blocking(bad_data_dir, tmp_path: Path, capsys) -> None:
+    """Issue 23: reading a FIFO blocks until a writer comes. A watchdog plays the writer after 5 s
+    (so a blocking read ends, and the test fails instead of hanging)."""
+    root = bad_data_dir()
+    fifo = root / "random" / "random_imgs.npy"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    done, rescued = threading.Event(), []
+
+    def watchdog() -> None:
+        if not done.wait(5):
+            rescued.append(True)
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # a reader is blocked: this succeeds
+            os.close(fd)
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    started = time.monotonic()
+    out = tmp_path / "out"
+    code, err = run_cli(["--data-dir", str(root), "--out", str(out)], capsys)
+    done.set()
+    assert not rescued and time.monotonic() - started < 2
+    assert_refused(code, err, str(fifo), out)
+    assert "not a regular file" in err
 
 
-MEMORY_ARGS = ["--seeds", "100000", "--hidden", "10000", "--settings", "relu-ce"]  # about 5 PiB
+MEMORY_ARGS = ["--seeds", "100000", "--hidden", "10000", "--settings", "relu-ce"]  # some 5,000 GiB
 
 
-def test_a_run_too_large_for_memory_is_refused(tmp_path: Path, standin_dir: Path, capsys) -> None:
+@pytest.mark.xfail(strict=True, reason="see notes: /work/notes/part2_bugs.md, --out made before the memory check")
+def test_a_run_too_large_for_memory_is_refused_and_makes_no_out_folder(tmp_path: Path, standin_dir: Path,
+                                                                       capsys) -> None:
     out = tmp_path / "out"
     code, err = run_cli(["--data-dir", str(standin_dir), "--out", str(out), *MEMORY_ARGS], capsys)
-    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
-    assert "--seeds/--hidden" in err and "GiB" in err
+    assert code == 2 and "GiB" in err and "--hidden" in err, err
+    assert_refused(code, err, "--seeds", out)
 
 
-def test_check_memory_against_a_small_machine(monkeypatch) -> None:
-    sizes = {"SC_AVPHYS_PAGES": 2**18, "SC_PAGE_SIZE": 4096}  # 1 GiB free
-    monkeypatch.setattr(p2.os, "sysconf", lambda name: sizes[name])
-    p2.check_memory(10, 10**6, "--x")  # 330 MiB: fits
-    with pytest.raises(p2.InputError, match="--x"):
-        p2.check_memory(1000, 10**6, "--x")  # about 3 GiB
+def resources_args(tmp_path: Path, workers: int = 2) -> argparse.Namespace:
+    return argparse.Namespace(out=tmp_path / "out", workers=workers)
 
 
-def test_bug_a_run_too_large_for_memory_creates_no_out_folder(tmp_path: Path, standin_dir: Path,
-                                                               capsys) -> None:
-    """BUG in part2_fc.py: main() calls check_out_dir (which creates --out) before check_memory, so a
-    refused run leaves an empty --out folder behind ("nothing written" is broken). Fix: call
-    check_memory (and worker_count) before check_out_dir in main()."""
+def test_check_resources_counts_usable_cores_and_memory(tmp_path: Path, monkeypatch) -> None:
+    """Workers: never more than the jobs, the cores this process may use (affinity, a CPU quota) or 1
+    on CUDA; the memory estimate against a small machine."""
+    cgroup = Path("/sys/fs/cgroup/cpu.max")
+
+    class QuotaPath(type(Path())):
+        quota = "max 100000"
+
+        def read_text(self, *args: Any, **kwargs: Any) -> str:
+            return self.quota if str(self) == str(cgroup) else super().read_text(*args, **kwargs)
+
+    monkeypatch.setattr(p2, "Path", QuotaPath)
+    monkeypatch.setattr(p2.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert p2.check_resources(resources_args(tmp_path, 3), F32, 4, 10, 1000) == 3
+    assert p2.check_resources(resources_args(tmp_path, 8), F32, 4, 10, 1000) == 4  # no more than the jobs
+    assert p2.check_resources(resources_args(tmp_path, 8), replace(F32, device="cuda"), 4, 10, 1000) == 1
+    monkeypatch.setattr(p2.os, "sched_getaffinity", lambda pid: {0}, raising=False)  # taskset -c 0
+    assert p2.check_resources(resources_args(tmp_path), F32, 4, 10, 1000) == 1
+    monkeypatch.setattr(p2.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    QuotaPath.quota = "150000 100000"  # 1.5 cores' worth of CPU time: 2 processes
+    assert p2.check_resources(resources_args(tmp_path, 3), F32, 4, 10, 1000) == 2
+    QuotaPath.quota = "50000 100000"  # half a core: 1
+    assert p2.check_resources(resources_args(tmp_path), F32, 4, 10, 1000) == 1
+    QuotaPath.quota = "max 100000"
+    monkeypatch.delattr(p2.os, "sched_getaffinity", raising=False)  # macOS, Windows: the cores
+    monkeypatch.setattr(p2.os, "cpu_count", lambda: 1)
+    assert p2.check_resources(resources_args(tmp_path), F32, 4, 10, 1000) == 1
+    pages = {"SC_AVPHYS_PAGES": 2**18, "SC_PAGE_SIZE": 4096}  # 1 GiB free
+    monkeypatch.setattr(p2.os, "sysconf", lambda name: pages[name])
+    assert p2.check_resources(resources_args(tmp_path), F32, 1, 10, 10**6) == 1  # ~330 MiB: fits
+    with pytest.raises(p2.InputError, match="GiB"):
+        p2.check_resources(resources_args(tmp_path), F32, 1, 300, 10**6)  # ~1.2 GiB
+
+
+def test_stale_temporary_files_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    code, err = run_cli(["--data-dir", str(standin_dir), "--out", str(out), *MEMORY_ARGS], capsys)
-    assert_refused(code, err, "--seeds/--hidden", out)
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = out / f".part2_fc.json{p2.TEMP_MARK}{dead.stdout.strip()}-abcd"
+    live = out / f".part2_fc.json{p2.TEMP_MARK}{os.getpid()}-abcd"
+    for f in (stale, live):
+        f.write_text("partial")
+    p2.check_resources(resources_args(tmp_path), F32, 1, 1, 1000)
+    assert not stale.exists() and live.exists()
 
 
-# --- 9. figures that cannot be drawn; runs that diverge at once --------------------------------------
+# --- 9. how a run ends (issue 23): signals to the group, a killed worker; simulated Windows and macOS --
+# The real script in subprocesses. They start together when the module starts, on a thread, and run
+# while the in-process tests above use one core (each subprocess mostly loads torch).
+
+SCRIPT = Path(p2.__file__).resolve()
+SIM = SCRIPT.parents[1] / "shared" / "platform-sim"
+HAS_PROC = Path("/proc/self/task").is_dir() and hasattr(os, "killpg")
+SLOW = ["--lr", "1e-9", "--max-iters", "20000"]  # no run reaches 100%: every seed trains 20,000 updates
+ENDINGS = {"SIGTERM": (143, "interrupted (SIGTERM)"), "SIGHUP": (129, "interrupted (SIGHUP)"),
+           "SIGINT": (130, "interrupted (SIGINT)"), "worker SIGKILL": (1, "killed by SIGKILL")}
+# simulated runs: (platform-sim folder, shell prefix, flags beyond --data-dir, figures drawn). Each is
+# the default run but for --max-iters 300 (the full default trains 5 s more and shows nothing more);
+# the Windows one also with an unwritable HOME. PART2_ALL_PLATFORMS=1 adds the other two pairs
+# (about 10 s more CPU; left out of the default suite for its time budget).
+SIM_RUNS = {"windows default": ("windows", "", [], 1),
+            "macos --seeds 3": ("macos", "ulimit -n 256", ["--seeds", "3"], 3)}
+if os.environ.get("PART2_ALL_PLATFORMS") == "1":
+    SIM_RUNS |= {"windows --seeds 3": ("windows", "", ["--seeds", "3"], 3),
+                 "macos default": ("macos", "ulimit -n 256", [], 1)}
 
 
-def test_a_figure_that_cannot_be_drawn_is_skipped_and_the_json_written(tmp_path: Path, standin_dir: Path,
-                                                                        capsys) -> None:
-    out = tmp_path / "out"
-    code = p2.run_main(p2.main, ["--data-dir", str(standin_dir), "--out", str(out), "--max-iters", "100",
-                                 "--lrs", "0.001,0.01", "--seeds", "2", "--quiet"])
-    err = capsys.readouterr().err
-    assert code == 0, err
-    res = json.loads((out / "part2_fc.json").read_text())
-    assert all(i is None for rec in res["settings"].values() for i in rec["iterations"])  # nothing reached
-    assert all(row["best"] is None for row in res["lr_sweep"]["settings"].values())
-    skipped = [line for line in err.splitlines() if line.startswith("skipped figure")]
-    assert skipped and "Traceback" not in err
-    for name in res["figures"]:  # only the figures drawn are listed
-        assert (out / name).exists() and not any(name in line for line in skipped), name
-    assert all(any(f"figure {name}" in line for line in skipped) for name in
-               {"part2_curves.png", "part2_share_reached.png", "part2_loss_band.png", "part2_lr_sweep.png"}
-               - set(res["figures"]))
+def proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, process group) of a live process, from /proc; None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[3])
 
 
-def test_runs_that_diverge_at_iteration_0_do_not_crash_the_cli(tmp_path: Path, standin_dir: Path,
-                                                               capsys) -> None:
-    """float32, --init-std 1e300: every run's first loss is not finite, its gradient factors are NaN;
-    the JSON (no NaN allowed) is still written and the factor table has no median to divide by."""
-    out = tmp_path / "out"
-    code = p2.run_main(p2.main, ["--data-dir", str(standin_dir), "--out", str(out), "--init-std", "1e300",
-                                 "--settings", "relu-l2,relu-ce", "--seeds", "2", "--max-iters", "5",
-                                 "--workers", "1", "--quiet"])
-    err = capsys.readouterr().err
-    assert code == 0 and "Traceback" not in err, err
-    res = json.loads((out / "part2_fc.json").read_text())
-    for rec in res["settings"].values():
-        assert rec["diverged_at"] == [0, 0] and rec["final_loss"] == [None, None]
-        assert rec["iterations"] == [None, None] and rec["summary"]["diverged"] == 2
-    assert [f["predicted"] for f in res["factors"]] == [None]  # l2_over_ce_relu: no L2 factor measured
+def children(pid: int) -> list[int]:
+    """The child processes of pid (its workers), from /proc/<pid>/task/*/children."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(c) for c in task.read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def group_left(pgid: int, grace: float = 2.0) -> list[int]:
+    """Processes (zombies aside) still in process group pgid after up to `grace` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        left = [int(p.name) for p in Path("/proc").glob("[0-9]*")
+                if (st := proc_stat(int(p.name))) is not None and st[1] == pgid and st[0] != "Z"]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def start(argv: list[str], out: Path, env: dict[str, str] | None = None, shell_prefix: str = "") -> subprocess.Popen:
+    """The script in its own session (its own process group); stdout and stderr to files beside --out."""
+    command = [sys.executable, str(SCRIPT), *argv, "--out", str(out)]
+    if shell_prefix:
+        command = ["bash", "-c", f"{shell_prefix}; exec " + " ".join(map(str, command))]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with (out.parent / f"{out.name}.stdout").open("w") as stdout, (out.parent / f"{out.name}.stderr").open("w") as err:
+        return subprocess.Popen(command, cwd=SCRIPT.parent, stdout=stdout, stderr=err, text=True,
+                                start_new_session=True, env=env)
+
+
+def finished(procs: dict[str, subprocess.Popen], started: dict[str, float], limit: float) -> dict[str, float]:
+    """Seconds from started[k] until process k ended; one still running after `limit` s is killed
+    (then inf), so that a hang fails the test instead of hanging it."""
+    ended: dict[str, float] = {}
+    deadline = time.monotonic() + limit
+    while len(ended) < len(procs) and time.monotonic() < deadline:
+        for k, proc in procs.items():
+            if k not in ended and proc.poll() is not None:
+                ended[k] = time.monotonic() - started[k]
+        time.sleep(0.02)
+    for k, proc in procs.items():
+        if k not in ended:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            ended[k] = math.inf
+    return ended
+
+
+def read_run(out: Path, proc: subprocess.Popen) -> dict[str, Any]:
+    path = out / "part2_fc.json"
+    return {"code": proc.returncode, "stdout": out.with_name(f"{out.name}.stdout").read_text(),
+            "stderr": out.with_name(f"{out.name}.stderr").read_text(), "temps": [p.name for p in out.glob(".*tmp-*")],
+            "pngs": sorted(p.name for p in out.glob("*.png") if p.read_bytes()[:4] == b"\x89PNG"),
+            "json": json.loads(path.read_text()) if path.exists() else None}
+
+
+def home_env(tmp: Path, base: dict[str, str]) -> dict[str, str]:
+    """An unwritable HOME (as root nothing is unwritable by permissions: a regular file in place of
+    the folder), a fresh TMPDIR, no matplotlib or XDG folders set."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    home = tmp / "home"
+    if os.geteuid() == 0:
+        home.write_text("not a folder")
+    else:
+        home.mkdir()
+        home.chmod(0o555)
+    (tmp / "tmpdir").mkdir()
+    drop = ("MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")
+    return {k: v for k, v in base.items() if k not in drop} | {"HOME": str(home), "TMPDIR": str(tmp / "tmpdir")}
+
+
+class Background:
+    """The subprocess checks, on a thread: the simulated runs start at once; meanwhile four slow runs
+    (four settings, two workers) start, and once both workers of a run train: SIGTERM, SIGHUP and
+    SIGINT to a run's whole process group (as `kill -- -PGID`, a closed terminal or Ctrl-C send
+    them), SIGKILL to one worker of the fourth (as the out-of-memory killer does)."""
+
+    def __init__(self, root: Path, data_dir: Path) -> None:
+        self.root, self.data_dir, self.results, self.error = root, data_dir, {}, None
+        self.thread = threading.Thread(target=self.work, daemon=True)
+        self.thread.start()
+
+    def work(self) -> None:
+        try:
+            platforms = self.start_platform_runs()
+            if HAS_PROC:
+                self.results["ended"] = self.end_slow_runs()
+            procs = {case: proc for case, (_, proc) in platforms.items()}
+            finished(procs, dict.fromkeys(procs, time.monotonic()), 240)
+            self.results["platforms"] = {case: read_run(out, proc) for case, (out, proc) in platforms.items()}
+            home = self.root / "home"
+            self.results["tmpdir"] = sorted(p.name for p in (home / "tmpdir").iterdir()) if home.is_dir() else None
+        except BaseException as err:  # reported by get() in the main thread
+            self.error = err
+
+    def start_platform_runs(self) -> dict[str, tuple[Path, subprocess.Popen]]:
+        """The simulated runs (without ../shared/platform-sim: one plain default run, for HOME)."""
+        runs = {}
+        for case, (system, prefix, flags, _) in (SIM_RUNS if SIM.is_dir() else {"linux default": ("", "", [], 1)}
+                                                 ).items():
+            out = self.root / case.replace(" ", "_").replace("--", "") / "out"
+            env = dict(os.environ, PYTHONPATH=str(SIM / system)) if system else dict(os.environ)
+            if case.endswith("default"):  # the default run also with an unwritable HOME
+                env = home_env(self.root / "home", env)
+            argv = ["--data-dir", str(self.data_dir), "--max-iters", "300", *flags]
+            runs[case] = (out, start(argv, out, env, prefix))
+        return runs
+
+    def end_slow_runs(self) -> dict[str, dict[str, Any]]:
+        outs = {case: self.root / "slow" / case.replace(" ", "_") for case in ENDINGS}
+        procs = {case: start(["--data-dir", str(self.data_dir), *SLOW], outs[case]) for case in ENDINGS}
+        deadline = time.monotonic() + 120  # a guard against a hung test, not a claim on speed
+        seen: dict[str, float] = {}
+        started: dict[str, float] = {}
+        while len(started) < len(procs):  # each run is signalled once its two workers train
+            for case, proc in procs.items():
+                if case in started:
+                    continue
+                workers = children(proc.pid)
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    for p in procs.values():
+                        if p.poll() is None:
+                            os.killpg(p.pid, signal.SIGKILL)
+                    raise AssertionError(f"{case}: the slow run ended or never started its two workers")
+                if len(workers) == 2 and time.monotonic() - seen.setdefault(case, time.monotonic()) > 0.2:
+                    started[case] = time.monotonic()  # both workers started 0.2 s ago: each trains its first job
+                    if case == "worker SIGKILL":
+                        os.kill(workers[0], signal.SIGKILL)
+                    else:
+                        os.killpg(proc.pid, getattr(signal, case))
+            time.sleep(0.02)
+        seconds = finished(procs, started, 30)
+        return {case: read_run(outs[case], proc) | {"seconds": seconds[case], "left": group_left(proc.pid)}
+                for case, proc in procs.items()}
+
+    def get(self, key: str) -> Any:
+        self.thread.join(timeout=400)
+        assert not self.thread.is_alive(), "the subprocess checks did not finish"
+        if self.error is not None:
+            raise self.error
+        return self.results[key]
+
+
+@pytest.fixture(scope="module")
+def background(tmp_path_factory, standin_dir: Path) -> Background:
+    return Background(tmp_path_factory.mktemp("subprocesses"), standin_dir)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def start_background_first(request) -> None:
+    """Start the subprocess checks when the module starts, if any selected test reads them."""
+    if any("background" in item.fixturenames for item in request.session.items if item.module is request.module):
+        request.getfixturevalue("background")
+
+
+@pytest.mark.skipif(not HAS_PROC, reason="needs /proc and process groups (Linux)")
+@pytest.mark.parametrize("case", list(ENDINGS))
+def test_a_signal_or_a_killed_worker_ends_the_run_in_seconds_with_one_line(background, case: str) -> None:
+    code, words = ENDINGS[case]
+    run = background.get("ended")[case]
+    assert run["code"] == code and run["seconds"] < 5, run
+    lines = run["stderr"].splitlines()
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in run["stderr"], run["stderr"]
+    assert run["left"] == [], "processes of the run's group still alive"
+    assert run["temps"] == [] and run["json"] is None  # nothing half written, nothing written
+
+
+@pytest.mark.skipif(not SIM.is_dir(), reason="no ../shared/platform-sim here")
+@pytest.mark.parametrize("case", list(SIM_RUNS))
+def test_runs_under_simulated_windows_and_macos(background, case: str) -> None:
+    run = background.get("platforms")[case]
+    assert run["code"] == 0 and run["stderr"] == "", run["stderr"]
+    assert "2 process(es)" in run["stdout"], run["stdout"]  # the settings trained in two spawned workers
+    res = run["json"]
+    assert set(res["settings"]) == set(p2.SETTINGS) and len(res["figures"]) == SIM_RUNS[case][3]
+    assert ("summary" in res["settings"]["relu-ce"]) == ("--seeds 3" in case)
+    assert run["temps"] == [] and run["pngs"] == sorted(res["figures"])
+
+
+def test_an_unwritable_home_gives_no_warning_and_leaves_no_folder(background) -> None:
+    """The default run (simulated Windows where available) with HOME unwritable and a fresh TMPDIR."""
+    run = next(r for case, r in background.get("platforms").items() if case.endswith("default"))
+    assert run["code"] == 0 and "part2_curves.png" in run["json"]["figures"], run["stderr"]
+    assert run["stderr"] == ""  # matplotlib says nothing about its config folder
+    assert background.get("tmpdir") == []  # its temporary config folder is gone
