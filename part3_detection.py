@@ -444,19 +444,21 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
 
     names = {"ce": "cross-entropy", "l2": "width L2 loss (pixels$^2$)", "accuracy": "classification accuracy (%)",
              "width_accuracy": "width accuracy (%)"}
-    fig, axes = plt.subplots(1, 2, figsize=FIGURE_SIZE, layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(FIGURE_SIZE[0], FIGURE_SIZE[1] + 0.3), layout="constrained")
     t = np.arange(1, run.stop + 2)  # iteration + 1: iteration 0 fits a log axis
     axes[0].plot(t, run.curves[loss], color=COLOURS[run.study], lw=1.4)
     axes[1].plot(t, 100 * run.curves[accuracy], color=COLOURS[run.study], lw=1.4)
     axes[0].set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel=names[loss])
     axes[1].set(xscale="log", xlabel="iteration + 1", ylabel=names[accuracy], ylim=(0, 102))
-    for ax in axes:
+    for ax in axes:  # the legend (below the panels) takes its labels from the left panel
         if first is not None:
-            ax.axvline(first + 1, color="grey", ls=":", lw=1.2, label=f"100% classified ({first})")
+            ax.axvline(first + 1, color="grey", ls=":", lw=1.2, label=f"100% classified ({first})" if ax is axes[0]
+                       else None)
         if run.iterations is not None:
             ax.axvline(run.iterations + 1, color="tab:red", ls="--", lw=1,
-                       label=f"every width right ({run.iterations})")
-    axes[0].legend(loc="upper right", fontsize=8)  # the loss falls from the upper left: that corner stays free
+                       label=f"every width right ({run.iterations})" if ax is axes[0] else None)
+    if first is not None or run.iterations is not None:
+        fig.legend(loc="outside lower center", ncols=2, fontsize=8)
     fig.suptitle(title)
     return fig
 
