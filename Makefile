@@ -141,18 +141,19 @@ $(BUILD)/ran-part1_loss_gradient: part1_loss_gradient.py $(call rerun_if_missing
 	$(PY) part1_loss_gradient.py $(ARGS_part1)
 	@mkdir -p $(BUILD) && touch $@
 
-$(BUILD)/ran-part2_fc: part2_fc.py part1_loss_gradient.py $(BUILD)/data-random.json $(BUILD)/args-part2.txt \
+$(BUILD)/ran-part2_fc: part2_fc.py $(BUILD)/data-random.json $(BUILD)/args-part2.txt \
                        $(call rerun_if_missing,$(FIG)/part2_fc.json) | $(INSTALLED)
 	$(PY) part2_fc.py $(ARGS_part2)
 	@touch $@
 
-$(BUILD)/ran-part3_line: part3_line.py part2_fc.py part1_loss_gradient.py $(BUILD)/data-line.json \
+# 3.1 reads the random dataset too: its rescaled control takes part 2's input scale from it.
+$(BUILD)/ran-part3_line: part3_line.py part2_fc.py $(BUILD)/data-line.json $(BUILD)/data-random.json \
                          $(BUILD)/args-part3_line.txt $(call rerun_if_missing,$(FIG)/part3_line.json) \
                          | $(INSTALLED)
 	$(PY) part3_line.py $(ARGS_part3_line)
 	@touch $@
 
-$(BUILD)/ran-part3_detection: part3_detection.py part3_line.py part2_fc.py part1_loss_gradient.py \
+$(BUILD)/ran-part3_detection: part3_detection.py part3_line.py part2_fc.py \
                               $(BUILD)/data-detection.json $(BUILD)/args-part3_detection.txt \
                               $(call rerun_if_missing,$(FIG)/part3_detection.json) | $(INSTALLED)
 	$(PY) part3_detection.py $(ARGS_part3_detection)
