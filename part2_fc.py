@@ -138,7 +138,9 @@ def train(setting: str, runs: Sequence[tuple[int, float]], x: np.ndarray, y: np.
         loss.sum().backward()  # runs share no weights: the sum gives each run its own gradient
         with torch.no_grad():
             for p in model.parameters():
-                p -= rates.view(-1, *[1] * (p.dim() - 1)) * p.grad  # p -= lr * dL/dp: plain gradient descent
+                # p -= lr * dL/dp, plain gradient descent, each run at its own rate; one fused multiply-add,
+                # as optim.SGD computes it, so float32 numbers are SGD's to the last bit
+                p.addcmul_(rates.view(-1, *[1] * (p.dim() - 1)), p.grad, value=-1)
                 p.grad = None
         if stop.any():  # the stopped runs leave the stack
             model = FCNet(*(p.detach()[~stop] for p in model.parameters()), activation)

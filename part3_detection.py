@@ -152,7 +152,9 @@ def train(study: str, seed: int, cfg: Config, data: Dataset) -> SeedRun:
         objective.backward()
         with torch.no_grad():
             for p in net.parameters():
-                p -= cfg.lr * p.grad  # plain gradient descent; the objective's weights give the two rates
+                # p -= lr * dL/dp (as optim.SGD computes it: one fused multiply-add); the objective's
+                # weights give the two rates
+                p.add_(p.grad, alpha=-cfg.lr)
                 p.grad = None
         if cfg.log and time.perf_counter() - last_print > PROGRESS_SECONDS:  # a long seed says where it is
             last_print = time.perf_counter()

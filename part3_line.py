@@ -163,7 +163,7 @@ def train_seed(seed: int, x: np.ndarray, y: np.ndarray, cfg: Config) -> dict[str
         loss.backward()
         with torch.no_grad():
             for p in net.parameters():
-                p -= cfg.lr * p.grad  # p -= lr * dL/dp: plain gradient descent
+                p.add_(p.grad, alpha=-cfg.lr)  # p -= lr * dL/dp, as optim.SGD computes it (one fused multiply-add)
                 p.grad = None
         if cfg.log and time.perf_counter() - last_print > PROGRESS_SECONDS:  # a long seed says where it is
             last_print = time.perf_counter()
@@ -366,7 +366,7 @@ def fc_replay_accuracy(seeds: list[int], stops: list[int], x: np.ndarray, y: np.
         loss_fn("ce", model(model.hidden(x_train)), y_train).sum().backward()
         with torch.no_grad():
             for p in model.parameters():
-                p -= rates.view(-1, *[1] * (p.dim() - 1)) * p.grad
+                p.addcmul_(rates.view(-1, *[1] * (p.dim() - 1)), p.grad, value=-1)  # as part2_fc.train steps
                 p.grad = None
     with torch.no_grad():
         return (accuracy_fn(model(model.hidden(x_train)), y_train).tolist(),
