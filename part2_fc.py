@@ -174,12 +174,14 @@ def truncated_normal(shape: tuple[int, ...], std: float, gen: torch.Generator) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = config_from_args(args, {"--hidden": (args.hidden, 1, 10_000), "--sweep-seeds": (args.sweep_seeds or 1, 1,
-                           MAX_SEEDS), "--min-reach": (args.min_reach, 0, 1)}, hidden=args.hidden)
+    sweep_seeds = 1 if args.sweep_seeds is None else args.sweep_seeds
+    cfg = config_from_args(args, {"--hidden": (args.hidden, 1, 10_000), "--sweep-seeds": (sweep_seeds, 1, MAX_SEEDS),
+                                  "--min-reach": (args.min_reach, 0, 1)}, hidden=args.hidden)
     data = load_dataset(args.data_dir, "random")
     plans = {s: plan_runs(args, s) for s in args.settings}
     args.workers = check_resources(args, cfg, len(plans), max(map(len, plans.values())),
-                                   (args.hidden * 8 + 16) * len(data.labels) * 4 + args.max_iters // 500 * 8)
+                                   (args.hidden * 8 + 16) * len(data.labels) * 4 + args.max_iters // 500 * 8,
+                                   "--seeds/--hidden/--max-iters")
     x, y = data.images.reshape(len(data.images), -1), data.labels
     print(f"Part 2: {len(args.settings)} settings x {args.seeds} seed(s), {max(map(len, plans.values()))} run(s) "
           f"per setting, on {data.describe}, {args.dtype} on {args.device}, {args.workers} process(es)", flush=True)
@@ -225,6 +227,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.lrs and len(set(args.lrs)) != len(args.lrs):
         raise InputError(f"argument --lrs: {','.join(map(str, args.lrs))} repeats a rate")
     seed_list(args.first_seed, max(args.seeds, args.sweep_seeds or 0))  # the sweep's seeds stay in range too
+    if (args.lrs or args.control_half_lr) and args.seeds < 2:
+        raise InputError("--lrs and --control-half-lr are 2.5's many-seed studies: give --seeds 2 or more")
     return args
 
 
@@ -653,7 +657,8 @@ def config_from_args(args: argparse.Namespace, ranges: dict[str, tuple[float, fl
               "--max-iters": (args.max_iters, 0, 100_000), "--workers": (args.workers, 1, 64),
               "--init-bias": (args.init_bias, -1e6, 1e6), "--lr": (args.lr, math.ulp(0.0), 1e6),
               "--init-std": (args.init_std, math.ulp(0.0), 1e6),
-              "--diverge-factor": (args.diverge_factor or 1.0, math.ulp(0.0), 1e6)} | (ranges or {})
+              "--diverge-factor": (1.0 if args.diverge_factor is None else args.diverge_factor, math.ulp(0.0), 1e6),
+              } | (ranges or {})
     for flag, (value, low, high) in ranges.items():
         if not low <= value <= high:  # False for NaN too
             raise InputError(f"argument {flag}: {value:g} must lie between {low:g} and {high:g}")
@@ -671,10 +676,11 @@ def config_from_args(args: argparse.Namespace, ranges: dict[str, tuple[float, fl
                   log=not args.quiet, **part)
 
 
-def check_resources(args: argparse.Namespace, cfg: Config, jobs: int, runs_per_job: int, bytes_per_run: int) -> int:
-    """Before the first iteration: the output folder is writable, the memory suffices, and the number
-    of processes to use (never more than the jobs or the usable cores; one on CUDA) is returned."""
-    check_out_dir(args.out)
+def check_resources(args: argparse.Namespace, cfg: Config, jobs: int, runs_per_job: int, bytes_per_run: int,
+                    flags: str = "--seeds/--max-iters") -> int:
+    """Before the first iteration: the memory suffices (else InputError naming `flags`), the output
+    folder is writable (made only then), and the number of processes to use (never more than the jobs
+    or the usable cores; one on CUDA) is returned."""
     try:
         cores = len(os.sched_getaffinity(0))  # the cores this process may use (taskset, cpusets)
     except AttributeError:  # macOS, Windows
@@ -696,8 +702,9 @@ def check_resources(args: argparse.Namespace, cfg: Config, jobs: int, runs_per_j
         except (ValueError, OSError, AttributeError):  # Windows has no sysconf: no check there
             continue
     if free is not None and need > free:
-        raise InputError(f"--seeds/--max-iters: this run needs about {need / 2**30:.1f} GiB of memory, "
-                         f"{free / 2**30:.1f} GiB are free; use fewer seeds or iterations")
+        raise InputError(f"{flags}: this run needs about {need / 2**30:.1f} GiB of memory, "
+                         f"{free / 2**30:.1f} GiB are free; use a smaller run")
+    check_out_dir(args.out)
     return workers
 
 

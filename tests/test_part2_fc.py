@@ -510,6 +510,16 @@ def test_a_huge_initialisation_diverges_at_iteration_0(setting: str, overrides: 
         assert all(v is None or math.isfinite(v) for v in run.values())  # no NaN recorded
 
 
+def test_a_run_that_overflows_after_a_finite_start_keeps_its_last_finite_values(data) -> None:
+    """float64, every bias 1e200: the loss at iteration 0 is finite, the first step overflows it."""
+    x, y = data
+    ref = reference_run("relu-ce", 0, 1.0, x, y, 10, init_bias=1e200)
+    assert ref["diverged_at"] == 1 and math.isfinite(ref["loss"][0]) and not math.isfinite(ref["loss"][1])
+    run = p2.train("relu-ce", [(0, 1.0), (1, 1.0)], x, y, replace(F64, init_bias=1e200, max_iters=10))["runs"][0]
+    assert (run["diverged_at"], run["iterations"]) == (1, None)
+    assert run["final_loss"] == pytest.approx(ref["loss"][0], rel=REL) and run["final_accuracy"] == ref["accuracy"][0]
+
+
 # --- 6. statistics against independent computation ------------------------------------------------
 
 
@@ -885,7 +895,7 @@ def test_cli_progress_lines_and_quiet(tmp_path: Path, standin_dir: Path, monkeyp
     assert res["ranking"]["many_seeds"] == res["ranking"]["single_seed"]
 
 
-@pytest.mark.xfail(strict=True, reason="see notes: /work/notes/part2_bugs.md, --seeds 1 drops the sweep")
+
 def test_a_sweep_or_control_asked_for_with_one_seed_is_reported_or_refused(tmp_path: Path, standin_dir: Path,
                                                                            monkeypatch, capsys) -> None:
     monkeypatch.setattr(p2, "save_figure", lambda *args: True)
@@ -939,8 +949,7 @@ def assert_refused(code: int, err: str, hint: str, out: Path) -> None:
     (["--first-seed", str(2**32 - 1), "--sweep-seeds", "3", "--seeds", "1", "--lrs", "0.1"], "--first-seed"),
     (["--seeds", "0"], "--seeds"),
     (["--seeds", str(10**6 + 1)], "--seeds"),
-    pytest.param(["--sweep-seeds", "0", "--lrs", "0.1"], "--sweep-seeds", marks=pytest.mark.xfail(
-        strict=True, reason="see notes: /work/notes/part2_bugs.md, `or` turns 0 into the default")),
+    (["--sweep-seeds", "0", "--lrs", "0.1", "--seeds", "2"], "--sweep-seeds"),
     (["--min-reach", "1.5"], "--min-reach"),
     (["--min-reach", "nan"], "--min-reach"),
     (["--max-iters", "-1"], "--max-iters"),
@@ -955,8 +964,7 @@ def assert_refused(code: int, err: str, hint: str, out: Path) -> None:
     (["--init-std", "0"], "--init-std"),
     (["--init-bias", "1e7"], "--init-bias"),
     (["--init-bias", "-inf"], "--init-bias"),
-    pytest.param(["--diverge-factor", "0"], "--diverge-factor", marks=pytest.mark.xfail(
-        strict=True, reason="see notes: /work/notes/part2_bugs.md, `or` turns 0 into 1.0")),
+    (["--diverge-factor", "0"], "--diverge-factor"),
     (["--diverge-factor", "-1"], "--diverge-factor"),
     (["--seeds", "2.5"], "--seeds"),
     (["--dtype", "float16"], "--dtype"),
@@ -1026,7 +1034,7 @@ def test_a_fifo_in_place_of_the_images_is_refused_without_blocking(bad_data_dir,
 MEMORY_ARGS = ["--seeds", "100000", "--hidden", "10000", "--settings", "relu-ce"]  # some 5,000 GiB
 
 
-@pytest.mark.xfail(strict=True, reason="see notes: /work/notes/part2_bugs.md, --out made before the memory check")
+
 def test_a_run_too_large_for_memory_is_refused_and_makes_no_out_folder(tmp_path: Path, standin_dir: Path,
                                                                        capsys) -> None:
     out = tmp_path / "out"
