@@ -1101,6 +1101,7 @@ SIM_RUNS = {"windows default": ("windows", "", [], 1),
 if os.environ.get("PART2_ALL_PLATFORMS") == "1":
     SIM_RUNS |= {"windows --seeds 3": ("windows", "", ["--seeds", "3"], 3),
                  "macos default": ("macos", "ulimit -n 256", [], 1)}
+HOME_RUN = "windows default" if SIM.is_dir() else "linux default"  # the run that also has an unwritable HOME
 
 
 def proc_stat(pid: int) -> tuple[str, int] | None:
@@ -1213,11 +1214,10 @@ class Background:
     def start_platform_runs(self) -> dict[str, tuple[Path, subprocess.Popen]]:
         """The simulated runs (without ../shared/platform-sim: one plain default run, for HOME)."""
         runs = {}
-        for case, (system, prefix, flags, _) in (SIM_RUNS if SIM.is_dir() else {"linux default": ("", "", [], 1)}
-                                                 ).items():
+        for case, (system, prefix, flags, _) in (SIM_RUNS if SIM.is_dir() else {HOME_RUN: ("", "", [], 1)}).items():
             out = self.root / case.replace(" ", "_").replace("--", "") / "out"
             env = dict(os.environ, PYTHONPATH=str(SIM / system)) if system else dict(os.environ)
-            if case.endswith("default"):  # the default run also with an unwritable HOME
+            if case == HOME_RUN:  # the default run also with an unwritable HOME
                 env = home_env(self.root / "home", env)
             argv = ["--data-dir", str(self.data_dir), "--max-iters", "300", *flags]
             runs[case] = (out, start(argv, out, env, prefix))
@@ -1296,7 +1296,7 @@ def test_runs_under_simulated_windows_and_macos(background, case: str) -> None:
 
 def test_an_unwritable_home_gives_no_warning_and_leaves_no_folder(background) -> None:
     """The default run (simulated Windows where available) with HOME unwritable and a fresh TMPDIR."""
-    run = next(r for case, r in background.get("platforms").items() if case.endswith("default"))
+    run = background.get("platforms")[HOME_RUN]
     assert run["code"] == 0 and "part2_curves.png" in run["json"]["figures"], run["stderr"]
     assert run["stderr"] == ""  # matplotlib says nothing about its config folder
     assert background.get("tmpdir") == []  # its temporary config folder is gone
