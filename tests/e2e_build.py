@@ -33,18 +33,20 @@ MAKE_ZIP = REPO_ROOT / "tools" / "make_zip.py"
 PENN_KEY = "ada"
 FRONT = ("--name", "Ada Lovelace", "--penn-key", PENN_KEY, "--collaborators", "none")
 # The fewest iterations that still give every key: several seeds (summaries, paired tests, factor
-# table, the median seed), every control, a sweep. Part 2 at rate 3 (the stand-ins' best rates lie
+# table, the median seed), every control, a sweep; 3.1 long enough for its fully connected controls to
+# reach 100%. Part 2 at rate 3 (the stand-ins' best rates lie
 # near it), so that every setting reaches 100% within 400 updates and every ratio is a number.
 TINY = {
     "part1_loss_gradient.py": ["--grid", "21"],
     "part2_fc.py": ["--seeds", "3", "--lr", "3", "--max-iters", "400", "--lrs", "1,3,10", "--sweep-seeds", "3",
                     "--control-half-lr", "--workers", "1", "--quiet"],
-    "part3_line.py": ["--seeds", "2", "--max-iters", "40", "--holdout", "16", "--control-fc", "--quiet"],
+    "part3_line.py": ["--seeds", "2", "--max-iters", "200", "--holdout", "16", "--control-fc", "--workers", "1",
+                      "--quiet"],
     "part3_detection.py": ["--seeds", "2", "--max-iters", "120", "--control-no-width-head",
-                           "--control-width-lr-x10", "--quiet"],
+                           "--control-width-lr-x10", "--workers", "1", "--quiet"],
 }
-# Two lanes side by side (the machine has two cores): part 2 alone, the others in a row.
-LANES = (("part2_fc.py",), ("part1_loss_gradient.py", "part3_line.py", "part3_detection.py"))
+# Two lanes side by side (the machine has two cores), about equally long; each script in one process.
+LANES = (("part3_detection.py", "part1_loss_gradient.py"), ("part2_fc.py", "part3_line.py"))
 
 
 @dataclass(frozen=True)
