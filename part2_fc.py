@@ -503,7 +503,7 @@ def plot_typical_curves(curves: dict[str, dict[str, np.ndarray]], settings: dict
     the training accuracy from 0%, with the majority-class share (what predicting all zeros scores)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=FIGURE_SIZE, layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=FIGURE_SIZE, layout="constrained", sharex=True)
     for s, c in curves.items():
         t = np.arange(1, len(c["loss"]) + 1)  # iteration + 1, so iteration 0 fits a log axis
         label = f"{LABELS[s]} (seed {settings[s]['single']['seed']})"
@@ -511,7 +511,7 @@ def plot_typical_curves(curves: dict[str, dict[str, np.ndarray]], settings: dict
         axes[2].plot(t, 100 * c["accuracy"], lw=1.2, color=COLOURS[s], label=label)
     for ax, name in zip(axes[:2], ("L2 loss", "cross-entropy loss"), strict=True):
         ax.set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel=name)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower left")  # the losses fall from the top left: that corner stays clear
     axes[2].set(xscale="log", xlabel="iteration + 1", ylabel="training accuracy (%)", ylim=(0, 102))
     fig.suptitle(title)
     return fig
@@ -527,8 +527,8 @@ def plot_sweep(sweep: dict[str, Any]) -> Any:
         med = np.array([np.nan if m is None else m for m in row["median"]], dtype=float)
         left.plot(lrs, med, "o-", ms=3, color=COLOURS[s], label=LABELS[s])
         if row["best"]:  # stars offset a little sideways so that two at one rate stay visible
-            left.plot(row["best"]["lr"] * 1.06 ** (k - 1.5), row["best"]["median"], "*", ms=10, color=COLOURS[s],
-                      mec="k", mew=0.6)
+            left.plot(row["best"]["lr"] * 1.15 ** (k - 1.5), row["best"]["median"], "*", ms=8, color=COLOURS[s],
+                      mec="k", mew=0.5)
         right.plot(lrs, 100 * np.array(row["reach_rate"]), "o-", ms=3, color=COLOURS[s])
     left.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="median iterations to 100%")
     right.axhline(100 * sweep["min_reach"], color="grey", ls=":", lw=1)
