@@ -57,3 +57,16 @@ def _all_but_npy(folder: str, names: list[str]) -> list[str]:
     """shutil.copytree filter: skip the generator, its README and caches; keep dataset folders."""
     return [name for name in names
             if name == "__pycache__" or (Path(folder, name).is_file() and not name.endswith(".npy"))]
+
+
+# pytest-xdist (`-n auto --dist loadgroup`, pyproject.toml): each test file stays on one worker, so a
+# module's expensive fixtures (the simulated-platform runs started in the background, the CLI runs)
+# run once; test_report.py and test_submission.py share one worker and so the one end-to-end build.
+SHARED_BUILD = {"test_report", "test_submission"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__ if item.module else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group("e2e" if module in SHARED_BUILD else module))
