@@ -1083,8 +1083,8 @@ def test_stale_temporary_files_are_removed_and_live_ones_kept(tmp_path: Path) ->
 
 
 # --- 9. how a run ends (issue 23): signals to the group, a killed worker; simulated Windows and macOS --
-# The real script in subprocesses. They start together when the module starts, on a thread, and run
-# while the in-process tests above use one core (each subprocess mostly loads torch).
+# The real script in subprocesses, started together on a thread (each mostly loads torch); run alone,
+# the module starts them first, so that they run beside the in-process tests above.
 
 SCRIPT = Path(p2.__file__).resolve()
 SIM = SCRIPT.parents[1] / "shared" / "platform-sim"
@@ -1187,116 +1187,148 @@ def home_env(tmp: Path, base: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in base.items() if k not in drop} | {"HOME": str(home), "TMPDIR": str(tmp / "tmpdir")}
 
 
-class Background:
-    """The subprocess checks, on a thread: the simulated runs start at once; meanwhile four slow runs
-    (four settings, two workers) start, and once both workers of a run train: SIGTERM, SIGHUP and
-    SIGINT to a run's whole process group (as `kill -- -PGID`, a closed terminal or Ctrl-C send
-    them), SIGKILL to one worker of the fourth (as the out-of-memory killer does)."""
+def platform_runs(root: Path, data_dir: Path) -> dict[str, Any]:
+    """The simulated runs (without ../shared/platform-sim: one plain default run, for HOME), all at
+    once; their results and what the unwritable-HOME run left in its TMPDIR."""
+    runs = {}
+    for case, (system, prefix, flags, _) in (SIM_RUNS if SIM.is_dir() else {HOME_RUN: ("", "", [], 1)}).items():
+        out = root / case.replace(" ", "_").replace("--", "") / "out"
+        env = dict(os.environ, PYTHONPATH=str(SIM / system)) if system else dict(os.environ)
+        if case == HOME_RUN:  # the default run also with an unwritable HOME
+            env = home_env(root / "home", env)
+        runs[case] = (out, start(["--data-dir", str(data_dir), "--max-iters", "300", *flags], out, env, prefix))
+    procs = {case: proc for case, (_, proc) in runs.items()}
+    finished(procs, dict.fromkeys(procs, time.monotonic()), 240)
+    return {"runs": {case: read_run(out, proc) for case, (out, proc) in runs.items()},
+            "tmpdir": sorted(p.name for p in (root / "home" / "tmpdir").iterdir())}
 
-    def __init__(self, root: Path, data_dir: Path) -> None:
-        self.root, self.data_dir, self.results, self.error = root, data_dir, {}, None
-        self.thread = threading.Thread(target=self.work, daemon=True)
+
+def end_slow_runs(root: Path, data_dir: Path) -> dict[str, dict[str, Any]]:
+    """Four slow runs (four settings, two workers); once both workers of a run train: SIGTERM, SIGHUP
+    or SIGINT to its whole process group (as `kill -- -PGID`, a closed terminal or Ctrl-C send them),
+    or SIGKILL to one of its workers (as the out-of-memory killer does)."""
+    outs = {case: root / case.replace(" ", "_") for case in ENDINGS}
+    procs = {case: start(["--data-dir", str(data_dir), *SLOW], outs[case]) for case in ENDINGS}
+    deadline = time.monotonic() + 120  # a guard against a hung test, not a claim on speed
+    seen: dict[str, float] = {}
+    started: dict[str, float] = {}
+    while len(started) < len(procs):  # each run is signalled once its two workers train
+        for case, proc in procs.items():
+            if case in started:
+                continue
+            workers = children(proc.pid)
+            if proc.poll() is not None or time.monotonic() > deadline:
+                for other in procs.values():
+                    if other.poll() is None:
+                        os.killpg(other.pid, signal.SIGKILL)
+                raise AssertionError(f"{case}: the slow run ended or never started its two workers")
+            if len(workers) == 2 and time.monotonic() - seen.setdefault(case, time.monotonic()) > 0.2:
+                started[case] = time.monotonic()  # both workers started 0.2 s ago: each trains its first job
+                if case == "worker SIGKILL":
+                    os.kill(workers[0], signal.SIGKILL)
+                else:
+                    os.killpg(proc.pid, getattr(signal, case))
+        time.sleep(0.02)
+    seconds = finished(procs, started, 30)
+    return {case: read_run(outs[case], proc) | {"seconds": seconds[case], "left": group_left(proc.pid)}
+            for case, proc in procs.items()}
+
+
+class Background:
+    """work() on a thread, started now; get() waits for its result (or raises its error)."""
+
+    def __init__(self, work: Any) -> None:
+        self.result, self.error = None, None
+
+        def run() -> None:
+            try:
+                self.result = work()
+            except BaseException as err:  # raised again by get(), in the test
+                self.error = err
+
+        self.thread = threading.Thread(target=run, daemon=True)
         self.thread.start()
 
-    def work(self) -> None:
-        try:
-            platforms = self.start_platform_runs()
-            if HAS_PROC:
-                self.results["ended"] = self.end_slow_runs()
-            procs = {case: proc for case, (_, proc) in platforms.items()}
-            finished(procs, dict.fromkeys(procs, time.monotonic()), 240)
-            self.results["platforms"] = {case: read_run(out, proc) for case, (out, proc) in platforms.items()}
-            home = self.root / "home"
-            self.results["tmpdir"] = sorted(p.name for p in (home / "tmpdir").iterdir()) if home.is_dir() else None
-        except BaseException as err:  # reported by get() in the main thread
-            self.error = err
-
-    def start_platform_runs(self) -> dict[str, tuple[Path, subprocess.Popen]]:
-        """The simulated runs (without ../shared/platform-sim: one plain default run, for HOME)."""
-        runs = {}
-        for case, (system, prefix, flags, _) in (SIM_RUNS if SIM.is_dir() else {HOME_RUN: ("", "", [], 1)}).items():
-            out = self.root / case.replace(" ", "_").replace("--", "") / "out"
-            env = dict(os.environ, PYTHONPATH=str(SIM / system)) if system else dict(os.environ)
-            if case == HOME_RUN:  # the default run also with an unwritable HOME
-                env = home_env(self.root / "home", env)
-            argv = ["--data-dir", str(self.data_dir), "--max-iters", "300", *flags]
-            runs[case] = (out, start(argv, out, env, prefix))
-        return runs
-
-    def end_slow_runs(self) -> dict[str, dict[str, Any]]:
-        outs = {case: self.root / "slow" / case.replace(" ", "_") for case in ENDINGS}
-        procs = {case: start(["--data-dir", str(self.data_dir), *SLOW], outs[case]) for case in ENDINGS}
-        deadline = time.monotonic() + 120  # a guard against a hung test, not a claim on speed
-        seen: dict[str, float] = {}
-        started: dict[str, float] = {}
-        while len(started) < len(procs):  # each run is signalled once its two workers train
-            for case, proc in procs.items():
-                if case in started:
-                    continue
-                workers = children(proc.pid)
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    for p in procs.values():
-                        if p.poll() is None:
-                            os.killpg(p.pid, signal.SIGKILL)
-                    raise AssertionError(f"{case}: the slow run ended or never started its two workers")
-                if len(workers) == 2 and time.monotonic() - seen.setdefault(case, time.monotonic()) > 0.2:
-                    started[case] = time.monotonic()  # both workers started 0.2 s ago: each trains its first job
-                    if case == "worker SIGKILL":
-                        os.kill(workers[0], signal.SIGKILL)
-                    else:
-                        os.killpg(proc.pid, getattr(signal, case))
-            time.sleep(0.02)
-        seconds = finished(procs, started, 30)
-        return {case: read_run(outs[case], proc) | {"seconds": seconds[case], "left": group_left(proc.pid)}
-                for case, proc in procs.items()}
-
-    def get(self, key: str) -> Any:
+    def get(self) -> Any:
         self.thread.join(timeout=400)
         assert not self.thread.is_alive(), "the subprocess checks did not finish"
         if self.error is not None:
             raise self.error
-        return self.results[key]
+        return self.result
 
 
 @pytest.fixture(scope="module")
-def background(tmp_path_factory, standin_dir: Path) -> Background:
-    return Background(tmp_path_factory.mktemp("subprocesses"), standin_dir)
+def endings(tmp_path_factory, standin_dir: Path) -> Background:
+    root = tmp_path_factory.mktemp("endings")
+    return Background(lambda: end_slow_runs(root, standin_dir))
+
+
+@pytest.fixture(scope="module")
+def platforms(tmp_path_factory, standin_dir: Path) -> Background:
+    root = tmp_path_factory.mktemp("platforms")
+    return Background(lambda: platform_runs(root, standin_dir))
 
 
 @pytest.fixture(scope="module", autouse=True)
-def start_background_first(request) -> None:
-    """Start the subprocess checks when the module starts, if any selected test reads them."""
-    if any("background" in item.fixturenames for item in request.session.items if item.module is request.module):
-        request.getfixturevalue("background")
+def start_subprocess_checks_first(request) -> None:
+    """Run alone, this module starts its subprocess checks when it starts: they run beside the
+    in-process tests, which use one core. Under pytest-xdist another worker uses the other core, and
+    a module's tests may be spread over workers: each check starts where a test first needs it."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    for name in ("endings", "platforms"):
+        if any(name in item.fixturenames for item in request.session.items if item.module is request.module):
+            request.getfixturevalue(name)
+
+
+# One test per group of subprocess checks (not one per case): a test is one item, so under
+# pytest-xdist each group's subprocesses run on one worker only, however the items are spread.
+
+
+def ending_problems(case: str, run: dict[str, Any]) -> list[str]:
+    code, words = ENDINGS[case]
+    lines = run["stderr"].splitlines()
+    checks = {f"exit {run['code']}, not {code}": run["code"] == code,
+              f"ended {run['seconds']:.1f} s after the signal": run["seconds"] < 5,
+              f"stderr is not one line with {words!r}: {run['stderr']!r}": len(lines) == 1 and words in lines[0]
+              and "Traceback" not in run["stderr"],
+              f"processes of its group still alive: {run['left']}": run["left"] == [],
+              f"files written: temporaries {run['temps']}, JSON {run['json'] is not None}":
+              run["temps"] == [] and run["json"] is None}
+    return [f"{case}: {problem}" for problem, ok in checks.items() if not ok]
 
 
 @pytest.mark.skipif(not HAS_PROC, reason="needs /proc and process groups (Linux)")
-@pytest.mark.parametrize("case", list(ENDINGS))
-def test_a_signal_or_a_killed_worker_ends_the_run_in_seconds_with_one_line(background, case: str) -> None:
-    code, words = ENDINGS[case]
-    run = background.get("ended")[case]
-    assert run["code"] == code and run["seconds"] < 5, run
-    lines = run["stderr"].splitlines()
-    assert len(lines) == 1 and words in lines[0] and "Traceback" not in run["stderr"], run["stderr"]
-    assert run["left"] == [], "processes of the run's group still alive"
-    assert run["temps"] == [] and run["json"] is None  # nothing half written, nothing written
+def test_a_signal_to_the_group_or_a_killed_worker_ends_the_run_in_seconds_with_one_line(endings) -> None:
+    """SIGTERM -> 143, SIGHUP -> 129, SIGINT -> 130 (to the whole group while both workers train), a
+    worker killed by SIGKILL -> 1: within 5 s, one line on stderr, no process of the group left, no
+    temporary file and no JSON in --out."""
+    runs = endings.get()
+    assert not [problem for case in ENDINGS for problem in ending_problems(case, runs[case])]
 
 
-@pytest.mark.skipif(not SIM.is_dir(), reason="no ../shared/platform-sim here")
-@pytest.mark.parametrize("case", list(SIM_RUNS))
-def test_runs_under_simulated_windows_and_macos(background, case: str) -> None:
-    run = background.get("platforms")[case]
-    assert run["code"] == 0 and run["stderr"] == "", run["stderr"]
-    assert "2 process(es)" in run["stdout"], run["stdout"]  # the settings trained in two spawned workers
-    res = run["json"]
-    assert set(res["settings"]) == set(p2.SETTINGS) and len(res["figures"]) == SIM_RUNS[case][3]
-    assert ("summary" in res["settings"]["relu-ce"]) == ("--seeds 3" in case)
-    assert run["temps"] == [] and run["pngs"] == sorted(res["figures"])
+def platform_problems(case: str, run: dict[str, Any]) -> list[str]:
+    res = run["json"] or {"settings": {}, "figures": []}
+    checks = {f"exit {run['code']}, stderr {run['stderr']!r}": run["code"] == 0 and run["stderr"] == "",
+              "not trained in two (spawned) worker processes": "2 process(es)" in run["stdout"],
+              f"JSON settings {sorted(res['settings'])}": set(res["settings"]) == set(p2.SETTINGS),
+              f"figures {res['figures']}, PNG files {run['pngs']}": len(res["figures"]) == SIM_RUNS[case][3]
+              and run["pngs"] == sorted(res["figures"]),
+              "study keys do not match --seeds": ("summary" in res["settings"].get("relu-ce", {}))
+              == ("--seeds 3" in case),
+              f"temporary files left: {run['temps']}": run["temps"] == []}
+    return [f"{case}: {problem}" for problem, ok in checks.items() if not ok]
 
 
-def test_an_unwritable_home_gives_no_warning_and_leaves_no_folder(background) -> None:
-    """The default run (simulated Windows where available) with HOME unwritable and a fresh TMPDIR."""
-    run = background.get("platforms")[HOME_RUN]
-    assert run["code"] == 0 and "part2_curves.png" in run["json"]["figures"], run["stderr"]
-    assert run["stderr"] == ""  # matplotlib says nothing about its config folder
-    assert background.get("tmpdir") == []  # its temporary config folder is gone
+def test_runs_under_simulated_windows_and_macos_and_an_unwritable_home(platforms) -> None:
+    """Each simulated run (where ../shared/platform-sim exists) finishes with exit 0, nothing on
+    stderr, its JSON and figures. The default run (simulated Windows where available) with HOME
+    unwritable and a fresh TMPDIR: no warning (matplotlib says nothing about its config folder) and
+    its temporary config folder gone."""
+    done = platforms.get()
+    run = done["runs"][HOME_RUN]
+    assert run["code"] == 0 and run["stderr"] == "" and "part2_curves.png" in run["json"]["figures"], run["stderr"]
+    assert done["tmpdir"] == []
+    if not SIM.is_dir():
+        pytest.skip("no ../shared/platform-sim here: the unwritable HOME checked on Linux only")
+    assert not [problem for case in SIM_RUNS for problem in platform_problems(case, done["runs"][case])]
