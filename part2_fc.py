@@ -284,11 +284,16 @@ class Measurements:
             if t % self.stride == 0:  # sampled: the gradient factors of the runs with a finite loss
                 p = torch.sigmoid(logits)
                 factor, wrong = 2 * p * (1 - p), ((logits > 0) != (y > 0.5)).to(p.dtype)
-                slope = (h > 0).to(h.dtype) if self.relu else h * (1 - h)
-                n_wrong, centred = wrong.sum(-1), h - h.mean(2, keepdim=True)
-                spread = (centred * centred).mean(2).sqrt().mean(1)  # std across all B images (population)
-                values = torch.stack([factor.mean(-1), (factor * wrong).sum(-1) / n_wrong.clamp(min=1),
-                                      slope.mean((1, 2)), h.mean((1, 2)), spread])
+                # three passes over h (R, H, B), the stack's largest tensor: each unit's mean and mean square
+                # over the images give the mean output, the spread across images (population std) and,
+                # for the sigmoid, its slope h (1 - h); ReLU's slope is the share of units with h > 0
+                mean, mean_square = h.mean(2), torch.linalg.vector_norm(h, dim=2).square() / h.shape[2]  # (R, H)
+                spread = (mean_square - mean * mean).clamp(min=0).sqrt().mean(1)
+                slope = (torch.count_nonzero(h, dim=(1, 2)).to(h.dtype) / h[0].numel() if self.relu else
+                         (mean - mean_square).mean(1))
+                n_wrong = wrong.sum(-1)
+                values = torch.stack([factor.mean(-1), (factor * wrong).sum(-1) / n_wrong.clamp(min=1), slope,
+                                      mean.mean(1), spread])
                 self.spread_start = spread if t == 0 else self.spread_start
                 has = finite.expand(len(self.FACTORS), -1).clone()
                 has[1] &= n_wrong > 0  # the wrong images' factor: only while some image is wrong
