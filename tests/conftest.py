@@ -59,14 +59,18 @@ def _all_but_npy(folder: str, names: list[str]) -> list[str]:
             if name == "__pycache__" or (Path(folder, name).is_file() and not name.endswith(".npy"))]
 
 
-# pytest-xdist (`-n auto --dist loadgroup`, pyproject.toml): each test file stays on one worker, so a
-# module's expensive fixtures (the simulated-platform runs started in the background, the CLI runs)
-# run once; test_report.py and test_submission.py share one worker and so the one end-to-end build.
-SHARED_BUILD = {"test_report", "test_submission"}
+# pytest-xdist (`-n auto`, pyproject.toml) schedules whole test files: each file stays on one worker,
+# so a module's expensive fixtures (the simulated-platform runs, the CLI runs) run once; and
+# test_submission.py goes with test_report.py, so the two share the one end-to-end build.
+SHARED_BUILD = {"tests/test_submission.py": "tests/test_report.py"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        module = item.module.__name__ if item.module else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group("e2e" if module in SHARED_BUILD else module))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadFileScheduling
+
+    class FileScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return SHARED_BUILD.get(scope, scope)
+
+    return FileScheduling(config, log)
