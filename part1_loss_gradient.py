@@ -331,6 +331,7 @@ def comparison_figure(z_range: tuple[float, float], x: float, y: float) -> Any:
         ax.set(xlim=z_range, xlabel=r"pre-activation $z = wx + b$")
         ax.grid(alpha=0.3)
     left.axvspan(0, 0, color="0.88", label=r"saturated: $\hat y<0.05$ or $>0.95$")  # legend entry only
+    left.set_ylim(top=1.6 * float(np.max(cross_entropy_loss(z, y))))  # headroom: the legend stays off the curves
     left.legend(fontsize=8.5, loc="upper center")
     right.legend(fontsize=8.5, loc="lower center")
     fig.suptitle(f"1.6  L2 against cross-entropy along $z = wx + b$ ($x$ = {x:g})", fontsize=11)

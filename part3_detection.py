@@ -450,6 +450,8 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
     t = np.arange(1, run.stop + 2)  # iteration + 1: iteration 0 fits a log axis
     axes[0].plot(t, run.curves[loss], color=COLOURS[run.study], lw=1.4)
     axes[1].plot(t, 100 * run.curves[accuracy], color=COLOURS[run.study], lw=1.4)
+    axes[1].plot(t[-1], 100 * run.curves[accuracy][-1], "o", ms=4, color=COLOURS[run.study], zorder=3)  # the end,
+    # visible where it sits on the stop's dashed line
     axes[0].set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel=names[loss])
     axes[1].set(xscale="log", xlabel="iteration + 1", ylabel=names[accuracy], ylim=(0, 102))
     for ax in axes:  # the legend (below the panels) takes its labels from the left panel
@@ -466,18 +468,20 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
 
 
 def plot_width_scatter(predicted: np.ndarray, data: Dataset, title: str) -> Any:
-    """Predicted against true width, one marker per class (shifted sideways a little); shaded: the
-    band of right predictions, |error| < 0.5."""
+    """Predicted against true width, one marker per class at its true width (diamonds filled, squares
+    hollow, so that both stay visible where they overlap); shaded: the band of right predictions,
+    |error| < 0.5, around the diagonal."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=FIGURE_SIZE, layout="constrained")
     line = np.array([data.widths.min() - 1, data.widths.max() + 1])
     ax.fill_between(line, line - WIDTH_TOLERANCE, line + WIDTH_TOLERANCE, color="tab:green", alpha=0.15, lw=0,
                     label=f"right: |error| < {WIDTH_TOLERANCE:g}")
-    for c, (marker, shift) in {0: ("D", -0.12), 1: ("s", 0.12)}.items():
+    for c, (marker, filled) in {0: ("D", True), 1: ("s", False)}.items():
         keep = (data.labels == c) & np.isfinite(predicted)
         wrong = int((keep & ~(np.abs(predicted - data.widths) < WIDTH_TOLERANCE)).sum())
-        ax.scatter(data.widths[keep] + shift, predicted[keep], marker=marker, s=16, alpha=0.75, color=CLASS_COLOURS[c],
+        ax.scatter(data.widths[keep], predicted[keep], marker=marker, s=22, alpha=0.8, linewidths=1.1,
+                   facecolors=CLASS_COLOURS[c] if filled else "none", edgecolors=CLASS_COLOURS[c],
                    label=f"label {c}: {CLASSES[c]} ({wrong} wrong)")
     ax.set(xlabel="true width (pixels)", ylabel="predicted width (pixels)", title=title)
     ax.legend(loc="upper left")
@@ -535,8 +539,8 @@ def plot_loss_bands(by_study: dict[str, list[SeedRun]]) -> Any:
 
 def plot_slow_images(slow: dict[str, Any], data: Dataset) -> Any:
     """Per image, the iteration from which it stays classified right (median over seeds) against its
-    similarity margin (left) and its width (right); colour: its label, filled: more similar to an
-    image of the other class than to any of its own."""
+    similarity margin (left) and its width (right); colour and shape: its label (diamond, square),
+    filled: more similar to an image of the other class than to any of its own."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(FIGURE_SIZE[0], FIGURE_SIZE[1] + 0.5), layout="constrained", sharey=True)
@@ -549,8 +553,9 @@ def plot_slow_images(slow: dict[str, Any], data: Dataset) -> Any:
             keep = (data.labels == c) & (nearest_other == filled)
             style = {"color": CLASS_COLOURS[c]} if filled else {"facecolors": "none", "edgecolors": CLASS_COLOURS[c]}
             label = f"{name}s, nearest image: {'other' if filled else 'same'} class"
-            axes[0].scatter(margin[keep], its[keep], s=18, label=label, **style)
-            axes[1].scatter(data.widths[keep] + jitter[keep], its[keep], s=18, **style)
+            marker = "D" if c == 0 else "s"  # the class's shape, as in the width scatter
+            axes[0].scatter(margin[keep], its[keep], s=18, marker=marker, label=label, **style)
+            axes[1].scatter(data.widths[keep] + jitter[keep], its[keep], s=18, marker=marker, **style)
     axes[0].axvline(0, color="grey", lw=0.8)
     axes[0].set(xlabel="similarity margin: cos(other class) - cos(own class)",
                 ylabel="stays classified right from\n(iteration, median over seeds)")

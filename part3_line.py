@@ -489,6 +489,7 @@ def plot_feature_maps(net: LineNet, data: Dataset, samples: list[tuple[int, str]
     """Per sample (image index, caption): the image, its 16 conv1 maps and its 8 conv2 maps after ReLU;
     each layer on its own grey scale (a labelled colour bar under its column)."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     param = next(net.parameters())
     x = torch.tensor(data.images[[i for i, _ in samples]][:, None], dtype=param.dtype, device=param.device)
@@ -499,13 +500,15 @@ def plot_feature_maps(net: LineNet, data: Dataset, samples: list[tuple[int, str]
     for row, (index, caption) in enumerate(samples):
         axes[row, 0].imshow(data.images[index], cmap="gray_r", vmin=0, vmax=1)
         axes[row, 0].set(xticks=[], yticks=[])
-        axes[row, 0].set_title(f"image {index}\n" + caption.replace(": ", ":\n"), fontsize=8)
+        axes[row, 0].set_title(f"image {index}, {caption.replace(': ', ':' + chr(10))}", fontsize=8)
     for layer, m in enumerate(maps):  # one grey scale per layer, from 0 (white) to its largest activation
         for row in range(len(samples)):
             shown = mosaic(axes[row, layer + 1], m[row], 4, "Greys", 0, float(m.max()) or 1.0)
             axes[row, layer + 1].set_title(f"conv{layer + 1} + ReLU, maps 1-{m.shape[1]}", fontsize=8)
-        fig.colorbar(shown, ax=axes[:, layer + 1], location="bottom", shrink=0.8, aspect=25,
-                     label=f"conv{layer + 1} activation")
+        bar = fig.colorbar(shown, ax=axes[:, layer + 1], location="bottom", shrink=0.8, aspect=25,
+                           label=f"conv{layer + 1} activation")
+        bar.locator = MaxNLocator(4)  # at least three ticks on a short bar
+        bar.update_ticks()
     fig.suptitle(title)
     return fig
 
