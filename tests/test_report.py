@@ -260,6 +260,10 @@ def test_missing_results_files_leave_a_note(small: Build, tmp_path: Path) -> Non
     assert "No results yet: part3_line.json is not there" in text
     assert "No results yet: part3_detection.json is not there" in text
     assert "2.5 Ranking" in text
+    # built with no name, PennKey or collaborators (the official solution): the title alone, no placeholder
+    for bad in ("NAME=", "PENN_KEY=", "COLLABORATORS=", "Your name", "PennKey:", "Collaborators:"):
+        assert bad not in text, bad
+    assert "Deep Learning Basics" in text
 
 
 def test_one_seed_and_no_figures_still_build(small: Build, tmp_path: Path) -> None:
