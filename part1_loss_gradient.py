@@ -307,16 +307,17 @@ def comparison_figure(z_range: tuple[float, float], x: float, y: float) -> Any:
     z = np.linspace(z_range[0], z_range[1], 2001)
     grads = {"L2": np.abs(l2_gradient_w(z, x, y)), "CE": np.abs(cross_entropy_gradient_w(z, x, y))}
     fig, (left, right) = plt.subplots(1, 2, figsize=(6.5, 2.8), layout="constrained")
-    left.plot(z, l2_loss(sigmoid(z), y), "tab:blue", lw=1.8, label=r"L2 $(\hat y - y)^2$")
-    left.plot(z, cross_entropy_loss(z, y), "tab:red", lw=1.8, label="cross-entropy")
+    # black and grey: colours mean the four settings in part 2's figures, not the two losses
+    left.plot(z, l2_loss(sigmoid(z), y), color="black", lw=1.8, label=r"L2 $(\hat y - y)^2$")
+    left.plot(z, cross_entropy_loss(z, y), color="0.5", ls="--", lw=1.8, label="cross-entropy")
     left.set_ylabel("loss")
     left.set_title(f"loss (target $y$ = {y:g})", fontsize=10)
     positive_values = np.concatenate([g[g > 0] for g in grads.values()])
     if positive_values.size:  # log scale: L2's gradient falls by orders of magnitude, CE's does not
         right.set_yscale("log")
         right.set_ylim(positive_values.min() / 3, positive_values.max() * 8)
-    for (name, grad), colour in zip(grads.items(), ("tab:blue", "tab:red"), strict=True):
-        right.plot(z, grad, colour, lw=1.8, label=rf"$|\partial\mathcal{{L}}_{{{name}}}/\partial w|$")
+    for (name, grad), (colour, style) in zip(grads.items(), (("black", "-"), ("0.5", "--")), strict=True):
+        right.plot(z, grad, color=colour, ls=style, lw=1.8, label=rf"$|\partial\mathcal{{L}}_{{{name}}}/\partial w|$")
     right.set_ylabel(r"$|\partial\mathcal{L}/\partial w|$")
     right.set_title("gradient magnitude (log scale)", fontsize=10)
     if grads["L2"][-1] > 0:  # at the grid's largest z, the most saturated: how much larger CE's gradient is

@@ -508,7 +508,7 @@ def plot_typical_curves(curves: dict[str, dict[str, np.ndarray]], settings: dict
     the training accuracy from 0%, with the majority-class share (what predicting all zeros scores)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=FIGURE_SIZE, layout="constrained", sharex=True)
+    fig, axes = plt.subplots(1, 3, figsize=(FIGURE_SIZE[0], FIGURE_SIZE[1] + 0.3), layout="constrained", sharex=True)
     for s, c in curves.items():
         t = np.arange(1, len(c["loss"]) + 1)  # iteration + 1, so iteration 0 fits a log axis
         label = f"{LABELS[s]} (seed {settings[s]['single']['seed']})"
@@ -516,9 +516,8 @@ def plot_typical_curves(curves: dict[str, dict[str, np.ndarray]], settings: dict
         axes[2].plot(t, 100 * c["accuracy"], lw=1.2, color=COLOURS[s], label=label)
     for ax, name in zip(axes[:2], ("L2 loss", "cross-entropy loss"), strict=True):
         ax.set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel=name)
-        ax.legend(fontsize=7, loc="lower left")  # the losses fall from the top left: that corner stays clear
     axes[2].set(xscale="log", xlabel="iteration + 1", ylabel="training accuracy (%)", ylim=(0, 102))
-    axes[2].legend(fontsize=7, loc="lower right")  # below the 82.8% plateau, where no curve runs
+    fig.legend(*axes[2].get_legend_handles_labels(), loc="outside lower center", ncols=4, fontsize=7.5)  # off the data
     fig.suptitle(title)
     return fig
 
