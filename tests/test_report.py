@@ -239,6 +239,22 @@ def test_part2_sweep_table_and_paired_tests_are_recomputed(small: Build) -> None
     assert "Bonferroni" not in text and "decided when 𝑝 < 0.05" in text
 
 
+def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
+    """2.5 begins with the ranking and, before any statistic, why: CE's output error is not shrunk by
+    2ŷ(1 − ŷ), ReLU's slope is 1 where active against the sigmoid's at most 1/4 (where the order agrees)."""
+    p2, text = small.results["part2_fc.json"], small.text
+    order = p2["ranking"]["many_seeds"]
+    ranking = text[text.index("2.5 Ranking"):text.index("Loss.", text.index("2.5 Ranking"))]
+    first_stat = min(ranking.index(w) for w in ("Seed by seed", "sign test") if w in ranking)
+    opening = ranking[:first_stat]
+    if all(order.index(f"{a}-ce") < order.index(f"{a}-l2") for a in ("sigmoid", "relu")):
+        assert "CE beats L2 because" in opening and "is not shrunk by" in opening
+    if all(order.index(f"relu-{lo}") < order.index(f"sigmoid-{lo}") for lo in ("ce", "l2")):
+        assert "ReLU beats the sigmoid because its slope is 1 where a unit is active" in opening
+    activation = text[text.index("Activation."):][:1500]
+    assert "hypothesis" in activation and "do not test" in activation
+
+
 # ---- variants of the results ---------------------------------------------------------------------
 
 def edited_copy(small: Build, tmp_path: Path, edit: dict[str, Any] | None = None,
@@ -351,6 +367,7 @@ def test_part3_line_controls_are_recomputed(small: Build) -> None:
     for key in ("fc", "fc_rescaled", "fc_matched"):
         held = [x for x in c[key]["holdout"]["test_accuracy"] if x is not None]
         assert f"{pct(sum(held) / len(held), 1)} ({pct(min(held), 1)})" in table, key
+    assert "seed pairs, ties as half" in table
     assert f"{c['fc_matched']['hidden']}, line" in table and f"{line['network']['parameters']:,}" in table
 
 
@@ -382,6 +399,27 @@ def test_part3_detection_numbers_are_recomputed(small: Build) -> None:
     events = [i for m in meas for i in (m["relapsed_images"] or [])]
     assert f"{sum(nearer)} of the {det['data']['n_images']} images are closer" in answer
     assert f"{sum(nearer[i] for i in events)} of the {len(events)} relapses are theirs" in answer
+    # the chance that the last image is one of those nearer the other class: one seed's, then the
+    # binomial tail for as many seeds as measured (all of them: chance ** n)
+    chance, k, n = sum(nearer) / len(nearer), slow["last_image_nearest_other"], slow["n_seeds"]
+    assert f"{sum(nearer)}/{len(nearer)} = {pct(chance)} for one seed" in answer
+    tail = sum(math.comb(n, j) * chance**j * (1 - chance) ** (n - j) for j in range(k, n + 1))
+    if 0 < tail < 1e-3:
+        e = math.floor(math.log10(tail))
+        m = rounded(tail / 10**e, 1)
+        assert f"{m / 10 if m >= 10 else m:.1f} × 10" in answer, tail
+    assert (f"for all {n}" if k == n else f"for at least {k} of {n}") in answer
+    # the Spearman correlations: over each seed's images, the median and quartiles over seeds
+    rc = slow["rank_correlation"]
+    per = [x for x in rc["similarity_margin"]["per_seed"] if x is not None]
+    assert f"Per seed ({det['data']['n_images']} images)" in answer and f"median over {len(per)} seeds" in answer
+    assert f"(quartiles {sig(quantile(per, 0.25), 2)} to {sig(quantile(per, 0.75), 2)})" in answer
+    for key in ("width", "label", "initial_margin"):
+        v = [x for x in rc[key]["per_seed"] if x is not None]
+        assert f"({sig(quantile(v, 0.25), 2)} to {sig(quantile(v, 0.75), 2)}) with" in answer, key
+    sq, di = (det["relapses"]["groups"][f"label {lb}"]["seeds_relapsing"] for lb in (1, 0))
+    assert f"({sq} of {det['relapses']['n_seeds']} seeds relapse on a square, {di} on a diamond)" in answer
+    assert "What best predicts" not in answer
     x10 = det["controls"]["width_lr_x10"]
     its10 = [inf if x is None else x for x in x10["iterations"]]
     if median(stops) < inf and median(its10) < inf:
