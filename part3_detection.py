@@ -559,7 +559,7 @@ def plot_slow_images(slow: dict[str, Any], data: Dataset) -> Any:
     axes[0].axvline(0, color="grey", lw=0.8)
     axes[0].set(xlabel="similarity margin: cos(other class) - cos(own class)",
                 ylabel="stays classified right from\n(iteration, median over seeds)")
-    axes[1].set(xlabel="true width (pixels; points spread up to ±0.25 apart)")
+    axes[1].set(xlabel="true width (px; points spread apart)")
     fig.legend(loc="outside lower center", ncols=2, fontsize=8)
     fig.suptitle(f"3.2: which images come last ({slow['n_seeds']} seeds)")
     return fig

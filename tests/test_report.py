@@ -399,16 +399,11 @@ def test_part3_detection_numbers_are_recomputed(small: Build) -> None:
     events = [i for m in meas for i in (m["relapsed_images"] or [])]
     assert f"{sum(nearer)} of the {det['data']['n_images']} images are closer" in answer
     assert f"{sum(nearer[i] for i in events)} of the {len(events)} relapses are theirs" in answer
-    # the chance that the last image is one of those nearer the other class: one seed's, then the
-    # binomial tail for as many seeds as measured (all of them: chance ** n)
-    chance, k, n = sum(nearer) / len(nearer), slow["last_image_nearest_other"], slow["n_seeds"]
+    # one seed's chance that the last image is one of those nearer the other class; no test across
+    # seeds (they share the images)
+    chance = sum(nearer) / len(nearer)
     assert f"{sum(nearer)}/{len(nearer)} = {pct(chance)} for one seed" in answer
-    tail = sum(math.comb(n, j) * chance**j * (1 - chance) ** (n - j) for j in range(k, n + 1))
-    if 0 < tail < 1e-3:
-        e = math.floor(math.log10(tail))
-        m = rounded(tail / 10**e, 1)
-        assert f"{m / 10 if m >= 10 else m:.1f} × 10" in answer, tail
-    assert (f"for all {n}" if k == n else f"for at least {k} of {n}") in answer
+    assert "a pattern, not a test" in answer
     # the Spearman correlations: over each seed's images, the median and quartiles over seeds
     rc = slow["rank_correlation"]
     per = [x for x in rc["similarity_margin"]["per_seed"] if x is not None]
