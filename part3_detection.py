@@ -446,7 +446,8 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
 
     names = {"ce": "cross-entropy", "l2": "width L2 loss (pixels$^2$)", "accuracy": "classification accuracy (%)",
              "width_accuracy": "width accuracy (%)"}
-    fig, axes = plt.subplots(1, 2, figsize=(FIGURE_SIZE[0], FIGURE_SIZE[1] + 0.3), layout="constrained")
+    # 5.6 in wide, the width the report prints these two at: the text stays 9 pt on paper
+    fig, axes = plt.subplots(1, 2, figsize=(5.6, 2.6), layout="constrained")
     t = np.arange(1, run.stop + 2)  # iteration + 1: iteration 0 fits a log axis
     axes[0].plot(t, run.curves[loss], color=COLOURS[run.study], lw=1.4)
     axes[1].plot(t, 100 * run.curves[accuracy], color=COLOURS[run.study], lw=1.4)
@@ -462,7 +463,7 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
             ax.axvline(run.iterations + 1, color="tab:red", ls="--", lw=1,
                        label=f"every width right ({run.iterations})" if ax is axes[0] else None)
     if first is not None or run.iterations is not None:
-        fig.legend(loc="outside lower center", ncols=2, fontsize=8)
+        fig.legend(loc="outside lower center", ncols=2, fontsize=8.5)
     fig.suptitle(title)
     return fig
 
@@ -508,7 +509,7 @@ def plot_share_reached(results: dict[str, Any], max_iters: int) -> Any:
                     color=COLOURS[study], lw=1.6, label=f"{STUDIES[study]} ({len(its)}/{len(record[key])})")
     for ax, what in zip(axes, ("100% classified", "every width right"), strict=True):
         ax.set(xscale="log", xlabel="iteration + 1", ylim=(0, 102), title=what)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="lower right", fontsize=8.5)
     axes[0].set_ylabel("seeds (%)")
     fig.suptitle(f"3.2: share of {len(results['seeds'])} seeds")
     return fig
@@ -532,7 +533,7 @@ def plot_loss_bands(by_study: dict[str, list[SeedRun]]) -> Any:
             ax.fill_between(t, q1, q3, color=COLOURS[study], alpha=0.2, lw=0)
     axes[0].set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel="cross-entropy")
     axes[1].set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel="width L2 loss (pixels$^2$)")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8.5)
     fig.suptitle(f"3.2: training losses over {len(by_study['3.2'])} seeds (median, interquartile band)")
     return fig
 
@@ -560,7 +561,7 @@ def plot_slow_images(slow: dict[str, Any], data: Dataset) -> Any:
     axes[0].set(xlabel="similarity margin: cos(other class) - cos(own class)",
                 ylabel="stays classified right from\n(iteration, median over seeds)")
     axes[1].set(xlabel="true width (px; points spread apart)")
-    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8.5)
     fig.suptitle(f"3.2: which images come last ({slow['n_seeds']} seeds)")
     return fig
 
