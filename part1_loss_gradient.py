@@ -283,16 +283,16 @@ def surface_figure(W: np.ndarray, B: np.ndarray, values: np.ndarray, title: str,
                               linewidth=0, antialiased=False)
     for axis, bins, name in ((ax.xaxis, 4, "weight $w$"), (ax.yaxis, 4, "bias $b$"), (ax.zaxis, 3, "")):
         axis.set_major_locator(MaxNLocator(bins, steps=[1, 2, 4, 5, 10]))
-        axis.set_label_text(name, fontsize=9)
+        axis.set_label_text(name, fontsize=10)
         axis.labelpad = -5
-    ax.tick_params(labelsize=8.5, pad=-3)
+    ax.tick_params(labelsize=9.5, pad=-3)
     ax.tick_params(axis="z", pad=0)
     ax.view_init(elev=28, azim=-60)
     ax.set_box_aspect(None, zoom=0.9)
     fig.suptitle(title, fontsize=9.5, y=0.985, va="top")
     bar = fig.colorbar(surface, cax=fig.add_axes((0.76, 0.2, 0.03, 0.55)), format="{x:g}")
-    bar.set_label(label, fontsize=9, labelpad=2)
-    bar.ax.tick_params(labelsize=8.5)
+    bar.set_label(label, fontsize=10, labelpad=2)
+    bar.ax.tick_params(labelsize=9.5)
     if isinstance(norm, TwoSlopeNorm):  # the two halves have different scales: ticks on each
         ticks = np.append(MaxNLocator(2).tick_values(norm.vmin, 0), MaxNLocator(4).tick_values(0, norm.vmax))
         bar.set_ticks(np.unique(ticks[(ticks >= norm.vmin) & (ticks <= norm.vmax)]))

@@ -523,23 +523,31 @@ def plot_typical_curves(curves: dict[str, dict[str, np.ndarray]], settings: dict
 
 
 def plot_sweep(sweep: dict[str, Any]) -> Any:
-    """Left: median iterations to 100% against the rate (star: best rate); right: share reached."""
+    """Left: median iterations to 100% against the rate (star: best rate; hollow: a rate where under
+    min_reach of the seeds reach 100%); right: the share of seeds reaching 100%."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     fig, (left, right) = plt.subplots(1, 2, figsize=FIGURE_SIZE, layout="constrained")
     lrs = np.array(sweep["lrs"])
     for k, (s, row) in enumerate(sweep["settings"].items()):
         med = np.array([np.nan if m is None else m for m in row["median"]], dtype=float)
-        left.plot(lrs, med, "o-", ms=3, color=COLOURS[s], label=LABELS[s])
+        few = np.array(row["reach_rate"]) < sweep["min_reach"]  # a median over too few seeds at 100%: hollow
+        left.plot(lrs, med, "-", color=COLOURS[s], label=LABELS[s])
+        left.plot(lrs[~few], med[~few], "o", ms=4, color=COLOURS[s])
+        left.plot(lrs[few], med[few], "o", ms=4, mfc="white", mec=COLOURS[s], mew=1.2)
         if row["best"]:  # stars offset a little sideways so that two at one rate stay visible
             left.plot(row["best"]["lr"] * 1.15 ** (k - 1.5), row["best"]["median"], "*", ms=8, color=COLOURS[s],
                       mec="k", mew=0.5)
-        right.plot(lrs, 100 * np.array(row["reach_rate"]), "o-", ms=3, color=COLOURS[s])
+        right.plot(lrs, 100 * np.array(row["reach_rate"]), "o-", ms=4, color=COLOURS[s])
     left.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="median iterations to 100%")
     right.axhline(100 * sweep["min_reach"], color="grey", ls=":", lw=1)
     right.set(xscale="log", xlabel="learning rate", ylabel="seeds at 100% (%)", ylim=(0, 103))
-    left.legend(fontsize=8.5)
-    fig.suptitle(f"2.5: learning-rate sweep, {len(sweep['seeds'])} seeds per rate (star: best rate)")
+    keys = [Line2D([], [], ls="", marker="*", ms=8, color="grey", mec="k", mew=0.5, label="best rate"),
+            Line2D([], [], ls="", marker="o", ms=4, mfc="white", mec="grey", mew=1.2,
+                   label=f"under {100 * sweep['min_reach']:g}% of seeds at 100%")]
+    fig.legend(handles=left.get_legend_handles_labels()[0] + keys, loc="outside lower center", ncols=3, fontsize=8.5)
+    fig.suptitle(f"2.5: learning-rate sweep, {len(sweep['seeds'])} seeds per rate")
     return fig
 
 

@@ -406,7 +406,7 @@ def compare_with_3_2(study: str, control: dict[str, Any], base: dict[str, Any]) 
 # ===== Figures (for print: a text width, 9 pt) and the printed summary =====
 
 COLOURS = {"3.2": "tab:blue", "no_width_head": "tab:orange", "width_lr_x10": "tab:green"}  # one per study
-CLASS_COLOURS = {0: "tab:purple", 1: "tab:olive"}  # diamonds, squares
+CLASS_COLOURS = {0: "tab:purple", 1: "tab:brown"}  # diamonds, squares: dark enough for print
 
 
 def draw_figures(results: dict[str, Any], by_study: dict[str, list[SeedRun]], cfg: Config, data: Dataset,
@@ -476,7 +476,7 @@ def plot_width_scatter(predicted: np.ndarray, data: Dataset, title: str) -> Any:
 
     fig, ax = plt.subplots(figsize=FIGURE_SIZE, layout="constrained")
     line = np.array([data.widths.min() - 1, data.widths.max() + 1])
-    ax.fill_between(line, line - WIDTH_TOLERANCE, line + WIDTH_TOLERANCE, color="tab:green", alpha=0.15, lw=0,
+    ax.fill_between(line, line - WIDTH_TOLERANCE, line + WIDTH_TOLERANCE, color="grey", alpha=0.2, lw=0,
                     label=f"right: |error| < {WIDTH_TOLERANCE:g}")
     for c, (marker, filled) in {0: ("D", True), 1: ("s", False)}.items():
         keep = (data.labels == c) & np.isfinite(predicted)
@@ -552,11 +552,12 @@ def plot_slow_images(slow: dict[str, Any], data: Dataset) -> Any:
     for c, name in CLASSES.items():
         for filled in (True, False):
             keep = (data.labels == c) & (nearest_other == filled)
-            style = {"color": CLASS_COLOURS[c]} if filled else {"facecolors": "none", "edgecolors": CLASS_COLOURS[c]}
+            style = {"color": CLASS_COLOURS[c]} if filled else {"facecolors": "none", "edgecolors": CLASS_COLOURS[c],
+                                                               "linewidths": 1.2}
             label = f"{name}s, nearest image: {'other' if filled else 'same'} class"
             marker = "D" if c == 0 else "s"  # the class's shape, as in the width scatter
-            axes[0].scatter(margin[keep], its[keep], s=18, marker=marker, label=label, **style)
-            axes[1].scatter(data.widths[keep] + jitter[keep], its[keep], s=18, marker=marker, **style)
+            axes[0].scatter(margin[keep], its[keep], s=22, marker=marker, label=label, **style)
+            axes[1].scatter(data.widths[keep] + jitter[keep], its[keep], s=22, marker=marker, **style)
     axes[0].axvline(0, color="grey", lw=0.8)
     axes[0].set(xlabel="similarity margin: cos(other class) - cos(own class)",
                 ylabel="stays classified right from\n(iteration, median over seeds)")

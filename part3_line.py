@@ -376,7 +376,7 @@ def fc_replay_accuracy(seeds: list[int], stops: list[int], x: np.ndarray, y: np.
 # ===== Records and figures =====
 
 CONV_COLOUR = "tab:purple"  # the conv net in every figure; the FC controls keep their colours below
-CONTROL_COLOURS = {"fc": "tab:blue", "fc_rescaled": "tab:cyan", "fc_matched": "tab:olive"}  # fc: part 2's ReLU + CE
+CONTROL_COLOURS = {"fc": "tab:blue", "fc_rescaled": "tab:cyan", "fc_matched": "tab:brown"}  # fc: part 2's ReLU + CE
 CONTROL_LABELS = {"fc": "FC 4 hidden", "fc_rescaled": "FC 4 hidden, rescaled", "fc_matched": "FC, conv's size"}
 
 
@@ -464,7 +464,7 @@ def mosaic(ax: Any, maps: np.ndarray, cols: int, cmap: str, vmin: float, vmax: f
     image = ax.imshow(np.ma.masked_invalid(tiles), cmap=colours, vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_xticks([c * (w + 1) + (w - 1) / 2 for c in range(min(cols, n))], [str(c + 1) for c in range(min(cols, n))])
     ax.set_yticks([r * (h + 1) + (h - 1) / 2 for r in range(rows)], [f"{r * cols + 1}-" for r in range(rows)])
-    ax.tick_params(length=0, labelsize=8.5)
+    ax.tick_params(length=0, labelsize=10)
     ax.grid(False)
     return image
 
@@ -500,11 +500,11 @@ def plot_feature_maps(net: LineNet, data: Dataset, samples: list[tuple[int, str]
     for row, (index, caption) in enumerate(samples):
         axes[row, 0].imshow(data.images[index], cmap="gray_r", vmin=0, vmax=1)
         axes[row, 0].set(xticks=[], yticks=[])
-        axes[row, 0].set_title(f"image {index}, {caption.replace(': ', ':' + chr(10))}", fontsize=8.5)
+        axes[row, 0].set_title(f"image {index}, {caption.replace(': ', ':' + chr(10))}", fontsize=9.5)
     for layer, m in enumerate(maps):  # one grey scale per layer, from 0 (white) to its largest activation
         for row in range(len(samples)):
             shown = mosaic(axes[row, layer + 1], m[row], 4, "Greys", 0, float(m.max()) or 1.0)
-            axes[row, layer + 1].set_title(f"conv{layer + 1} + ReLU, maps 1-{m.shape[1]}", fontsize=8.5)
+            axes[row, layer + 1].set_title(f"conv{layer + 1} + ReLU, maps 1-{m.shape[1]}", fontsize=9.5)
         bar = fig.colorbar(shown, ax=axes[:, layer + 1], location="bottom", shrink=0.8, aspect=25,
                            label=f"conv{layer + 1} activation")
         bar.locator = MaxNLocator(4)  # at least three ticks on a short bar
