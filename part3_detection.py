@@ -447,7 +447,7 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
     names = {"ce": "cross-entropy", "l2": "width L2 loss (pixels$^2$)", "accuracy": "classification accuracy (%)",
              "width_accuracy": "width accuracy (%)"}
     # 5.6 in wide, the width the report prints these two at: the text stays 9 pt on paper
-    fig, axes = plt.subplots(1, 2, figsize=(5.6, 2.6), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(5.6, 2.35), layout="constrained")
     t = np.arange(1, run.stop + 2)  # iteration + 1: iteration 0 fits a log axis
     axes[0].plot(t, run.curves[loss], color=COLOURS[run.study], lw=1.4)
     axes[1].plot(t, 100 * run.curves[accuracy], color=COLOURS[run.study], lw=1.4)
