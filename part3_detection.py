@@ -444,7 +444,7 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
     dotted: the first 100% classification, dashed: the stop."""
     import matplotlib.pyplot as plt
 
-    names = {"ce": "cross-entropy", "l2": "width L2 loss (pixels$^2$)", "accuracy": "classification accuracy (%)",
+    names = {"ce": "cross-entropy", "l2": "width L2 loss (pixels$^2$)", "accuracy": "class accuracy (%)",
              "width_accuracy": "width accuracy (%)"}
     # 5.6 in wide, the width the report prints these two at: the text stays 9 pt on paper
     fig, axes = plt.subplots(1, 2, figsize=(5.6, 2.35), layout="constrained")

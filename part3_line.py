@@ -437,7 +437,7 @@ def plot_curves(run: SeedRun, title: str) -> Any:
     """The run's cross-entropy (log axis) and training accuracy (from 0%) against iteration; the stop dashed."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(FIGURE_SIZE[0], 2.35), layout="constrained")  # flat: the report's page budget
+    fig, axes = plt.subplots(1, 2, figsize=(FIGURE_SIZE[0], 2.35), layout="constrained")  # flat: page budget
     t = np.arange(len(run.loss))
     axes[0].plot(t, run.loss, lw=1.4, color=CONV_COLOUR)
     axes[0].set(xlabel="iteration (SGD updates)", ylabel="cross-entropy loss", yscale="log")
