@@ -347,7 +347,8 @@ def slow_images(per_seed: list[dict[str, Any]], data: Dataset) -> dict[str, Any]
     class than like any of its own ("nearest_other") is hard to separate. Measured: the iteration from
     which each image stays right (median over seeds) by that, and per seed the rank correlation of
     that iteration with the similarity margin (cos_other - cos_same), the initial margin, the width
-    and the label; how often the last image of a seed is a nearest_other one."""
+    and the label; how often the last image of a seed is a nearest_other one; per image, its label and in
+    how many seeds it relapses and in how many it is the last to stay right."""
     x = data.images.reshape(len(data.images), -1)
     unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
     cos, other = unit @ unit.T, data.labels[:, None] != data.labels[None]
@@ -372,6 +373,9 @@ def slow_images(per_seed: list[dict[str, Any]], data: Dataset) -> dict[str, Any]
             "classified_from_median": median,
             "last_image_nearest_other": sum(bool(nearest_other[i].all()) for i in last), "n_seeds": len(stays),
             "relapses": len(relapsed), "relapses_nearest_other": int(nearest_other[relapsed].sum()) if relapsed else 0,
+            "labels": data.labels.astype(int).tolist(),  # per image, so that what follows can be split by label
+            "relapsing_seeds_per_image": np.bincount(np.array(relapsed, dtype=int), minlength=len(x)).tolist(),
+            "last_seeds_per_image": np.bincount(np.concatenate(last).astype(int), minlength=len(x)).tolist(),
             "rank_correlation": {name: {"per_seed": r, "median": summarize_values(r)["median"]}
                                  for name, r in rho.items()}}
 

@@ -366,6 +366,8 @@ def test_slow_images_nearest_image_of_the_other_class() -> None:
     assert s["image_classified_from_median"] == [6, 1.5, 7.5, 1.5]
     assert s["classified_from_median"] == {"nearest_other": 7.5, "nearest_same": 1.5}
     assert s["last_image_nearest_other"] == 2 and s["relapses"] == 1 and s["relapses_nearest_other"] == 1
+    assert s["labels"] == [0, 0, 1, 1] and s["relapsing_seeds_per_image"] == [1, 0, 0, 0]
+    assert s["last_seeds_per_image"] == [1, 0, 1, 0]  # seed 0: image 0 (9), seed 1: image 2 (8)
     assert s["rank_correlation"]["label"]["per_seed"][0] == pytest.approx(0)
     assert s["rank_correlation"]["initial_margin"]["median"] is None
 
