@@ -508,7 +508,7 @@ def plot_typical_curves(curves: dict[str, dict[str, np.ndarray]], settings: dict
     the training accuracy from 0%, with the majority-class share (what predicting all zeros scores)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=FIGURE_SIZE, layout="constrained", sharex=True)
+    fig, axes = plt.subplots(1, 3, figsize=(FIGURE_SIZE[0], 2.5), layout="constrained", sharex=True)
     for s, c in curves.items():
         t = np.arange(1, len(c["loss"]) + 1)  # iteration + 1, so iteration 0 fits a log axis
         label = f"{LABELS[s]} (seed {settings[s]['single']['seed']})"
