@@ -251,7 +251,7 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
     if all(order.index(f"{a}-ce") < order.index(f"{a}-l2") for a in ("sigmoid", "relu")):
         assert "CE beats L2 because" in opening and "is not shrunk by" in opening
     if all(order.index(f"relu-{lo}") < order.index(f"sigmoid-{lo}") for lo in ("ce", "l2")):
-        assert "ReLU beats the sigmoid; the likely reason is the slope, 1 where a ReLU unit is active" in opening
+        assert "ReLU beats the sigmoid. A candidate reason is the slope, 1 where a ReLU unit is active" in opening
         st = p2["settings"]
         slope = {k: median([v for v in st[k]["hidden_slope"] if v is not None]) for k in st}
         measured = {lo: (st[f"sigmoid-{lo}"]["summary"]["median"], st[f"relu-{lo}"]["summary"]["median"])
