@@ -6,7 +6,7 @@ and why (2.5)?
 
     python part2_fc.py                 # the handout's run: one seed per setting
     python part2_fc.py --seeds 100 --lrs 0.01,0.03,0.1,0.3,1,3,10,30,100 --sweep-seeds 20 \\
-                       --control-half-lr      # what `make all` runs for the report
+                       --control-half-lr --control-slope     # what `make all` runs for the report
 
 Read top to bottom: the network, the two losses, the training loop (forward, loss, backward, SGD
 step, the stop rule) and `main`; then the 2.5 study (many seeds, the rate sweep, the controls); then,
@@ -67,16 +67,20 @@ class FCNet(nn.Module):
     Every run sees the same images x (B, n_in); each run's numbers are the same whatever R is (tested)."""
 
     def __init__(self, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
-                 activation: str) -> None:
+                 activation: str, slope: float = 1.0) -> None:
         super().__init__()
         # w1 (R, H, n_in), b1 (R, H, 1), w2 (R, H, 1), b2 (R, 1)
         self.w1, self.b1, self.w2, self.b2 = (nn.Parameter(w) for w in (w1, b1, w2, b2))
         self.activation = activation  # the hidden layer's f: "sigmoid" or "relu"
+        self.slope = slope  # 1 = the handout's; else 2.5's slope control (see hidden)
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """Hidden outputs h = f(W1 x + b1), (R, H, B)."""
         a = self.w1 @ x.T + self.b1
-        return torch.relu(a) if self.activation == "relu" else torch.sigmoid(a)
+        h = torch.relu(a) if self.activation == "relu" else torch.sigmoid(a)
+        if self.slope != 1:  # 2.5's control: the same h, but autograd passes back slope x f'(a)
+            h = h.detach() + self.slope * (h - h.detach())
+        return h
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Logits z = w2 . h + b2, (R, B), from the hidden outputs h (R, H, B)."""
@@ -114,14 +118,15 @@ class Config:
 
 
 def train(setting: str, runs: Sequence[tuple[int, float]], x: np.ndarray, y: np.ndarray, cfg: Config,
-          band_runs: int = 0, keep_curves: bool = False) -> dict[str, Any]:
+          band_runs: int = 0, keep_curves: bool = False, slope: float = 1.0) -> dict[str, Any]:
     """The handout's loop for the runs (seed, learning rate) of `setting`, all trained together on
     images x (B, n_in) and labels y (B,). Iteration t evaluates the weights after t updates; a run
     stops at its first 100% accuracy (iterations = t), at a non-finite loss (diverged_at = t) or at
-    the cap, and leaves the stack. Returns numpy and plain numbers only (see Measurements.results)."""
+    the cap, and leaves the stack. Returns numpy and plain numbers only (see Measurements.results).
+    slope: 1, or 2.5's control that multiplies the hidden units' slope f'(a) in the backward pass."""
     activation, kind, _ = SETTINGS[setting]
     x, y = (torch.tensor(v, dtype=cfg.dtype, device=cfg.device) for v in (x, y))
-    model = FCNet(*initial_weights([seed for seed, _ in runs], x.shape[1], cfg), activation)
+    model = FCNet(*initial_weights([seed for seed, _ in runs], x.shape[1], cfg), activation, slope)
     rates = torch.tensor([lr for _, lr in runs], dtype=cfg.dtype, device=cfg.device)  # (R,), per run
     measured = Measurements(len(runs), activation == "relu", band_runs, keep_curves, cfg)
     last_print = time.perf_counter()
@@ -143,7 +148,7 @@ def train(setting: str, runs: Sequence[tuple[int, float]], x: np.ndarray, y: np.
                 p.addcmul_(rates.view(-1, *[1] * (p.dim() - 1)), p.grad, value=-1)
                 p.grad = None
         if stop.any():  # the stopped runs leave the stack
-            model = FCNet(*(p.detach()[~stop] for p in model.parameters()), activation)
+            model = FCNet(*(p.detach()[~stop] for p in model.parameters()), activation, slope)
             rates = rates[~stop]
         if cfg.log and time.perf_counter() - last_print > PROGRESS_SECONDS:
             last_print = time.perf_counter()
@@ -187,15 +192,23 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"per setting, on {data.describe}, {args.dtype} on {args.device}, {args.workers} process(es)", flush=True)
     band = args.seeds if args.seeds > 1 else 0
     jobs = [(s, plans[s], x, y, cfg, band, len(plans[s]) == 1) for s in args.settings]
+    slopes = slope_controls(args)  # 2.5's slope control: extra jobs, never part of a default run
+    jobs += [(s, [(seed, args.lr) for seed in seed_list(args.first_seed, args.seeds)], x, y, cfg, 0, False, scale)
+             for s, scale in slopes.items()]
+    names = [*args.settings, *(f"{s} (slope x {scale:g})" for s, scale in slopes.items())]
     started = time.perf_counter()
-    trained = dict(zip(args.settings, run_jobs(train, jobs, args.workers, (
-        lambda i, _: print(f"  {args.settings[i]}: {len(plans[args.settings[i]])} run(s) done", flush=True))
-        if cfg.log else lambda i, _: None), strict=True))
+    done = run_jobs(train, jobs, args.workers, (lambda i, _: print(
+        f"  {names[i]}: {len(jobs[i][1])} run(s) done", flush=True)) if cfg.log else lambda i, _: None)
+    trained = dict(zip(args.settings, done, strict=False))
+    trained_slopes = dict(zip(slopes, done[len(args.settings):], strict=True))
     seconds = time.perf_counter() - started
 
     results = results_header("part2_fc.py", args, data, cfg) | {"workers": args.workers}
     results["settings"] = {s: setting_record(s, plans[s], trained[s], args) for s in args.settings}
     results |= study_results(results["settings"], trained, plans, args) if args.seeds > 1 else {}
+    if slopes:
+        results["controls"]["slope_ce"] = {"scale": slopes, "settings": {
+            s: slope_record(trained_slopes[s]["runs"], results["settings"], s, scale) for s, scale in slopes.items()}}
     settings = results["settings"]
     its = {s: settings[s]["single"]["iterations"] for s in args.settings}
     single = sorted(args.settings, key=lambda s: (its[s] is None, its[s] or 0))  # by one seed; not reached last
@@ -219,6 +232,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--min-reach", type=float, default=0.9,
         help="a sweep's best rate needs this share of seeds at 100%% (default 0.9)")
     add("--control-half-lr", action="store_true", help="2.5 control: the CE settings again at lr / 2")
+    add("--control-slope", action="store_true",
+        help="2.5 control: the CE settings again with the hidden slope f'(a) scaled in the backward pass only "
+             "(ReLU x 1/4, sigmoid x 4: each to the other's largest slope)")
     args = parser.parse_args(argv)
     args.settings = args.settings.split(",")
     if set(args.settings) - set(SETTINGS) or len(set(args.settings)) != len(args.settings):
@@ -227,8 +243,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.lrs and len(set(args.lrs)) != len(args.lrs):
         raise InputError(f"argument --lrs: {','.join(map(str, args.lrs))} repeats a rate")
     seed_list(args.first_seed, max(args.seeds, args.sweep_seeds or 0))  # the sweep's seeds stay in range too
-    if (args.lrs or args.control_half_lr) and args.seeds < 2:
-        raise InputError("--lrs and --control-half-lr are 2.5's many-seed studies: give --seeds 2 or more")
+    if (args.lrs or args.control_half_lr or args.control_slope) and args.seeds < 2:
+        raise InputError("--lrs, --control-half-lr and --control-slope are 2.5's many-seed studies: "
+                         "give --seeds 2 or more")
     return args
 
 
@@ -379,10 +396,12 @@ def study_results(settings: dict[str, Any], trained: dict[str, Any], plans: dict
         rec["factors"] = {k: summarize_values(rec[k]) for k in (*Measurements.FACTORS, "hidden_spread_start")}
     out: dict[str, Any] = {"paired": paired_counts({s: settings[s]["iterations"] for s in settings})}
     by_run = {s: dict(zip(plans[s], trained[s]["runs"], strict=True)) for s in settings}
-    half = None
+    half, out["controls"] = None, {}
     if args.control_half_lr:
-        half = {s: control_record(by_run[s], settings[s], args) for s in settings if SETTINGS[s][1] == "ce"}
-        out["controls"] = {"half_lr_ce": {"lr": args.lr / 2, "settings": half}}
+        seeds = seed_list(args.first_seed, args.seeds)
+        half = {s: control_record([by_run[s][(seed, args.lr / 2)] for seed in seeds], settings[s])
+                for s in settings if SETTINGS[s][1] == "ce"}
+        out["controls"]["half_lr_ce"] = {"lr": args.lr / 2, "settings": half}
     out["factors"] = factor_table(settings, half)
     if args.lrs:
         out["lr_sweep"] = sweep_results(by_run, args)
@@ -397,11 +416,38 @@ def dead_units_summary(iterations: list[int | None], dead_end: list[int]) -> dic
             "reached_with_dead_end": sum(dead) - both}
 
 
-def control_record(by_run: dict[tuple[int, float], dict], base: dict[str, Any],
-                   args: argparse.Namespace) -> dict[str, Any]:
-    """2.5 control: a CE setting again at half the rate, seed for seed; ratio_to_base = its median
-    iterations over the same setting's at the base rate (first order predicts 2)."""
-    runs = [by_run[(seed, args.lr / 2)] for seed in seed_list(args.first_seed, args.seeds)]
+# 2.5's slope control: each CE setting's hidden slope scaled to the other activation's largest slope
+# (ReLU 1 -> 1/4, the sigmoid's 1/4 at a = 0 -> 1); the forward pass, and so h, stays the same.
+SLOPE_SCALES = {"relu": 0.25, "sigmoid": 4.0}
+
+
+def slope_controls(args: argparse.Namespace) -> dict[str, float]:
+    """{setting: slope scale} of the slope control's runs (none without --control-slope)."""
+    if not args.control_slope:
+        return {}
+    return {s: SLOPE_SCALES[SETTINGS[s][0]] for s in args.settings if SETTINGS[s][1] == "ce"}
+
+
+def slope_record(runs: list[dict[str, Any]], settings: dict[str, Any], setting: str, scale: float) -> dict[str, Any]:
+    """2.5 slope control of one CE setting, seed for seed against the setting itself and against the
+    other activation's CE setting ("other", when it ran); effective_slope: scale x the median over
+    seeds of the mean f'(a), the slope the hidden weights' gradients see."""
+    record = control_record(runs, settings[setting])
+    slope = summarize_values([r["hidden_slope"] for r in runs])["median"]
+    record |= {"scale": scale, "effective_slope": None if slope is None else scale * slope, "other": None}
+    other = f"{'sigmoid' if SETTINGS[setting][0] == 'relu' else 'relu'}-{SETTINGS[setting][1]}"
+    if other in settings:
+        its = record["iterations"]
+        record["other"] = {"setting": other, "ratio": div(record["summary"]["median"],
+                                                          settings[other]["summary"]["median"]),
+                           "paired": paired_counts({"control": its, "other": settings[other]["iterations"]})
+                           ["control"]["other"]}
+    return record
+
+
+def control_record(runs: list[dict[str, Any]], base: dict[str, Any]) -> dict[str, Any]:
+    """2.5 control: a setting's seeds again, changed in one thing, seed for seed; ratio_to_base = its
+    median iterations over the setting's own (the half-rate control: 1/rate predicts 2)."""
     its = [r["iterations"] for r in runs]
     summary = summarize_stops(its, [r["diverged_at"] for r in runs])
     return {"iterations": its, "summary": summary, "ratio_to_base": div(summary["median"], base["summary"]["median"]),
@@ -415,27 +461,47 @@ def factor_table(settings: dict[str, Any], half: dict[str, Any] | None) -> list[
     ("predicted_wrong"). Sigmoid against ReLU: ReLU's mean f'(a) / sigmoid's. L2 against CE at half the
     rate: the same predictions halved."""
     med = {s: settings[s]["summary"]["median"] for s in settings}
+    its = {s: settings[s]["iterations"] for s in settings}
     fac = {s: {k: v["median"] for k, v in settings[s]["factors"].items()} for s in settings}
-    rows = []  # (id, numerator, denominator, measured, predicted, predicted_wrong, basis)
+    rows = []  # (id, numerator, denominator, measured, both iterations lists, predicted, predicted_wrong, basis)
     for act in ("sigmoid", "relu"):
         l2, ce = f"{act}-l2", f"{act}-ce"
         if l2 in med and ce in med:
-            rows.append((f"l2_over_ce_{act}", l2, ce, div(med[l2], med[ce]), div(1, fac[l2]["l2_factor"]),
-                         div(1, fac[l2]["l2_factor_wrong"]), "1 / mean 2yhat(1-yhat) of the L2 runs"))
+            rows.append((f"l2_over_ce_{act}", l2, ce, div(med[l2], med[ce]), its[l2], its[ce],
+                         div(1, fac[l2]["l2_factor"]), div(1, fac[l2]["l2_factor_wrong"]),
+                         "1 / mean 2yhat(1-yhat) of the L2 runs"))
         if half and l2 in med and ce in half:
             rows.append((f"l2_over_half_lr_ce_{act}", l2, f"{ce} at lr/2", div(med[l2], half[ce]["summary"]["median"]),
-                         div(0.5, fac[l2]["l2_factor"]), div(0.5, fac[l2]["l2_factor_wrong"]),
-                         "1 / (2 x mean 2yhat(1-yhat) of the L2 runs)"))
+                         its[l2], half[ce]["iterations"], div(0.5, fac[l2]["l2_factor"]),
+                         div(0.5, fac[l2]["l2_factor_wrong"]), "1 / (2 x mean 2yhat(1-yhat) of the L2 runs)"))
     for loss in ("l2", "ce"):
         sig, relu = f"sigmoid-{loss}", f"relu-{loss}"
         if sig in med and relu in med:
-            rows.append((f"sigmoid_over_relu_{loss}", sig, relu, div(med[sig], med[relu]),
+            rows.append((f"sigmoid_over_relu_{loss}", sig, relu, div(med[sig], med[relu]), its[sig], its[relu],
                          div(fac[relu]["hidden_slope"], fac[sig]["hidden_slope"]), None,
                          "ReLU's share of active units / sigmoid's mean sigmoid'(a)"))
     # measured is None where a median is not reached (then a / b >= cap / b when only a is missing)
-    return [{"id": i, "numerator": num, "denominator": den, "measured": measured, "predicted": pred,
-             "predicted_wrong": pred_wrong, "basis": basis}
-            for i, num, den, measured, pred, pred_wrong, basis in rows]
+    return [{"id": i, "numerator": num, "denominator": den, "measured": measured,
+             "measured_ci95": ratio_interval(a, b), "predicted": pred, "predicted_wrong": pred_wrong, "basis": basis}
+            for i, num, den, measured, a, b, pred, pred_wrong, basis in rows]
+
+
+BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 10_000, 0
+
+
+def ratio_interval(numerator: list[int | None], denominator: list[int | None]) -> list[float | None] | None:
+    """95% percentile bootstrap interval of median(numerator) / median(denominator), iterations of the
+    same seeds (paired): the seeds are resampled with replacement, both lists by the same draw,
+    BOOTSTRAP_RESAMPLES times from a fixed generator. A seed that never reaches 100% counts as
+    infinitely slow, so an end beyond every finite ratio is None; None where a ratio is undefined."""
+    a, b = (np.array([math.inf if v is None else v for v in its], dtype=float) for its in (numerator, denominator))
+    draws = np.random.default_rng(BOOTSTRAP_SEED).integers(0, len(a), size=(BOOTSTRAP_RESAMPLES, len(a)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = np.median(a[draws], axis=1) / np.median(b[draws], axis=1)
+    if np.isnan(ratios).any():
+        return None
+    ends = np.quantile(ratios, [0.025, 0.975], method="inverted_cdf")  # no interpolation: an infinite end stays
+    return [float(e) if math.isfinite(e) else None for e in ends]
 
 
 def div(a: float | None, b: float | None) -> float | None:
@@ -568,7 +634,10 @@ def print_summary(results: dict[str, Any], seconds: float, out: Path) -> None:
         print(line)
     for f in results.get("factors", []):
         measured, predicted = ("-" if f[k] is None else f"{f[k]:.2f}" for k in ("measured", "predicted"))
-        print(f"  {f['id']:<26} median ratio {measured:>5}, first-order prediction {predicted}")
+        print(f"  {f['id']:<26} ratio of medians {measured:>5}, predicted from the gradient factor {predicted}")
+    for s, c in results.get("controls", {}).get("slope_ce", {}).get("settings", {}).items():
+        print(f"  {s} with its slope x {c['scale']:g}: median {fmt(c['summary']['median'])}, "
+              f"{fmt(c['ratio_to_base'])} x its own")
     if "lr_sweep" in results:
         sweep = results["lr_sweep"]
         print("  best rates: " + ", ".join(f"{s} {row['best']['lr']:g}" if row["best"] else f"{s} none"

@@ -91,9 +91,11 @@ def initial_draws(seed: int, n_in: int, hidden: int, std: float) -> tuple[torch.
 
 def reference_run(setting: str, seed: int, lr: float, x: np.ndarray, y: np.ndarray, cap: int, *,
                   hidden: int = 4, init_std: float = 0.1, init_bias: float = 0.1,
-                  diverge_factor: float | None = None) -> dict[str, Any]:
+                  diverge_factor: float | None = None, slope: float = 1.0) -> dict[str, Any]:
     """Plain SGD at lr; evaluate at t = 0, 1, ...; stop at the first 100% accuracy, a non-finite loss,
-    a loss above diverge_factor x the initial one (t >= 1), or the cap. Per-iteration values kept."""
+    a loss above diverge_factor x the initial one (t >= 1), or the cap. Per-iteration values kept.
+    slope: the gradient arriving at the pre-activations fc1(x) is multiplied by it (a hook, not the
+    script's detach), which is f'(a) scaled in the backward pass."""
     activation, kind, _ = p2.SETTINGS[setting]
     fc1, fc2 = nn.Linear(x.shape[1], hidden, dtype=torch.float64), nn.Linear(hidden, 1, dtype=torch.float64)
     w1, w2 = initial_draws(seed, x.shape[1], hidden, init_std)
@@ -108,7 +110,10 @@ def reference_run(setting: str, seed: int, lr: float, x: np.ndarray, y: np.ndarr
     out: dict[str, Any] = {"iterations": None, "diverged_at": None, "t": [], "loss": [], "accuracy": [],
                            "l2f": [], "l2f_wrong": [], "slope": [], "hout": [], "spread": [], "dead": []}
     for t in range(cap + 1):
-        h = f(fc1(xt))  # (B, H)
+        a = fc1(xt)  # (B, H)
+        if slope != 1:
+            a.register_hook(lambda grad: grad * slope)
+        h = f(a)
         z = fc2(h)[:, 0]
         p = torch.sigmoid(z)
         loss = F.mse_loss(p, yt) if kind == "l2" else F.binary_cross_entropy_with_logits(z, yt)
@@ -620,11 +625,13 @@ def test_factor_table_ratios_and_predictions_by_hand() -> None:
     def rec(median, l2f, l2f_wrong, slope):
         factors = {"l2_factor": l2f, "l2_factor_wrong": l2f_wrong, "hidden_slope": slope, "hidden_output": 0.3,
                    "hidden_spread": 0.2, "hidden_spread_start": 0.1}
-        return {"summary": {"median": median}, "factors": {k: {"median": v} for k, v in factors.items()}}
+        return {"summary": {"median": median}, "factors": {k: {"median": v} for k, v in factors.items()},
+                "iterations": [median] * 3}
 
     settings = {"sigmoid-l2": rec(400, 0.25, 0.4, 0.2), "sigmoid-ce": rec(100, 0.4, 0.5, 0.1),
                 "relu-l2": rec(None, 0.5, 0.8, 0.6), "relu-ce": rec(50, 0.3, 0.3, 0.8)}
-    half = {"sigmoid-ce": {"summary": {"median": 160}}, "relu-ce": {"summary": {"median": 80}}}
+    half = {"sigmoid-ce": {"summary": {"median": 160}, "iterations": [160] * 3},
+            "relu-ce": {"summary": {"median": 80}, "iterations": [80] * 3}}
     rows = {r["id"]: r for r in p2.factor_table(settings, half)}
     assert set(rows) == {"l2_over_ce_sigmoid", "l2_over_ce_relu", "l2_over_half_lr_ce_sigmoid",
                          "l2_over_half_lr_ce_relu", "sigmoid_over_relu_l2", "sigmoid_over_relu_ce"}
@@ -640,6 +647,9 @@ def test_factor_table_ratios_and_predictions_by_hand() -> None:
     assert rows["sigmoid_over_relu_ce"]["predicted_wrong"] is None
     assert rows["sigmoid_over_relu_l2"]["measured"] is None
     assert rows["sigmoid_over_relu_l2"]["predicted"] == pytest.approx(3.0)  # 0.6 / 0.2
+    # every seed alike: the bootstrap interval is the ratio itself; not reached: no finite end
+    assert rows["l2_over_ce_sigmoid"]["measured_ci95"] == [4.0, 4.0]
+    assert rows["l2_over_ce_relu"]["measured_ci95"] == [None, None]
     # no control: no half-rate rows; a lone setting: no rows at all
     assert {r["id"] for r in p2.factor_table(settings, None)} == set(rows) - {
         "l2_over_half_lr_ce_sigmoid", "l2_over_half_lr_ce_relu"}
@@ -650,6 +660,22 @@ def test_factor_table_ratios_and_predictions_by_hand() -> None:
     rows = {r["id"]: r for r in p2.factor_table(settings, half)}
     assert rows["l2_over_ce_relu"]["predicted"] is None and rows["l2_over_half_lr_ce_relu"]["predicted"] is None
     assert rows["l2_over_ce_relu"]["predicted_wrong"] is None
+
+
+def test_ratio_interval_resamples_seeds_in_pairs() -> None:
+    """The interval of median(a) / median(b) over resampled seeds: a seed's two values are drawn
+    together, so a = b gives exactly 1 (independent draws would spread it)."""
+    its = list(range(10, 110, 10))
+    assert p2.ratio_interval(its, its) == [1.0, 1.0]
+    lo, hi = p2.ratio_interval([2 * v for v in its], list(reversed(its)))
+    # the ends are ratios of two resampled medians: within the range any resample can reach
+    assert 2 * its[0] / its[-1] <= lo < 2 * 55 / 55 < hi <= 2 * its[-1] / its[0]
+    # the same fixed generator: the same interval every time
+    assert p2.ratio_interval([2 * v for v in its], list(reversed(its))) == [lo, hi]
+    # a median beyond the cap in most resamples: the upper end unbounded, the lower finite
+    assert p2.ratio_interval([*its[:4], *[None] * 6], its)[1] is None
+    assert p2.ratio_interval([*its[:4], *[None] * 6], its)[0] is not None
+    assert p2.ratio_interval([None] * 10, [None] * 10) is None  # inf / inf: undefined
 
 
 def sweep_args(**kw) -> argparse.Namespace:
@@ -693,18 +719,28 @@ def test_sweep_best_rate_is_decided_on_constructed_iterations() -> None:
     assert off["ranking_at_base"] is None and off["ranking_survives"] is None
 
 
-def test_half_rate_control_record_by_hand() -> None:
-    args = argparse.Namespace(lr=0.2, first_seed=3, seeds=5)
-    half = {3: 40, 4: None, 5: 30, 6: 50, 7: 20}  # at lr 0.1, seeds 3-7
-    base = [20, 30, 30, None, 10]  # the same seeds at lr 0.2
-    by_run = {(seed, 0.1): {"iterations": i, "diverged_at": 9 if i is None else None} for seed, i in half.items()}
-    by_run |= {(seed, 0.2): {"iterations": 1, "diverged_at": None} for seed in half}  # not the control's runs
-    rec = p2.control_record(by_run, {"iterations": base, "summary": {"median": 30.0}}, args)
+def test_control_record_by_hand() -> None:
+    half = [40, None, 30, 50, 20]  # a control's seeds 3-7, say at half the rate
+    base = [20, 30, 30, None, 10]  # the same seeds in the setting itself
+    runs = [{"iterations": i, "diverged_at": 9 if i is None else None} for i in half]
+    rec = p2.control_record(runs, {"iterations": base, "summary": {"median": 30.0}})
     assert rec["iterations"] == [40, None, 30, 50, 20]
     assert rec["summary"]["median"] == 40.0 and rec["summary"]["diverged"] == 1  # 20 30 40 50 inf
     assert rec["ratio_to_base"] == pytest.approx(40 / 30)  # the half rate's median over the base's
     # half against base: 40>20 loss, inf>30 loss, 30=30 tie, 50<inf win, 20>10 loss
     assert rec["paired_vs_base"] == {"wins": 1, "losses": 3, "ties": 1, "sign_test_p": pytest.approx(0.625)}
+
+
+def test_slope_record_against_the_other_activation_by_hand() -> None:
+    runs = [{"iterations": i, "diverged_at": None, "hidden_slope": h} for i, h in ((30, 0.2), (50, 0.4), (40, 0.3))]
+    settings = {"sigmoid-ce": {"iterations": [90, 100, 80], "summary": {"median": 90.0}},
+                "relu-ce": {"iterations": [20, 60, 10], "summary": {"median": 20.0}}}
+    rec = p2.slope_record(runs, settings, "sigmoid-ce", 4.0)
+    assert rec["ratio_to_base"] == pytest.approx(40 / 90) and rec["effective_slope"] == pytest.approx(4 * 0.3)
+    assert rec["other"]["setting"] == "relu-ce" and rec["other"]["ratio"] == pytest.approx(40 / 20)
+    # against ReLU seed by seed: 30>20 loss, 50<60 win, 40>10 loss
+    assert rec["other"]["paired"] == paired_by_hand([30, 50, 40], [20, 60, 10])
+    assert (rec["other"]["paired"]["wins"], rec["other"]["paired"]["losses"]) == (1, 2)
 
 
 def test_dead_units_summary_by_hand() -> None:
@@ -715,7 +751,8 @@ def test_dead_units_summary_by_hand() -> None:
 # --- 7. the command line end to end: every control and measurement against the reference ------------
 
 WIRING_ARGS = ["--settings", "relu-l2,relu-ce", "--dtype", "float64", "--seeds", "3", "--first-seed", "1", "--lr", "3",
-               "--lrs", "1,3", "--sweep-seeds", "2", "--control-half-lr", "--max-iters", "600", "--quiet"]
+               "--lrs", "1,3", "--sweep-seeds", "2", "--control-half-lr", "--control-slope", "--max-iters", "600",
+               "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -734,6 +771,8 @@ def wiring(tmp_path_factory, standin_dir: Path, data) -> dict[str, Any]:
     wanted |= {("relu-ce", seed, 1.5) for seed in (1, 2, 3)} | {(s, seed, 1.0) for s in ("relu-l2", "relu-ce")
                                                                 for seed in (1, 2)}
     refs = {key: reference_run(key[0], key[1], key[2], x, y, 600) for key in sorted(wanted)}
+    refs |= {("relu-ce slope", seed, 3.0): reference_run("relu-ce", seed, 3.0, x, y, 600, slope=0.25)
+             for seed in (1, 2, 3)}
     return {"json": json.loads((out / "2" / "part2_fc.json").read_text()), "refs": refs,
             "one": json.loads((out / "1" / "part2_fc.json").read_text())}
 
@@ -771,6 +810,26 @@ def test_cli_half_rate_control_trains_the_ce_settings_at_half_the_rate(wiring) -
     assert rec["iterations"] == half
     assert rec["ratio_to_base"] == pytest.approx(np.median(half) / np.median(base))
     assert rec["paired_vs_base"] == paired_by_hand(half, base)
+
+
+def test_cli_slope_control_scales_only_the_backward_slope(wiring) -> None:
+    """ReLU + CE with f'(a) x 1/4 in the backward pass: the reference's hook, seed for seed; its
+    forward pass is the setting's own, so at t = 0 the two runs have the same loss."""
+    res = wiring["json"]
+    control = res["controls"]["slope_ce"]
+    assert control["scale"] == {"relu-ce": 0.25} and set(control["settings"]) == {"relu-ce"}
+    rec, base = control["settings"]["relu-ce"], ref_its(wiring, "relu-ce", [1, 2, 3], 3.0)
+    want = ref_its(wiring, "relu-ce slope", [1, 2, 3], 3.0)
+    assert want != base  # a control that ignored its slope would repeat the main study
+    assert rec["iterations"] == want and rec["scale"] == 0.25
+    assert all(wiring["refs"][("relu-ce slope", seed, 3.0)]["loss"][0] == pytest.approx(
+        wiring["refs"][("relu-ce", seed, 3.0)]["loss"][0], rel=1e-12) for seed in (1, 2, 3))
+    slope = np.median([expected_record(wiring["refs"][("relu-ce slope", seed, 3.0)])["hidden_slope"]
+                       for seed in (1, 2, 3)])
+    assert rec["effective_slope"] == pytest.approx(0.25 * slope, rel=REL)
+    assert rec["ratio_to_base"] == pytest.approx(np.median(want) / np.median(base))
+    assert rec["paired_vs_base"] == paired_by_hand(want, base)
+    assert rec["other"] is None  # the sigmoid did not run here
 
 
 def test_cli_sweep_trains_each_rate_on_the_sweep_seeds(wiring) -> None:
@@ -938,6 +997,7 @@ def assert_refused(code: int, err: str, hint: str, out: Path) -> None:
     (["--seeds", "0"], "--seeds"),
     (["--seeds", "1", "--lrs", "0.1,1"], "--lrs"),  # a sweep with one seed: refused, not trained and dropped
     (["--seeds", "1", "--control-half-lr"], "--control-half-lr"),
+    (["--seeds", "1", "--control-slope"], "--control-slope"),
     (["--seeds", str(10**6 + 1)], "--seeds"),
     (["--sweep-seeds", "0", "--lrs", "0.1", "--seeds", "2"], "--sweep-seeds"),
     (["--min-reach", "1.5"], "--min-reach"),
