@@ -255,7 +255,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 class Measurements:
     """What train() measures on the way, apart from the stop rule. Per run: its stop, final loss and
     accuracy (the last finite ones), dead hidden units (output 0 on every image: no gradient again)
-    at the start and at the stop, and gradient factors averaged over every `stride`-th iteration:
+    at the start and at the stop, how many images the untrained net calls 1, and gradient factors
+    averaged over every `stride`-th iteration:
       l2_factor        mean over images of 2 yhat (1 - yhat): L2's dL/dz over cross-entropy's;
       l2_factor_wrong  the same over the images still classified wrong (those decide the stop);
       hidden_slope     mean f'(a) over units and images (ReLU: the share of active units), which
@@ -294,8 +295,8 @@ class Measurements:
             finite = torch.isfinite(loss)
             self.last = torch.where(finite, torch.stack([loss, accuracy]), self.last)
             self.t = t
-            if t == 0:
-                self.initial, self.dead_start = loss, (h == 0).all(2).sum(-1)
+            if t == 0:  # the untrained net: its loss, dead units and how many images it calls 1
+                self.initial, self.dead_start, self.ones_start = loss, (h == 0).all(2).sum(-1), (logits > 0).sum(-1)
             if self.curves is not None:
                 self.curves.append(torch.stack([loss, accuracy])[:, 0])
             if t % self.stride == 0:  # sampled: the gradient factors of the runs with a finite loss
@@ -336,7 +337,8 @@ class Measurements:
                      "hidden_spread_start": self.spread_start[row].item()}
             record = self.out[row]
             record.update({k: v if math.isfinite(v) else None for k, v in named.items()},  # JSON has no NaN
-                          dead_start=int(self.dead_start[row]), dead_end=int(dead_end))
+                          dead_start=int(self.dead_start[row]), dead_end=int(dead_end),
+                          predicted_ones_start=int(self.ones_start[row]))
             if div:
                 record["diverged_at"] = self.t
             elif hit:
@@ -403,6 +405,7 @@ def study_results(settings: dict[str, Any], trained: dict[str, Any], plans: dict
                 for s in settings if SETTINGS[s][1] == "ce"}
         out["controls"]["half_lr_ce"] = {"lr": args.lr / 2, "settings": half}
     out["factors"] = factor_table(settings, half)
+    out["bootstrap"] = {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "level": 0.95}  # factors' intervals
     if args.lrs:
         out["lr_sweep"] = sweep_results(by_run, args)
     return out

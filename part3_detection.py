@@ -429,8 +429,9 @@ def draw_figures(results: dict[str, Any], by_study: dict[str, list[SeedRun]], cf
     first = results["single"]["classification_iterations"]
     figures = {
         "part3_detection_classification.png": (plot_curves, one, "ce", "accuracy", first,
-                                               f"3.2 (1)-(2): classification, {which}"),
-        "part3_detection_width.png": (plot_curves, one, "l2", "width_accuracy", first, f"3.2 (3)-(4): widths, {which}"),
+                                               f"3.2 (1)-(2): classes, seed {seed}"),
+        "part3_detection_width.png": (plot_curves, one, "l2", "width_accuracy", first,
+                                      f"3.2 (3)-(4): widths, seed {seed}"),
         "part3_detection_width_scatter.png": (plot_width_scatter, one.widths[-1], data,
                                               f"3.2: predicted widths at the stop, {which}"),
         "part3_detection_kernels.png": (plot_kernels, net, start, f"3.2: conv1 kernels, {which}"),
@@ -448,10 +449,10 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
     dotted: the first 100% classification, dashed: the stop."""
     import matplotlib.pyplot as plt
 
-    names = {"ce": "cross-entropy", "l2": "width L2 loss (pixels$^2$)", "accuracy": "class accuracy (%)",
+    names = {"ce": "cross-entropy", "l2": "width L2 loss (px$^2$)", "accuracy": "class accuracy (%)",
              "width_accuracy": "width accuracy (%)"}
-    # 5.6 in wide, the width the report prints these two at: the text stays 9 pt on paper
-    fig, axes = plt.subplots(1, 2, figsize=(5.6, 2.35), layout="constrained")
+    # 3.2 in wide, the width the report prints each at (the two figures side by side): 8.5 pt text on paper
+    fig, axes = plt.subplots(1, 2, figsize=(3.2, 2.3), layout="constrained")
     t = np.arange(1, run.stop + 2)  # iteration + 1: iteration 0 fits a log axis
     axes[0].plot(t, run.curves[loss], color=COLOURS[run.study], lw=1.4)
     axes[1].plot(t, 100 * run.curves[accuracy], color=COLOURS[run.study], lw=1.4)
@@ -461,14 +462,17 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
     axes[1].set(xscale="log", xlabel="iteration + 1", ylabel=names[accuracy], ylim=(0, 102))
     for ax in axes:  # the legend (below the panels) takes its labels from the left panel
         if first is not None:
-            ax.axvline(first + 1, color="grey", ls=":", lw=1.2, label=f"100% classified ({first})" if ax is axes[0]
+            ax.axvline(first + 1, color="grey", ls=":", lw=1.2, label=f"classified ({first})" if ax is axes[0]
                        else None)
         if run.iterations is not None:
             ax.axvline(run.iterations + 1, color="tab:red", ls="--", lw=1,
-                       label=f"every width right ({run.iterations})" if ax is axes[0] else None)
+                       label=f"widths right ({run.iterations})" if ax is axes[0] else None)
+        ax.xaxis.label.set_size(8.5)
+        ax.yaxis.label.set_size(8.5)
+        ax.tick_params(labelsize=8)
     if first is not None or run.iterations is not None:
-        fig.legend(loc="outside lower center", ncols=2, fontsize=8.5)
-    fig.suptitle(title)
+        fig.legend(loc="outside lower center", ncols=2, fontsize=8, handlelength=1.5, columnspacing=1)
+    fig.suptitle(title, fontsize=9)
     return fig
 
 

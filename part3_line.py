@@ -6,8 +6,9 @@
 How fast does the conv net learn to tell "square left of the bar" (label 1) from "square right of
 the bar" (label 0)? --holdout N: does it learn a rule (right on images it never saw) or memorise?
 --control-fc: why is it faster than part 2, and why does a conv net suit these images? Part 2's
-fully connected net on the same images, as is, rescaled to part 2's input scale, and grown to the
-conv net's size; each also trained on the held-out split (see the 3.1 controls section).
+fully connected net on the same images, as is, rescaled to part 2's input scale (also with the labels
+shuffled: no rule to learn), and grown to the conv net's size; each also trained on the held-out split
+(see the 3.1 controls section).
 
 The network, for H x W images (the course's are 16 x 16; the size is read from the data):
     image (1, H, W) -> conv 7x7, 16 kernels -> ReLU -> conv 7x7, 8 kernels -> ReLU
@@ -216,7 +217,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="hold out N distinct images (half of each class), report accuracy on them (0 = off)")
     add("--control-fc", action="store_true",
         help="controls: part 2's fully connected net (ReLU, cross-entropy) on the line images: as is, rescaled "
-             "to part 2's input scale, and with as many parameters as the conv net (each also on --holdout)")
+             "to part 2's input scale (also with shuffled labels), and with as many parameters as the conv net "
+             "(each also on --holdout)")
     return parser.parse_args(argv)
 
 
@@ -242,6 +244,7 @@ def ending(iterations: int | None, diverged_at: int | None, stop: int) -> str:
 # ===== 3.1 study: the held-out images; the fully connected controls (data, input scale, size, architecture) =====
 
 HOLDOUT_SEED = 0  # draws the held-out images: the same split on every run
+SHUFFLE_SEED = 0  # the first seed tried for the label permutation of "fc_rescaled_shuffled" (see shuffled_labels)
 FC_SETTING = "relu-ce"  # part 2's network of 2.4: 4 ReLU hidden units, cross-entropy
 
 
@@ -306,27 +309,56 @@ def fc_parameters(n_in: int, hidden: int) -> int:
 def fc_controls(data: Dataset, random_data: Dataset, split: Split | None, seeds: list[int], cfg: Config,
                 conv: int) -> dict[str, Any]:
     """3.1 controlled. Part 2's network (ReLU hidden units, cross-entropy, the same stop rule, part 2's
-    train) on the line images, flattened, three ways: "fc" as is (4 hidden units: the data changed,
+    train) on the line images, flattened, four ways: "fc" as is (4 hidden units: the data changed,
     the network not); "fc_rescaled" with every image scaled so that the mean ||x||^2 is the random
     images' (the data changed at part 2's input scale); "fc_matched" with the hidden units that bring
-    its parameter count closest to the conv net's `conv` (the architecture changed, not the size). With a
-    split, each also trains on its training rows and is measured on its held-out rows, like the conv net: a conv
+    its parameter count closest to the conv net's `conv` (the architecture changed, not the size);
+    "fc_rescaled_shuffled" as "fc_rescaled" but image i labelled labels[label_permutation[i]] (a fixed
+    permutation: the same 32/32 counts, no rule linking label to image, as part 2's random data; its
+    label_conflicts > 0 if it split pixel-identical images, which puts 100% out of reach). With a split,
+    each also trains on its training rows and is measured on its held-out rows, like the conv net: a conv
     net's local, shared kernels should carry over to unseen images better than FC weights per pixel."""
     x = data.images.reshape(len(data.images), -1)
     scale = {"line": mean_squared_norm(data.images), "random": mean_squared_norm(random_data.images)}
     factor = math.sqrt(scale["random"] / scale["line"])
     matched = min(range(1, conv + 1), key=lambda h: abs(fc_parameters(x.shape[1], h) - conv))
-    variants = {"fc": (1.0, 4), "fc_rescaled": (factor, 4), "fc_matched": (1.0, matched)}
-    controls = {name: fc_control(x * f, data.labels, split, seeds, replace(cfg, hidden=hidden))
-                for name, (f, hidden) in variants.items()}
-    for name, (f, _) in variants.items():
-        controls[name] |= {"input_factor": f, "input_scale": mean_squared_norm(x * f)}
+    permutation, shuffle_seed = shuffled_labels(x, data.labels)
+    variants = {"fc": (1.0, 4, None), "fc_rescaled": (factor, 4, None), "fc_matched": (1.0, matched, None),
+                "fc_rescaled_shuffled": (factor, 4, permutation)}  # (input factor, hidden units, label permutation)
+    controls = {}
+    for name, (f, hidden, perm) in variants.items():
+        y = data.labels if perm is None else data.labels[perm]
+        controls[name] = fc_control(x * f, y, split, seeds, replace(cfg, hidden=hidden)) | {
+            "input_factor": f, "input_scale": mean_squared_norm(x * f), "labels_shuffled": perm is not None,
+            "label_conflicts": label_conflicts(x, y)}
+        if perm is not None:
+            controls[name] |= {"shuffle_seed": shuffle_seed, "label_permutation": perm.tolist()}
     comparison = {"input_scale": scale | {"rescale_factor": factor},
                   "inputs": {"line": x.shape[1], "random": int(np.prod(random_data.images.shape[1:]))},
                   "parameters": {"conv": conv, "part2_fc": fc_parameters(int(np.prod(random_data.images.shape[1:])), 4)}
                   | {name: c["parameters"] for name, c in controls.items()},
                   "label_counts": {"line": data.record["label_counts"], "random": random_data.record["label_counts"]}}
     return {"controls": controls, "comparison": comparison}
+
+
+def shuffled_labels(x: np.ndarray, labels: np.ndarray, tries: int = 100) -> tuple[np.ndarray, int]:
+    """A fixed permutation of the labels (B,) for images x (B, n_in): the first one drawn from the seeds
+    SHUFFLE_SEED, SHUFFLE_SEED + 1, ... that gives pixel-identical images one label, so that 100% stays
+    reachable (the course's line images hold a duplicate pair). Returns (permutation, its seed); after
+    `tries` seeds, the first permutation (its label_conflicts are recorded)."""
+    for seed in range(SHUFFLE_SEED, SHUFFLE_SEED + tries):
+        permutation = np.random.default_rng(seed).permutation(len(labels))
+        if label_conflicts(x, labels[permutation]) == 0:
+            return permutation, seed
+    return np.random.default_rng(SHUFFLE_SEED).permutation(len(labels)), SHUFFLE_SEED
+
+
+def label_conflicts(x: np.ndarray, y: np.ndarray) -> int:
+    """Groups of pixel-identical images x (B, n_in) whose labels y (B,) differ: each puts 100% training
+    accuracy out of reach (shuffled labels can split a duplicate)."""
+    _, group = np.unique(x, axis=0, return_inverse=True)
+    group = group.ravel()
+    return sum(len(np.unique(y[group == g])) > 1 for g in np.unique(group))
 
 
 def fc_control(x: np.ndarray, y: np.ndarray, split: Split | None, seeds: list[int], cfg: Config) -> dict[str, Any]:
@@ -376,8 +408,10 @@ def fc_replay_accuracy(seeds: list[int], stops: list[int], x: np.ndarray, y: np.
 # ===== Records and figures =====
 
 CONV_COLOUR = "tab:purple"  # the conv net in every figure; the FC controls keep their colours below
-CONTROL_COLOURS = {"fc": "tab:blue", "fc_rescaled": "tab:cyan", "fc_matched": "tab:brown"}  # fc: part 2's ReLU + CE
-CONTROL_LABELS = {"fc": "FC 4 hidden", "fc_rescaled": "FC 4 hidden, rescaled", "fc_matched": "FC, conv's size"}
+CONTROL_COLOURS = {"fc": "tab:blue", "fc_rescaled": "tab:cyan", "fc_matched": "tab:brown",  # fc: part 2's ReLU + CE
+                   "fc_rescaled_shuffled": "tab:gray"}
+CONTROL_LABELS = {"fc": "FC 4 hidden", "fc_rescaled": "FC 4 hidden, rescaled", "fc_matched": "FC, conv's size",
+                  "fc_rescaled_shuffled": "FC 4 hidden, rescaled, labels shuffled"}
 
 
 def study_record(runs: list[SeedRun], cfg: Config, data: Dataset) -> dict[str, Any]:
@@ -520,9 +554,12 @@ def print_summary(results: dict[str, Any], out: Path) -> None:
           + ending(one["iterations"], one["diverged_at"], results["config"]["max_iters"]))
     rows = {"conv net": (results["summary"], results["holdout"])} | {
         CONTROL_LABELS[k]: (c["summary"], c["holdout"]) for k, c in results["controls"].items() if c}
+    width = max(map(len, rows))
     for label, (summary, held) in rows.items():
-        line = (f"  {label:<22} median {fmt(summary['median'])} iterations (IQR {fmt(summary['q1'])}-"
-                f"{fmt(summary['q3'])}), {summary['reached']}/{summary['n_seeds']} reached")
+        iqr = (f"IQR {fmt(summary['q1'])}-{fmt(summary['q3'])}" if summary["q3"] is not None else
+               f"q1 {fmt(summary['q1'])}, q3 not reached" if summary["q1"] is not None else "quartiles not reached")
+        line = (f"  {label:<{width}} median {fmt(summary['median'])} iterations ({iqr}), "
+                f"{summary['reached']}/{summary['n_seeds']} reached")
         if held and held["summary"]["median"] is not None:
             line += f"; held-out accuracy median {100 * held['summary']['median']:.1f}%"
         print(line)

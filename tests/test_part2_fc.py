@@ -108,7 +108,7 @@ def reference_run(setting: str, seed: int, lr: float, x: np.ndarray, y: np.ndarr
     opt = torch.optim.SGD([*fc1.parameters(), *fc2.parameters()], lr=lr)
     xt, yt = torch.tensor(x), torch.tensor(y)
     out: dict[str, Any] = {"iterations": None, "diverged_at": None, "t": [], "loss": [], "accuracy": [],
-                           "l2f": [], "l2f_wrong": [], "slope": [], "hout": [], "spread": [], "dead": []}
+                           "l2f": [], "l2f_wrong": [], "slope": [], "hout": [], "spread": [], "dead": [], "ones": []}
     for t in range(cap + 1):
         a = fc1(xt)  # (B, H)
         if slope != 1:
@@ -130,6 +130,7 @@ def reference_run(setting: str, seed: int, lr: float, x: np.ndarray, y: np.ndarr
             out["hout"].append(hn.mean())
             out["spread"].append(np.std(hn, axis=0).mean())  # per unit across all B images (/B), then over units
         out["dead"].append(int((hn == 0).all(axis=0).sum()))
+        out["ones"].append(int((pn > 0.5).sum()))
         if not math.isfinite(loss.item()) or (
                 diverge_factor is not None and t >= 1 and loss.item() > diverge_factor * out["loss"][0]):
             out["diverged_at"] = t
@@ -161,7 +162,7 @@ def expected_record(ref: dict[str, Any], stride: int = 1) -> dict[str, Any]:
             "l2_factor": mean("l2f"), "l2_factor_wrong": mean("l2f_wrong"), "hidden_slope": mean("slope"),
             "hidden_output": mean("hout"), "hidden_spread": mean("spread"),
             "hidden_spread_start": ref["spread"][0] if math.isfinite(ref["loss"][0]) else None,
-            "dead_start": ref["dead"][0], "dead_end": ref["dead"][-1]}
+            "dead_start": ref["dead"][0], "dead_end": ref["dead"][-1], "predicted_ones_start": ref["ones"][0]}
 
 
 def check_run(run: dict[str, Any], ref: dict[str, Any], stride: int = 1, rel: float = REL) -> None:

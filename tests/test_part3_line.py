@@ -334,20 +334,28 @@ def test_holdout_accuracy_is_measured_on_the_held_out_images(data: Dataset) -> N
 # --- the fully connected controls ----------------------------------------------------------------------
 
 
+FC_MAX_ITERS = 300  # the controls' seeds 0 and 1 reach 100% by then; on shuffled labels they need 400-850
+
+
 @pytest.fixture(scope="module")
 def controls(data: Dataset, random_data: Dataset) -> dict[str, Any]:
-    cfg = replace(F64, max_iters=300)
+    cfg = replace(F64, max_iters=FC_MAX_ITERS)
     split = p3.holdout_split(data.images, data.labels, 16)
     conv = sum(p.numel() for p in ReferenceConv(data.images.shape[1:], 0).parameters())
     return p3.fc_controls(data, random_data, split, [0, 1], cfg, conv) | {
         "split": split, "conv": conv}
 
 
-def reference_fc_run(data: Dataset, hidden: int, factor: float, seed: int, rows: Any, max_iters: int = 300
+def shuffled_labels(data: Dataset) -> np.ndarray:
+    """The labels of "fc_rescaled_shuffled", drawn here: permuted by numpy's generator from seed 0."""
+    return data.labels[np.random.default_rng(0).permutation(len(data.labels))]
+
+
+def reference_fc_run(data: Dataset, y: np.ndarray, hidden: int, factor: float, seed: int, rows: Any
                      ) -> tuple[nn.Module, int | None]:
     net = reference_fc(data.images[0].size, hidden, seed)
     iterations, _, _ = reference_loop(net, data.images[rows].reshape(-1, data.images[0].size) * factor,
-                                      data.labels[rows], max_iters)
+                                      y[rows], FC_MAX_ITERS)
     return net, iterations
 
 
@@ -357,40 +365,80 @@ def test_fc_controls_scales_and_sizes_from_the_data(controls: dict, data: Datase
     comparison, c = controls["comparison"], controls["controls"]
     assert comparison["input_scale"]["line"] == pytest.approx(line) and comparison["input_scale"]["random"] == rand
     assert c["fc"]["input_scale"] == pytest.approx(line) and c["fc_rescaled"]["input_scale"] == pytest.approx(rand)
+    assert c["fc_rescaled_shuffled"]["input_scale"] == c["fc_rescaled"]["input_scale"]
     n_in = data.images[0].size
     sizes = {h: sum(p.numel() for p in reference_fc(n_in, h, 0).parameters()) for h in range(1, 200)}
     matched = min(sizes, key=lambda h: abs(sizes[h] - controls["conv"]))
-    assert (c["fc"]["hidden"], c["fc_rescaled"]["hidden"], c["fc_matched"]["hidden"]) == (4, 4, matched)
-    assert {k: c[k]["parameters"] for k in c} == {"fc": sizes[4], "fc_rescaled": sizes[4], "fc_matched": sizes[matched]}
+    assert {k: c[k]["hidden"] for k in c} == {"fc": 4, "fc_rescaled": 4, "fc_matched": matched,
+                                              "fc_rescaled_shuffled": 4}
+    assert {k: c[k]["parameters"] for k in c} == {"fc": sizes[4], "fc_rescaled": sizes[4], "fc_matched": sizes[matched],
+                                                  "fc_rescaled_shuffled": sizes[4]}
     assert comparison["parameters"]["part2_fc"] == sum(p.numel() for p in reference_fc(16, 4, 0).parameters())
     assert comparison["parameters"]["conv"] == controls["conv"]
 
 
-@pytest.mark.parametrize("name", ["fc", "fc_rescaled", "fc_matched"])
+@pytest.mark.parametrize("name", ["fc", "fc_rescaled", "fc_matched", "fc_rescaled_shuffled"])
 def test_each_fc_control_trains_relu_ce_on_its_inputs(controls: dict, data: Dataset, name: str) -> None:
-    """Against the reference loop (ReLU, cross-entropy, the control's hidden units and input scale),
-    seed for seed, on all images and on the held-out split's training rows; the held-out accuracy
-    is the reference's on the held-out rows."""
+    """Against the reference loop (ReLU, cross-entropy, the control's hidden units, input scale and
+    labels), seed for seed, on all images and on the held-out split's training rows; the held-out
+    accuracy is the reference's on the held-out rows (against the shuffled labels for the shuffled control)."""
     record = controls["controls"][name]
     factor = math.sqrt(controls["comparison"]["input_scale"]["random"] / controls["comparison"]["input_scale"]["line"])
-    factor = factor if name == "fc_rescaled" else 1.0
+    factor = factor if name.startswith("fc_rescaled") else 1.0
+    y = shuffled_labels(data) if name == "fc_rescaled_shuffled" else data.labels
     train_rows, test = controls["split"]
-    expected, expected_held, expected_acc = [], [], []
+    expected, expected_held, expected_acc, expected_train = [], [], [], []
     for seed in (0, 1):
-        expected.append(reference_fc_run(data, record["hidden"], factor, seed, slice(None))[1])
-        net, its = reference_fc_run(data, record["hidden"], factor, seed, train_rows)
+        expected.append(reference_fc_run(data, y, record["hidden"], factor, seed, slice(None))[1])
+        net, its = reference_fc_run(data, y, record["hidden"], factor, seed, train_rows)
         expected_held.append(its)
-        expected_acc.append(accuracy_of(net, data.images[test].reshape(len(test), -1) * factor, data.labels[test]))
-    assert None not in expected and None not in expected_held, "raise max_iters: a reference run did not reach"
+        expected_acc.append(accuracy_of(net, data.images[test].reshape(len(test), -1) * factor, y[test]))
+        expected_train.append(accuracy_of(net, data.images[train_rows].reshape(len(train_rows), -1) * factor,
+                                          y[train_rows]))
+    if name == "fc_rescaled_shuffled":  # cheaper than reaching: compared at the cap, mid-run
+        assert set(expected + expected_held) == {None} and max(expected_train) < 1, "lower FC_MAX_ITERS"
+    else:
+        assert None not in expected and None not in expected_held, "raise FC_MAX_ITERS: a reference run did not reach"
     assert record["iterations"] == expected and record["holdout"]["iterations"] == expected_held
-    assert record["holdout"]["test_accuracy"] == expected_acc and record["holdout"]["train_accuracy"] == [1.0, 1.0]
+    assert record["holdout"]["test_accuracy"] == expected_acc and record["holdout"]["train_accuracy"] == expected_train
 
 
-def test_fc_controls_differ_where_their_wiring_differs(controls: dict) -> None:
-    """If two controls trained the same network on the same inputs, the per-control tests above could
-    not tell them apart: here the three differ seed by seed."""
-    its = {k: tuple(c["iterations"]) for k, c in controls["controls"].items()}
-    assert len(set(its.values())) == 3, its
+def test_fc_controls_differ_where_their_wiring_differs(controls: dict, data: Dataset) -> None:
+    """If two controls trained the same network on the same inputs and labels, the per-control tests
+    above could not tell them apart: here the four differ seed by seed, and the shuffled labels keep
+    the counts of each label but not the labels."""
+    c = controls["controls"]
+    its = {k: tuple(r["iterations"]) for k, r in c.items()}
+    assert len(set(its.values())) == 4, its
+    shuffled = shuffled_labels(data)
+    assert np.array_equal(np.bincount(shuffled.astype(int)), np.bincount(data.labels.astype(int)))
+    assert (shuffled != data.labels).any()
+    permutation = np.random.default_rng(0).permutation(len(data.labels)).tolist()
+    assert c["fc_rescaled_shuffled"]["label_permutation"] == permutation
+    assert {k: r["labels_shuffled"] for k, r in c.items()} == {
+        "fc": False, "fc_rescaled": False, "fc_matched": False, "fc_rescaled_shuffled": True}
+    assert c["fc_rescaled_shuffled"]["shuffle_seed"] == 0 and "label_permutation" not in c["fc_rescaled"]
+
+
+def test_label_conflicts_counts_identical_images_with_different_labels() -> None:
+    x = np.array([[0.0, 1], [0, 1], [1, 0], [1, 0], [1, 1]])  # two pairs of identical images, one lone image
+    assert p3.label_conflicts(x, np.array([1, 0, 1, 1, 0])) == 1  # the first pair split
+    assert p3.label_conflicts(x, np.array([1, 1, 0, 0, 1])) == 0
+
+
+def test_shuffled_labels_skip_permutations_that_split_identical_images() -> None:
+    """Images 0 and 1 identical: the permutation is the first, from seed 0 on, that labels them alike
+    (found here by testing the pair directly), so 100% stays reachable."""
+    x = np.array([[0.0, 1], [0, 1], [1, 0], [1, 1], [2, 0], [0, 2]])
+    labels = np.array([0.0, 0, 0, 1, 1, 1])
+    first = next(seed for seed in range(100)
+                 if len(set(labels[np.random.default_rng(seed).permutation(6)][:2])) == 1)
+    assert first > 0  # seed 0 splits the pair: the rule is exercised
+    permutation, seed = p3.shuffled_labels(x, labels)
+    assert seed == first and permutation.tolist() == np.random.default_rng(first).permutation(6).tolist()
+    # nothing to split: the first draw
+    permutation, seed = p3.shuffled_labels(np.eye(6), labels)
+    assert seed == 0 and permutation.tolist() == np.random.default_rng(0).permutation(6).tolist()
 
 
 # --- the command line, end to end ----------------------------------------------------------------------
@@ -429,7 +477,7 @@ def test_cli_json_holds_the_loops_numbers_and_the_figures(cli_runs: dict, data: 
     ref = ReferenceConv(data.images.shape[1:], 0)
     assert results["network"]["parameters"] == sum(p.numel() for p in ref.parameters())
     assert results["network"]["fc_inputs"] == ref.fc.in_features
-    assert set(results["controls"]) == {"fc", "fc_rescaled", "fc_matched"}
+    assert set(results["controls"]) == {"fc", "fc_rescaled", "fc_matched", "fc_rescaled_shuffled"}
     train_rows, _ = p3.holdout_split(data.images, data.labels, 16)
     held = [train(seed, data, replace(F32, max_iters=40), train_rows).iterations for seed in (0, 1)]
     assert held != results["iterations"], "the case cannot tell the training rows from all images"
