@@ -247,6 +247,7 @@ def seed_record(run: SeedRun, data: Dataset, groups: dict[str, np.ndarray], base
             for name, rows in groups.items()},
         "group_first_classified": {name: int(ok.argmax()) if ok.any() else None for name, ok in group_right.items()},
         "final_ce": ce, "final_accuracy": accuracy,
+        "accuracy_falls": int((np.diff(run.curves["accuracy"]) < 0).sum()),  # steps that made the accuracy worse
         "collapsed": ce is not None and abs(ce - chance_ce) < 1e-3 and accuracy <= max(
             float(data.labels.mean()), 1 - float(data.labels.mean())),
         "dead_conv2_maps": int((run.conv2_means == 0).all(0).sum()) if np.isfinite(run.conv2_means).all() else None,
@@ -255,6 +256,7 @@ def seed_record(run: SeedRun, data: Dataset, groups: dict[str, np.ndarray], base
         return record
     return record | {
         "final_l2": float(l2[final]) if final >= 0 else None,
+        "width_accuracy_falls": int((np.diff(width_accuracy) < 0).sum()),
         "final_width_accuracy": float(width_accuracy[final]) if final >= 0 else None,
         "final_max_width_error": float(np.abs(run.widths[final] - data.widths).max()) if final >= 0 else None,
     } | {key: {"iteration": int(t[0]), "width_accuracy": float(width_accuracy[t[0]]), "rms": float(np.sqrt(l2[t[0]]))}
@@ -477,8 +479,8 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
 
 
 def plot_width_scatter(predicted: np.ndarray, data: Dataset, title: str) -> Any:
-    """Predicted against true width, one marker per class at its true width (diamonds filled, squares
-    hollow, so that both stay visible where they overlap); shaded: the band of right predictions,
+    """Predicted against true width, one marker per class at its true width (hollow diamonds and
+    squares, so that both stay visible where they overlap); shaded: the band of right predictions,
     |error| < 0.5, around the diagonal."""
     import matplotlib.pyplot as plt
 
@@ -486,11 +488,11 @@ def plot_width_scatter(predicted: np.ndarray, data: Dataset, title: str) -> Any:
     line = np.array([data.widths.min() - 1, data.widths.max() + 1])
     ax.fill_between(line, line - WIDTH_TOLERANCE, line + WIDTH_TOLERANCE, color="grey", alpha=0.2, lw=0,
                     label=f"right: |error| < {WIDTH_TOLERANCE:g}")
-    for c, (marker, filled) in {0: ("D", True), 1: ("s", False)}.items():
+    for c, marker in {0: "D", 1: "s"}.items():  # both hollow, so overlaps stay visible (filled means other things)
         keep = (data.labels == c) & np.isfinite(predicted)
         wrong = int((keep & ~(np.abs(predicted - data.widths) < WIDTH_TOLERANCE)).sum())
         ax.scatter(data.widths[keep], predicted[keep], marker=marker, s=22, alpha=0.8, linewidths=1.1,
-                   facecolors=CLASS_COLOURS[c] if filled else "none", edgecolors=CLASS_COLOURS[c],
+                   facecolors="none", edgecolors=CLASS_COLOURS[c],
                    label=f"label {c}: {CLASSES[c]} ({wrong} wrong)")
     ax.set(xlabel="true width (pixels)", ylabel="predicted width (pixels)", title=title)
     ax.legend(loc="upper left")

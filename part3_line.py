@@ -432,9 +432,16 @@ def study_record(runs: list[SeedRun], cfg: Config, data: Dataset) -> dict[str, A
     return {"network": network, "iterations": its, "diverged_at": div, "diverged": [d is not None for d in div],
             "final_accuracy": [r.final_accuracy for r in runs], "final_loss": [r.final_loss for r in runs],
             "summary": summarize_stops(its, div),
+            "loss_rises": [loss_rises(r.loss).size for r in runs],
             "single": {"seed": seed, "percentile": percentile, "iterations": one.iterations, "diverged_at":
-                       one.diverged_at, "final_accuracy": one.final_accuracy, "final_ce": one.final_loss},
+                       one.diverged_at, "final_accuracy": one.final_accuracy, "final_ce": one.final_loss,
+                       "loss_rises_at": loss_rises(one.loss).tolist(), "accuracy": one.accuracy.tolist()},
             "conv2_class_means": {c: [float(v) if np.isfinite(v) else None for v in m] for c, m in means.items()}}
+
+
+def loss_rises(loss: np.ndarray) -> np.ndarray:
+    """The iterations t at which the loss (T,) is higher than at t - 1: a step that overshot."""
+    return np.flatnonzero(np.diff(loss) > 0) + 1
 
 
 def draw_figures(results: dict[str, Any], runs: list[SeedRun], data: Dataset, cfg: Config, out: Path) -> list[str]:
