@@ -372,12 +372,14 @@ def rank_sum_p(a: list[int | None], b: list[int | None]) -> float:
 
 def test_part3_line_controls_are_recomputed(small: Build) -> None:
     """Table 4: each row's median and quartiles from its seeds, the speed-up and the rank-sum test against
-    the row above (part 2's 2.4 network, FC rescaled, FC as is, FC at the conv net's size, conv net)."""
+    the row above (part 2's 2.4 network, FC rescaled with shuffled labels, FC rescaled, FC as is, FC at
+    the conv net's size, conv net)."""
     p2, line, text = small.results["part2_fc.json"], small.results["part3_line.json"], small.text
     table = text[text.index("3.1 step by step"):]
     c = line["controls"]
-    rows = [p2["settings"]["relu-ce"]["iterations"], c["fc_rescaled"]["iterations"], c["fc"]["iterations"],
-            c["fc_matched"]["iterations"], line["iterations"]]
+    rows = [p2["settings"]["relu-ce"]["iterations"], c["fc_rescaled_shuffled"]["iterations"],
+            c["fc_rescaled"]["iterations"], c["fc"]["iterations"], c["fc_matched"]["iterations"], line["iterations"]]
+    assert "shuffled labels" in table and f"seed {c['fc_rescaled_shuffled']['shuffle_seed']}, the first" in table
     cap = line["config"]["max_iters"]
     assert f"{p2['settings']['relu-ce']['question']}" in text  # the first row refers to Table 1 for its median
     for i, its in enumerate(rows[1:], start=1):
@@ -394,7 +396,7 @@ def test_part3_line_controls_are_recomputed(small: Build) -> None:
         assert pval(p) in table, p
         if all(x is not None for x in above + below):
             assert f"{sig(median(above) / median(below))}×" in table
-    for key in ("fc", "fc_rescaled", "fc_matched"):
+    for key in ("fc", "fc_rescaled", "fc_matched", "fc_rescaled_shuffled"):
         held = [x for x in c[key]["holdout"]["test_accuracy"] if x is not None]
         assert f"{pct(sum(held) / len(held), 1)} ({pct(min(held), 1)})" in table, key
     assert "seed pairs, ties as half" in table
@@ -478,3 +480,25 @@ def test_part3_detection_numbers_are_recomputed(small: Build) -> None:
     for seed in x10["collapsed_seeds"]:
         m = x10["measurements"][det["seeds"].index(seed)]
         assert f"seed {seed} collapses" in answer.lower() and f"cross-entropy {sig(m['final_ce'])}" in answer
+
+
+def test_figures_are_read_in_the_text(small: Build) -> None:
+    """What the curves show beyond the stop: how many seeds' untrained nets call every image 1 (part 2),
+    how many 3.1 seeds' losses ever rise, and the falls of the 3.2 median seed's two accuracies."""
+    p2, line, det = (small.results[f] for f in ("part2_fc.json", "part3_line.json", "part3_detection.json"))
+    text = small.text
+    n = p2["data"]["n_images"]
+    st = p2["settings"]
+    for act in ("sigmoid", "relu"):
+        ones = st[f"{act}-ce"]["predicted_ones_start"]
+        assert ones == st[f"{act}-l2"]["predicted_ones_start"]  # seed k starts alike in both losses
+        count = sum(v == n for v in ones)
+        name = "ReLU" if act == "relu" else act
+        assert f"{count} of {len(ones)} {name} seeds" in text, act
+    rises = line["loss_rises"]
+    if line["single"]["loss_rises_at"]:
+        assert f"the loss rises at least once in {sum(v > 0 for v in rises)} of {len(rises)} seeds" in text
+    one = det["single"]
+    if one["iterations"] is not None:
+        assert (f"the class accuracy falls at {one['accuracy_falls']} of the seed’s {one['iterations']:,} steps and "
+                f"the width accuracy at {one['width_accuracy_falls']}") in text
