@@ -133,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               for name, (loss, gradient, kink) in LOSSES.items()}
     versions = {"python": platform.python_version(), "numpy": np.__version__,  # matplotlib's: read, not imported
                 "matplotlib": next((d.version for d in importlib.metadata.distributions(name="matplotlib")), "none")}
-    results = {"config": {"extent": args.extent, "grid": args.grid, "x": args.x, "y": args.y},
+    results = {"config": {"extent": args.extent, "grid": args.grid, "x": args.x, "y": args.y,
+                          "dtype": str(s["W"].dtype)},  # numpy's float64: the surfaces and the check
                "versions": versions, "figures": [], "gradient_check": checks, **measure_1_6(s)}
     json_path = args.out / "part1_loss_gradient.json"
     write_json(json_path, results)  # the numbers first: a figure that fails, or a Ctrl-C, cannot lose them

@@ -573,20 +573,23 @@ def draw_figures(results: dict[str, Any], trained: dict[str, Any], x: np.ndarray
 
 
 def plot_typical_curves(curves: dict[str, dict[str, np.ndarray]], settings: dict[str, Any], title: str) -> Any:
-    """Left: the L2 settings' loss, middle: the CE settings' loss (each on its own log axis); right:
-    the training accuracy from 0%, with the majority-class share (what predicting all zeros scores)."""
+    """Per loss a pair of panels, its loss (log axis) and the training accuracy from 0%, the two
+    activations in each: L2 on the left, cross-entropy on the right (two settings per panel, so that
+    the accuracy curves, which share the majority-class plateau, stay apart)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(FIGURE_SIZE[0], 2.5), layout="constrained", sharex=True)
+    fig, axes = plt.subplots(1, 4, figsize=(FIGURE_SIZE[0], 2.5), layout="constrained", sharex=True)
     for s, c in curves.items():
         t = np.arange(1, len(c["loss"]) + 1)  # iteration + 1, so iteration 0 fits a log axis
         label = f"{LABELS[s]} (seed {settings[s]['single']['seed']})"
-        axes[0 if SETTINGS[s][1] == "l2" else 1].plot(t, c["loss"], lw=1.4, color=COLOURS[s], label=label)
-        axes[2].plot(t, 100 * c["accuracy"], lw=1.2, color=COLOURS[s], label=label)
-    for ax, name in zip(axes[:2], ("L2 loss", "cross-entropy loss"), strict=True):
-        ax.set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel=name)
-    axes[2].set(xscale="log", xlabel="iteration + 1", ylabel="training accuracy (%)", ylim=(0, 102))
-    fig.legend(*axes[2].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8.5)  # off the data
+        col = 0 if SETTINGS[s][1] == "l2" else 2
+        axes[col].plot(t, c["loss"], lw=1.4, color=COLOURS[s], label=label)
+        axes[col + 1].plot(t, 100 * c["accuracy"], lw=1.2, color=COLOURS[s])
+    for col, name in ((0, "L2"), (2, "cross-entropy")):
+        axes[col].set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel=f"{name} loss")
+        axes[col + 1].set(xscale="log", xlabel="iteration + 1", ylabel=f"accuracy, {name} (%)", ylim=(0, 102))
+    handles = [h for ax in axes[::2] for h in ax.get_legend_handles_labels()[0]]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8.5)  # off the data
     fig.suptitle(title)
     return fig
 
