@@ -266,7 +266,8 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
         assert "ReLU beats the sigmoid. A control shows that the slope" in opening
         assert f"makes ReLU + CE {sig(m['relu-ce control'] / m['relu-ce'])}× slower" in opening
         assert f"makes sigmoid + CE {sig(m['sigmoid-ce'] / m['sigmoid-ce control'])}× faster" in opening
-        assert f"raised to about ReLU’s it still needs {sig(m['sigmoid-ce control'] / m['relu-ce'])}× ReLU + CE’s" in opening
+        rest = sig(m["sigmoid-ce control"] / m["relu-ce"])
+        assert f"raised to about ReLU’s it still needs {rest}× ReLU + CE’s" in opening
         slope = {k: median([v for v in st[k]["hidden_slope"] if v is not None]) for k in st}
         measured = {lo: (st[f"sigmoid-{lo}"]["summary"]["median"], st[f"relu-{lo}"]["summary"]["median"])
                     for lo in ("ce", "l2")}
