@@ -416,7 +416,7 @@ def test_cli_writes_the_json_and_every_figure_it_lists_and_nothing_else(runs: di
     assert sorted(path.name for path in out.iterdir()) == sorted([*FIGURE_FILES, "part1_loss_gradient.json"])
     results = json.loads((out / "part1_loss_gradient.json").read_text())
     assert set(results) == JSON_KEYS
-    assert results["config"] == {"extent": 4.0, "grid": 21, "x": 1.0, "y": 0.5}
+    assert results["config"] == {"extent": 4.0, "grid": 21, "x": 1.0, "y": 0.5, "dtype": "float64"}
     import matplotlib
 
     assert results["versions"] == {"python": ".".join(map(str, sys.version_info[:3])), "numpy": np.__version__,

@@ -161,7 +161,7 @@ def test_part1_numbers_are_the_results(small: Build) -> None:
     l2 = p1["losses"]["l2"]
     # 1.3 signed: the ridge's largest value on the side z > 0, the trough's smallest on z < 0
     assert l2["grad_max"] > 0 > l2["grad_min"] and l2["grad_max_z"] > 0 > l2["grad_min_z"]
-    assert "ridge on the side 𝑧 > 0" in text and f"largest {sig(l2['grad_max'])} at" in text
+    assert "ridge on the side 𝑧 > 0" in text and f"largest on the grid {sig(l2['grad_max'])} at" in text
     assert "trough on the side 𝑧 < 0" in text and f"smallest {sig(l2['grad_min'])} at" in text
     assert "bumps" not in text
     if "gradient_check" in p1:
