@@ -574,8 +574,8 @@ def draw_figures(results: dict[str, Any], trained: dict[str, Any], x: np.ndarray
 
 def plot_typical_curves(curves: dict[str, dict[str, np.ndarray]], settings: dict[str, Any], title: str) -> Any:
     """Per loss a pair of panels, its loss (log axis) and the training accuracy from 0%, the two
-    activations in each: L2 on the left, cross-entropy on the right (two settings per panel, so that
-    the accuracy curves, which share the majority-class plateau, stay apart)."""
+    activations in each: L2 on the left, cross-entropy on the right (two settings per panel, the
+    sigmoid's dashed, so that accuracy curves on the shared majority-class plateau stay apart)."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 4, figsize=(FIGURE_SIZE[0], 2.5), layout="constrained", sharex=True)
@@ -583,8 +583,9 @@ def plot_typical_curves(curves: dict[str, dict[str, np.ndarray]], settings: dict
         t = np.arange(1, len(c["loss"]) + 1)  # iteration + 1, so iteration 0 fits a log axis
         label = f"{LABELS[s]} (seed {settings[s]['single']['seed']})"
         col = 0 if SETTINGS[s][1] == "l2" else 2
-        axes[col].plot(t, c["loss"], lw=1.4, color=COLOURS[s], label=label)
-        axes[col + 1].plot(t, 100 * c["accuracy"], lw=1.2, color=COLOURS[s])
+        style = "--" if SETTINGS[s][0] == "sigmoid" else "-"  # dashed over solid: both visible where they overlap
+        axes[col].plot(t, c["loss"], style, lw=1.4, color=COLOURS[s], label=label)
+        axes[col + 1].plot(t, 100 * c["accuracy"], style, lw=1.3, color=COLOURS[s])
     for col, name in ((0, "L2"), (2, "cross-entropy")):
         axes[col].set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel=f"{name} loss")
         axes[col + 1].set(xscale="log", xlabel="iteration + 1", ylabel=f"accuracy, {name} (%)", ylim=(0, 102))

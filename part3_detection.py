@@ -220,7 +220,8 @@ def seed_record(run: SeedRun, data: Dataset, groups: dict[str, np.ndarray], base
     """One seed's measurements: the first 100%
     classification; the relapses after it (images wrong again at a later iteration); per image and
     per group the iteration from which it stays classified right; each image's initial margin (its
-    logit signed by the label: negative = wrong at the start); the width loss's 20x fall and where it
+    logit signed by the label: negative = wrong at the start); the steps at which either accuracy
+    falls; the width loss's 20x fall, the first 90% of widths right, and where it
     beats predicting the mean width; the dead conv2 maps and the collapse to a constant prediction."""
     # (T, B): each image classified right at each iteration (a non-finite logit is not right)
     classified = ((run.logits > 0) == (data.labels > 0.5)) & np.isfinite(run.logits)
@@ -234,7 +235,8 @@ def seed_record(run: SeedRun, data: Dataset, groups: dict[str, np.ndarray], base
     final = run.stop - (run.diverged_at is not None)  # the last iteration with finite numbers (-1: none)
     ce, accuracy = (float(run.curves[k][final]) if final >= 0 else None for k in ("ce", "accuracy"))
     l2, width_accuracy = run.curves["l2"], run.curves["width_accuracy"]
-    hits = {"l2_fall_20x": np.flatnonzero(l2 <= l2[0] / 20), "beats_mean_width": np.flatnonzero(l2 < baseline_mse)}
+    hits = {"l2_fall_20x": np.flatnonzero(l2 <= l2[0] / 20), "beats_mean_width": np.flatnonzero(l2 < baseline_mse),
+            "widths_90": np.flatnonzero(width_accuracy >= 0.9)}  # the first time 90% of the widths are right
     record = {
         "classification_iterations": first,
         "all_classified_from": None if None in stays else max(stays),

@@ -325,6 +325,9 @@ def test_seed_record_relapses_stays_groups_and_width_milestones() -> None:
     # l2 curve 100, 50, 5, 4, 1: falls 20x (<= 5) at t2; beats the mean width (< 4.5) at t3
     assert m["l2_fall_20x"] == {"iteration": 2, "width_accuracy": 0.5, "rms": pytest.approx(5 ** 0.5)}
     assert m["beats_mean_width"] == {"iteration": 3, "width_accuracy": 0.75, "rms": 2.0}
+    assert m["widths_90"] == {"iteration": 4, "width_accuracy": 1.0, "rms": 1.0}  # width accuracy 0, .25, .5, .75, 1
+    # the accuracies fall at no step here (class accuracy flat, width accuracy rising)
+    assert m["accuracy_falls"] == 0 and m["width_accuracy_falls"] == 0
     assert m["final_l2"] == 1 and m["final_width_accuracy"] == 1 and m["final_max_width_error"] == 0
     assert m["dead_conv2_maps"] == 0
 
