@@ -471,6 +471,9 @@ def test_part3_detection_numbers_are_recomputed(small: Build) -> None:
         v = [x for x in rc[key]["per_seed"] if x is not None]
         assert f"({sig(quantile(v, 0.25), 2)} to {sig(quantile(v, 0.75), 2)}) with" in answer, key
     assert "relapse on a square" not in answer  # an untested comparison: Table 5 gives the counts
+    w90 = [m["widths_90"]["iteration"] for m in meas if m.get("widths_90")]
+    if len(w90) == len(meas) and meas[0].get("l2_fall_20x"):
+        assert f"90% of the widths are first right at a median iteration of {num(median(w90))}" in answer
     assert "What best predicts" not in answer
     x10 = det["controls"]["width_lr_x10"]
     its10 = [inf if x is None else x for x in x10["iterations"]]
