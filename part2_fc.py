@@ -586,11 +586,21 @@ def plot_typical_curves(curves: dict[str, dict[str, np.ndarray]], settings: dict
         style = "--" if SETTINGS[s][0] == "sigmoid" else "-"  # dashed over solid: both visible where they overlap
         axes[col].plot(t, c["loss"], style, lw=1.4, color=COLOURS[s], label=label)
         axes[col + 1].plot(t, 100 * c["accuracy"], style, lw=1.3, color=COLOURS[s])
-    for col, name in ((0, "L2"), (2, "cross-entropy")):
+        end = 100 * c["accuracy"][-1]  # where the run ends; one that never reaches 100% says so
+        axes[col + 1].plot(t[-1], end, "o", ms=3.5, color=COLOURS[s])
+        if end < 100:
+            axes[col + 1].annotate(f"{end:.1f}%", (t[-1], end), xytext=(0, -32), textcoords="offset points",
+                                   ha="right", fontsize=7.5, color=COLOURS[s], arrowprops={"arrowstyle": "-", "lw": 0.6,
+                                                                                         "color": COLOURS[s]})
+    for col, name in ((0, "L2"), (2, "CE")):
         axes[col].set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel=f"{name} loss")
-        axes[col + 1].set(xscale="log", xlabel="iteration + 1", ylabel=f"accuracy, {name} (%)", ylim=(0, 102))
+        axes[col + 1].set(xscale="log", xlabel="iteration + 1", ylabel=f"{name}: accuracy (%)", ylim=(0, 102))
+    for ax in axes:  # labels every second decade, ticks every decade: the runs end between 10^2 and 10^4
+        ax.set_xticks([1, 100, 10_000], ["1", "$10^2$", "$10^4$"])
+        ax.set_xticks([10, 1000], ["", ""], minor=True)
     handles = [h for ax in axes[::2] for h in ax.get_legend_handles_labels()[0]]
     fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8.5)  # off the data
+    fig.get_layout_engine().set(wspace=0.06)
     fig.suptitle(title)
     return fig
 

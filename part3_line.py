@@ -481,9 +481,9 @@ def plot_curves(run: SeedRun, title: str) -> Any:
     fig, axes = plt.subplots(1, 2, figsize=(FIGURE_SIZE[0], 2.35), layout="constrained")  # flat: page budget
     t = np.arange(len(run.loss))
     axes[0].plot(t, run.loss, lw=1.4, color=CONV_COLOUR)
-    axes[0].set(xlabel="iteration (SGD updates)", ylabel="cross-entropy loss", yscale="log")
+    axes[0].set(xlabel="iteration (gradient steps)", ylabel="cross-entropy loss", yscale="log")
     axes[1].plot(t, 100 * run.accuracy, lw=1.4, color=CONV_COLOUR)
-    axes[1].set(xlabel="iteration (SGD updates)", ylabel="training accuracy (%)", ylim=(0, 102))
+    axes[1].set(xlabel="iteration (gradient steps)", ylabel="training accuracy (%)", ylim=(0, 102))
     for ax in axes if run.iterations is not None else ():
         ax.axvline(run.iterations, color="grey", ls="--", lw=1)
     fig.suptitle(title)
