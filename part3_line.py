@@ -244,7 +244,7 @@ def ending(iterations: int | None, diverged_at: int | None, stop: int) -> str:
 # ===== 3.1 study: the held-out images; the fully connected controls (data, input scale, size, architecture) =====
 
 HOLDOUT_SEED = 0  # draws the held-out images: the same split on every run
-SHUFFLE_SEED = 0  # the first seed tried for the label permutation of "fc_rescaled_shuffled" (see shuffled_labels)
+SHUFFLE_SEED = 0  # with each training seed, draws its label permutation for "fc_rescaled_shuffled" (shuffled_labels)
 FC_SETTING = "relu-ce"  # part 2's network of 2.4: 4 ReLU hidden units, cross-entropy
 
 
@@ -313,26 +313,22 @@ def fc_controls(data: Dataset, random_data: Dataset, split: Split | None, seeds:
     the network not); "fc_rescaled" with every image scaled so that the mean ||x||^2 is the random
     images' (the data changed at part 2's input scale); "fc_matched" with the hidden units that bring
     its parameter count closest to the conv net's `conv` (the architecture changed, not the size);
-    "fc_rescaled_shuffled" as "fc_rescaled" but image i labelled labels[label_permutation[i]] (a fixed
-    permutation: the same 32/32 counts, no rule linking label to image, as part 2's random data; its
-    label_conflicts > 0 if it split pixel-identical images, which puts 100% out of reach). With a split,
+    "fc_rescaled_shuffled" as "fc_rescaled" but seed k's image i labelled labels[label_permutations[k][i]]
+    (each seed its own permutation: the same 32/32 counts, no rule linking label to image, as part 2's
+    random data; label_conflicts > 0 if one split pixel-identical images, putting 100% out of reach). With a split,
     each also trains on its training rows and is measured on its held-out rows, like the conv net: a conv
     net's local, shared kernels should carry over to unseen images better than FC weights per pixel."""
     x = data.images.reshape(len(data.images), -1)
     scale = {"line": mean_squared_norm(data.images), "random": mean_squared_norm(random_data.images)}
     factor = math.sqrt(scale["random"] / scale["line"])
     matched = min(range(1, conv + 1), key=lambda h: abs(fc_parameters(x.shape[1], h) - conv))
-    permutation, shuffle_seed = shuffled_labels(x, data.labels)
-    variants = {"fc": (1.0, 4, None), "fc_rescaled": (factor, 4, None), "fc_matched": (1.0, matched, None),
-                "fc_rescaled_shuffled": (factor, 4, permutation)}  # (input factor, hidden units, label permutation)
+    variants = {"fc": (1.0, 4), "fc_rescaled": (factor, 4), "fc_matched": (1.0, matched)}  # (input factor, hidden)
     controls = {}
-    for name, (f, hidden, perm) in variants.items():
-        y = data.labels if perm is None else data.labels[perm]
-        controls[name] = fc_control(x * f, y, split, seeds, replace(cfg, hidden=hidden)) | {
-            "input_factor": f, "input_scale": mean_squared_norm(x * f), "labels_shuffled": perm is not None,
-            "label_conflicts": label_conflicts(x, y)}
-        if perm is not None:
-            controls[name] |= {"shuffle_seed": shuffle_seed, "label_permutation": perm.tolist()}
+    for name, (f, hidden) in variants.items():
+        controls[name] = fc_control(x * f, data.labels, split, seeds, replace(cfg, hidden=hidden)) | {
+            "input_factor": f, "input_scale": mean_squared_norm(x * f), "labels_shuffled": False,
+            "label_conflicts": label_conflicts(x, data.labels)}
+    controls["fc_rescaled_shuffled"] = shuffled_control(x, data.labels, factor, split, seeds, replace(cfg, hidden=4))
     comparison = {"input_scale": scale | {"rescale_factor": factor},
                   "inputs": {"line": x.shape[1], "random": int(np.prod(random_data.images.shape[1:]))},
                   "parameters": {"conv": conv, "part2_fc": fc_parameters(int(np.prod(random_data.images.shape[1:])), 4)}
@@ -341,16 +337,42 @@ def fc_controls(data: Dataset, random_data: Dataset, split: Split | None, seeds:
     return {"controls": controls, "comparison": comparison}
 
 
-def shuffled_labels(x: np.ndarray, labels: np.ndarray, tries: int = 100) -> tuple[np.ndarray, int]:
-    """A fixed permutation of the labels (B,) for images x (B, n_in): the first one drawn from the seeds
-    SHUFFLE_SEED, SHUFFLE_SEED + 1, ... that gives pixel-identical images one label, so that 100% stays
-    reachable (the course's line images hold a duplicate pair). Returns (permutation, its seed); after
-    `tries` seeds, the first permutation (its label_conflicts are recorded)."""
-    for seed in range(SHUFFLE_SEED, SHUFFLE_SEED + tries):
-        permutation = np.random.default_rng(seed).permutation(len(labels))
+def shuffled_control(x: np.ndarray, labels: np.ndarray, factor: float, split: Split | None, seeds: list[int],
+                     cfg: Config) -> dict[str, Any]:
+    """"fc_rescaled" with each seed's own shuffle of the labels (shuffled_labels): no rule left to
+    learn, the same label counts; one fc_control per seed, their records joined seed by seed."""
+    runs = []
+    for seed in seeds:
+        permutation, attempt = shuffled_labels(x, labels, seed)
+        runs.append((permutation, attempt, fc_control(x * factor, labels[permutation], split, [seed], cfg)))
+    first = runs[0][2]
+    its = [i for _, _, r in runs for i in r["iterations"]]
+    div = [d for _, _, r in runs for d in r["diverged_at"]]
+    record = first | {"iterations": its, "diverged_at": div, "summary": summarize_stops(its, div),
+                      "input_factor": factor, "input_scale": mean_squared_norm(x * factor), "labels_shuffled": True,
+                      "label_conflicts": max(label_conflicts(x, labels[p]) for p, _, _ in runs),
+                      "label_permutations": [p.tolist() for p, _, _ in runs],
+                      "shuffle_attempts": [a for _, a, _ in runs]}
+    if split is not None:
+        held = {key: [v for _, _, r in runs for v in r["holdout"][key]]
+                for key in ("iterations", "train_accuracy", "test_accuracy")}
+        chance = [accuracy_summary([], labels[p][split[1]])["chance"] for p, _, _ in runs]
+        record["holdout"] = held | {"summary": accuracy_summary(held["test_accuracy"], labels[split[1]]) | {
+            "chance": float(np.mean(chance))}}  # each seed's own held-out labels: their mean majority share
+    return record
+
+
+def shuffled_labels(x: np.ndarray, labels: np.ndarray, seed: int, tries: int = 100) -> tuple[np.ndarray, int]:
+    """Training seed `seed`'s own permutation of the labels (B,) for images x (B, n_in): the first one
+    drawn by np.random.default_rng((SHUFFLE_SEED, seed, attempt)), attempt = 0, 1, ..., that gives
+    pixel-identical images one label, so that 100% stays reachable (the course's line images hold a
+    duplicate pair). Returns (permutation, attempt); after `tries` attempts, the first permutation
+    (its label_conflicts are recorded)."""
+    for attempt in range(tries):
+        permutation = np.random.default_rng((SHUFFLE_SEED, seed, attempt)).permutation(len(labels))
         if label_conflicts(x, labels[permutation]) == 0:
-            return permutation, seed
-    return np.random.default_rng(SHUFFLE_SEED).permutation(len(labels)), SHUFFLE_SEED
+            return permutation, attempt
+    return np.random.default_rng((SHUFFLE_SEED, seed, 0)).permutation(len(labels)), 0
 
 
 def label_conflicts(x: np.ndarray, y: np.ndarray) -> int:

@@ -346,9 +346,15 @@ def controls(data: Dataset, random_data: Dataset) -> dict[str, Any]:
         "split": split, "conv": conv}
 
 
-def shuffled_labels(data: Dataset) -> np.ndarray:
-    """The labels of "fc_rescaled_shuffled", drawn here: permuted by numpy's generator from seed 0."""
-    return data.labels[np.random.default_rng(0).permutation(len(data.labels))]
+def shuffled_labels(data: Dataset, seed: int) -> np.ndarray:
+    """Seed `seed`'s labels in "fc_rescaled_shuffled", drawn here: numpy's generator from (0, seed,
+    attempt), the first attempt that labels every group of identical images alike."""
+    rows = [im.tobytes() for im in data.images]
+    for attempt in range(100):
+        y = data.labels[np.random.default_rng((0, seed, attempt)).permutation(len(data.labels))]
+        if all(len({y[i] for i in range(len(rows)) if rows[i] == r}) == 1 for r in set(rows)):
+            return y
+    raise AssertionError("no shuffle keeps identical images alike")
 
 
 def reference_fc_run(data: Dataset, y: np.ndarray, hidden: int, factor: float, seed: int, rows: Any
@@ -385,10 +391,10 @@ def test_each_fc_control_trains_relu_ce_on_its_inputs(controls: dict, data: Data
     record = controls["controls"][name]
     factor = math.sqrt(controls["comparison"]["input_scale"]["random"] / controls["comparison"]["input_scale"]["line"])
     factor = factor if name.startswith("fc_rescaled") else 1.0
-    y = shuffled_labels(data) if name == "fc_rescaled_shuffled" else data.labels
     train_rows, test = controls["split"]
     expected, expected_held, expected_acc, expected_train = [], [], [], []
     for seed in (0, 1):
+        y = shuffled_labels(data, seed) if name == "fc_rescaled_shuffled" else data.labels
         expected.append(reference_fc_run(data, y, record["hidden"], factor, seed, slice(None))[1])
         net, its = reference_fc_run(data, y, record["hidden"], factor, seed, train_rows)
         expected_held.append(its)
@@ -410,14 +416,20 @@ def test_fc_controls_differ_where_their_wiring_differs(controls: dict, data: Dat
     c = controls["controls"]
     its = {k: tuple(r["iterations"]) for k, r in c.items()}
     assert len(set(its.values())) == 4, its
-    shuffled = shuffled_labels(data)
-    assert np.array_equal(np.bincount(shuffled.astype(int)), np.bincount(data.labels.astype(int)))
-    assert (shuffled != data.labels).any()
-    permutation = np.random.default_rng(0).permutation(len(data.labels)).tolist()
-    assert c["fc_rescaled_shuffled"]["label_permutation"] == permutation
+    shuffled = [shuffled_labels(data, seed) for seed in (0, 1)]
+    for y in shuffled:
+        assert np.array_equal(np.bincount(y.astype(int)), np.bincount(data.labels.astype(int)))
+        assert (y != data.labels).any()
+    assert (shuffled[0] != shuffled[1]).any()  # each seed its own shuffle
+    record = c["fc_rescaled_shuffled"]
+    assert [data.labels[p].tolist() for p in record["label_permutations"]] == [y.tolist() for y in shuffled]
     assert {k: r["labels_shuffled"] for k, r in c.items()} == {
         "fc": False, "fc_rescaled": False, "fc_matched": False, "fc_rescaled_shuffled": True}
-    assert c["fc_rescaled_shuffled"]["shuffle_seed"] == 0 and "label_permutation" not in c["fc_rescaled"]
+    assert record["label_conflicts"] == 0 and "label_permutations" not in c["fc_rescaled"]
+    # the held-out chance: the mean over seeds of each seed's own held-out majority share
+    test = controls["split"][1]
+    chance = np.mean([max(y[test].mean(), 1 - y[test].mean()) for y in shuffled])
+    assert record["holdout"]["summary"]["chance"] == pytest.approx(chance)
 
 
 def test_label_conflicts_counts_identical_images_with_different_labels() -> None:
@@ -427,18 +439,22 @@ def test_label_conflicts_counts_identical_images_with_different_labels() -> None
 
 
 def test_shuffled_labels_skip_permutations_that_split_identical_images() -> None:
-    """Images 0 and 1 identical: the permutation is the first, from seed 0 on, that labels them alike
+    """Images 0 and 1 identical: a seed's permutation is its first attempt that labels them alike
     (found here by testing the pair directly), so 100% stays reachable."""
     x = np.array([[0.0, 1], [0, 1], [1, 0], [1, 1], [2, 0], [0, 2]])
     labels = np.array([0.0, 0, 0, 1, 1, 1])
-    first = next(seed for seed in range(100)
-                 if len(set(labels[np.random.default_rng(seed).permutation(6)][:2])) == 1)
-    assert first > 0  # seed 0 splits the pair: the rule is exercised
-    permutation, seed = p3.shuffled_labels(x, labels)
-    assert seed == first and permutation.tolist() == np.random.default_rng(first).permutation(6).tolist()
+
+    def draw(seed: int, attempt: int) -> np.ndarray:
+        return np.random.default_rng((0, seed, attempt)).permutation(6)
+
+    for seed in range(5):
+        first = next(a for a in range(100) if len(set(labels[draw(seed, a)][:2])) == 1)
+        permutation, attempt = p3.shuffled_labels(x, labels, seed)
+        assert attempt == first and permutation.tolist() == draw(seed, first).tolist()
+    assert any(p3.shuffled_labels(x, labels, seed)[1] > 0 for seed in range(5))  # the redraw is exercised
     # nothing to split: the first draw
-    permutation, seed = p3.shuffled_labels(np.eye(6), labels)
-    assert seed == 0 and permutation.tolist() == np.random.default_rng(0).permutation(6).tolist()
+    permutation, attempt = p3.shuffled_labels(np.eye(6), labels, 3)
+    assert attempt == 0 and permutation.tolist() == draw(3, 0).tolist()
 
 
 # --- the command line, end to end ----------------------------------------------------------------------
