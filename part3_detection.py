@@ -256,7 +256,12 @@ def seed_record(run: SeedRun, data: Dataset, groups: dict[str, np.ndarray], base
     }
     if run.study == "no_width_head":  # no widths to measure
         return record
+    width_wrong = ~(np.abs(run.widths - data.widths) < WIDTH_TOLERANCE)  # (T, B): NaN counts as wrong
+    width_last_wrong = len(width_wrong) - 1 - width_wrong[::-1].argmax(0)
     return record | {
+        # per image, the iteration from which its width stays right to the stop: None = wrong at the stop
+        "width_right_from": [None if width_wrong[-1, i] else int(width_last_wrong[i]) + 1 if width_wrong[:, i].any()
+                             else 0 for i in range(width_wrong.shape[1])],
         "final_l2": float(l2[final]) if final >= 0 else None,
         "width_accuracy_falls": int((np.diff(width_accuracy) < 0).sum()),
         "final_width_accuracy": float(width_accuracy[final]) if final >= 0 else None,
@@ -315,6 +320,7 @@ def detection_results(args: argparse.Namespace, cfg: Config, data: Dataset,
                    "diverged_at": main_study["diverged_at"][seeds.index(seed)]} | one,
         "relapses": relapse_summary(main_study, groups) if len(runs) > 1 else None,
         "slow_images": slow_images(main_study["measurements"], data) if len(runs) > 1 else None,
+        "slow_widths": slow_widths(main_study["measurements"], data) if len(runs) > 1 else None,
         "conv2_class_means": {str(c): [float(v) if math.isfinite(v) else None for v in
                                        runs[seeds.index(seed)].conv2_means[r].mean(0)] for c, r in label_rows.items()
                               if r.size},
@@ -378,10 +384,28 @@ def slow_images(per_seed: list[dict[str, Any]], data: Dataset) -> dict[str, Any]
             "last_image_nearest_other": sum(bool(nearest_other[i].all()) for i in last), "n_seeds": len(stays),
             "relapses": len(relapsed), "relapses_nearest_other": int(nearest_other[relapsed].sum()) if relapsed else 0,
             "labels": data.labels.astype(int).tolist(),  # per image, so that what follows can be split by label
+            "widths": data.widths.tolist(),  # and by true width
             "relapsing_seeds_per_image": np.bincount(np.array(relapsed, dtype=int), minlength=len(x)).tolist(),
             "last_seeds_per_image": np.bincount(np.concatenate(last).astype(int), minlength=len(x)).tolist(),
             "rank_correlation": {name: {"per_seed": r, "median": summarize_values(r)["median"]}
                                  for name, r in rho.items()}}
+
+
+def slow_widths(per_seed: list[dict[str, Any]], data: Dataset) -> dict[str, Any]:
+    """Which widths are right last. Per seed, the rank correlation of the iteration from which each
+    image's width stays right with its true width's distance from the mean width (a linear head
+    fitted under L2 starts near the mean: the far widths have the furthest to go) and with the true
+    width; per true width, in how many seeds the last width to stay right is one of that width."""
+    stays = np.array([[np.inf if v is None else v for v in s["width_right_from"]] for s in per_seed])  # (S, B)
+    distance = np.abs(data.widths - data.widths.mean())
+    rho = {name: [rank_correlation(row, values) for row in stays]
+           for name, values in (("distance_from_mean", distance), ("width", data.widths))}
+    last = [np.unique(data.widths[row == row.max()]) for row in stays]  # the true width(s) of each seed's last
+    return {"mean_width": float(data.widths.mean()),
+            "rank_correlation": {name: {"per_seed": r, "median": summarize_values(r)["median"]}
+                                 for name, r in rho.items()},
+            "last_width_seeds": {f"{w:g}": sum(bool((ws == w).any()) for ws in last) for w in np.unique(data.widths)},
+            "n_seeds": len(stays)}
 
 
 def rank_correlation(a: np.ndarray, b: Any) -> float | None:

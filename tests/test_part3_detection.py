@@ -326,6 +326,7 @@ def test_seed_record_relapses_stays_groups_and_width_milestones() -> None:
     assert m["l2_fall_20x"] == {"iteration": 2, "width_accuracy": 0.5, "rms": pytest.approx(5 ** 0.5)}
     assert m["beats_mean_width"] == {"iteration": 3, "width_accuracy": 0.75, "rms": 2.0}
     assert m["widths_90"] == {"iteration": 4, "width_accuracy": 1.0, "rms": 1.0}  # width accuracy 0, .25, .5, .75, 1
+    assert m["width_right_from"] == [0, 0, 0, 0]  # every predicted width equals the true one throughout
     # the accuracies fall at no step here (class accuracy flat, width accuracy rising)
     assert m["accuracy_falls"] == 0 and m["width_accuracy_falls"] == 0
     assert m["final_l2"] == 1 and m["final_width_accuracy"] == 1 and m["final_max_width_error"] == 0
@@ -545,3 +546,26 @@ def test_many_seeds_with_both_controls_under_simulated_windows_and_macos(standin
     assert len(results["macos"]["iterations"]) == 30 and results["macos"]["controls"]["width_lr_x10"] is not None
     drawn = results["windows"]["figures"]
     assert len(drawn) == 8 and all((tmp_path / "windows" / name).stat().st_size > 10_000 for name in drawn)
+
+
+def test_width_right_from_and_slow_widths_by_hand() -> None:
+    """Per image the iteration from which its width stays within the tolerance; over seeds, the rank
+    correlation of that with the distance from the mean width, and the true widths of each seed's last."""
+    data = tiny([0, 1, 1, 0], [1, 2, 3, 4])  # mean width 2.5: distances 1.5, 0.5, 0.5, 1.5
+    widths = [[3, 2, 2, 2],      # t0: images 1, 2 right? 2 vs 2 yes, 2 vs 3 no (|1| >= 0.5)
+              [2, 2, 3, 3],      # t1: 1, 2 right
+              [1.2, 2, 3, 3.8],  # t2: all right
+              [1.2, 2, 3, 4.6],  # t3: image 3 wrong again (0.6)
+              [1.1, 2, 3, 4]]    # t4: all right to the stop
+    logits = [[-1, 1, 1, -1]] * 5
+    groups = {"label 0": np.array([0, 3]), "label 1": np.array([1, 2])}
+    m = p3d.seed_record(hand_run(logits, widths), data, groups, baseline_mse=1.25, chance_ce=math.log(2))
+    assert m["width_right_from"] == [2, 0, 1, 4]
+    second = m | {"width_right_from": [1, 0, 3, 2]}
+    slow = p3d.slow_widths([m, second], data)
+    # seed 1: stays (2, 0, 1, 4) against distances (1.5, .5, .5, 1.5): far widths last
+    rho = slow["rank_correlation"]["distance_from_mean"]["per_seed"]
+    assert rho[0] == pytest.approx(np.corrcoef([3, 1, 2, 4], [3.5, 1.5, 1.5, 3.5])[0, 1])
+    assert rho[1] == pytest.approx(np.corrcoef([2, 1, 4, 3], [3.5, 1.5, 1.5, 3.5])[0, 1])
+    assert slow["last_width_seeds"] == {"1": 0, "2": 0, "3": 1, "4": 1} and slow["n_seeds"] == 2
+    assert slow["mean_width"] == 2.5

@@ -452,14 +452,20 @@ def test_part3_detection_numbers_are_recomputed(small: Build) -> None:
             if v == max(stays):
                 last[i] = last.get(i, 0) + 1
     labels = slow["labels"]
+    assert len(slow["widths"]) == len(labels)  # one per image, as many of each width as the groups count
+    assert {f"{w:g}": slow["widths"].count(w) for w in set(slow["widths"])} == det["groups"]["width"]
+
+    def named(i: int) -> str:
+        return f"{names[labels[i]]} of width {slow['widths'][i]:g}"
+
     if len(last) <= 3:
         for i, c in last.items():
-            assert f"image {i} ({names[labels[i]]}, {c} seed" in answer, (i, c)
+            assert f"image {i} ({named(i)}, {c} seed" in answer, (i, c)
     by_image = {i: events.count(i) for i in set(events)}
     assert slow["relapsing_seeds_per_image"] == [by_image.get(i, 0) for i in range(len(labels))]
     top = sorted(by_image.items(), key=lambda ic: (-ic[1], ic[0]))[:2]
     for i, c in top:
-        assert f"image {i} ({names[labels[i]]}) relapses in {c}" in answer, (i, c)
+        assert f"image {i} ({named(i)}) relapses in {c}" in answer, (i, c)
     counts = [len(m["relapsed_images"]) for m in meas if m["relapsed_images"]]
     if counts:
         assert f"a median of {num(median(counts))} images in each of those" in answer
@@ -472,6 +478,10 @@ def test_part3_detection_numbers_are_recomputed(small: Build) -> None:
         v = [x for x in rc[key]["per_seed"] if x is not None]
         assert f"({sig(quantile(v, 0.25), 2)} to {sig(quantile(v, 0.75), 2)}) with" in answer, key
     assert "relapse on a square" not in answer  # an untested comparison: Table 5 gives the counts
+    sw = det["slow_widths"]
+    per = [x for x in sw["rank_correlation"]["distance_from_mean"]["per_seed"] if x is not None]
+    if per:
+        assert f"with that distance has a median of {sig(median(per), 2)}" in answer
     w90 = [m["widths_90"]["iteration"] for m in meas if m.get("widths_90")]
     if len(w90) == len(meas) and meas[0].get("l2_fall_20x"):
         assert f"90% of the widths are first right at a median iteration of {num(median(w90))}" in answer
