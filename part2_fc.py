@@ -380,7 +380,8 @@ def setting_record(setting: str, plan: list[tuple[int, float]], trained: dict[st
     by_run = dict(zip(plan, trained["runs"], strict=True))
     seeds = seed_list(args.first_seed, args.seeds)
     per_seed = {key: [by_run[(seed, args.lr)][key] for seed in seeds] for key in by_run[(seeds[0], args.lr)]}
-    seed, percentile = typical_seed(seeds, per_seed["iterations"]) if len(seeds) > 1 else (seeds[0], 0.0)
+    seed, percentile = (typical_seed(seeds, per_seed["iterations"], per_seed["final_loss"]) if len(seeds) > 1
+                        else (seeds[0], 0.0))
     k = seeds.index(seed)
     single = {"seed": seed, "percentile": percentile} | {
         key: per_seed[key][k] for key in ("iterations", "diverged_at", "final_accuracy", "final_loss")}
@@ -971,12 +972,16 @@ def rank_key(summary: dict[str, Any]) -> tuple[float, float]:
     return (as_rank(summary["median"]), 1 - summary["reach_rate"])
 
 
-def typical_seed(seeds: list[int], iterations: list[int | None]) -> tuple[int, float]:
-    """The median seed: sort the seeds by iterations (not reached last, ties by seed number) and take
-    the one at position (n - 1) // 2 from the start (for an even n, the lower of the middle two); and
-    its percentile: the share of seeds with strictly fewer iterations."""
-    order = sorted(zip(iterations, seeds, strict=True), key=lambda p: (as_rank(p[0]), p[1]))
-    its, seed = order[(len(order) - 1) // 2]
+def typical_seed(seeds: list[int], iterations: list[int | None],
+                 final_loss: list[float | None] | None = None) -> tuple[int, float]:
+    """The median seed: sort the seeds by iterations (not reached last, those by their final loss when
+    given, lowest first: the nearest to done; remaining ties by seed number) and take the one at
+    position (n - 1) // 2 from the start (for an even n, the lower of the middle two); and its
+    percentile: the share of seeds with strictly fewer iterations."""
+    losses = final_loss or [None] * len(seeds)
+    order = sorted(zip(iterations, losses, seeds, strict=True), key=lambda p: (
+        as_rank(p[0]), math.inf if p[0] is not None or p[1] is None else p[1], p[2]))
+    its, _, seed = order[(len(order) - 1) // 2]
     return seed, sum(as_rank(i) < as_rank(its) for i in iterations) / len(iterations)
 
 

@@ -583,6 +583,11 @@ def test_typical_seed_is_the_lower_median_seed() -> None:
     assert p2.typical_seed([5, 6, 7, 8, 9], [10, 20, None, 30, None]) == (8, 0.4)
     # ties go to the smaller seed: ranked 5 (s1), 5 (s2), 7 (s0), 9 (s3) -> lower median seed 2
     assert p2.typical_seed([0, 1, 2, 3], [7, 5, 5, 9]) == (2, 0.0)
+    # most seeds never reach 100%: among those, the lowest final loss comes first (the nearest to done)
+    its, losses = [None, 4, None, None, None], [0.3, 0.01, 0.1, 0.2, None]
+    # order: 4 (reached), then not reached by loss 0.1 (seed 2), 0.2 (3), 0.3 (0), no loss (4)
+    assert p2.typical_seed([0, 1, 2, 3, 4], its, losses) == (3, 0.2)
+    assert p2.typical_seed([0, 1, 2, 3, 4], its) == (2, 0.2)  # without losses: by seed number
     # mostly not reached: ranked 1 (s3), 3 (s1), then s0, s2, s4 not reached -> seed 0; 2 of 5 did better
     assert p2.typical_seed([0, 1, 2, 3, 4], [None, 3, None, 1, None]) == (0, 0.4)
 
