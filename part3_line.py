@@ -356,9 +356,12 @@ def shuffled_control(x: np.ndarray, labels: np.ndarray, factor: float, split: Sp
     if split is not None:
         held = {key: [v for _, _, r in runs for v in r["holdout"][key]]
                 for key in ("iterations", "train_accuracy", "test_accuracy")}
-        chance = [accuracy_summary([], labels[p][split[1]])["chance"] for p, _, _ in runs]
-        record["holdout"] = held | {"summary": accuracy_summary(held["test_accuracy"], labels[split[1]]) | {
-            "chance": float(np.mean(chance))}}  # each seed's own held-out labels: their mean majority share
+        train_rows, test_rows = split
+        # guessing without the test labels: always the training rows' majority label (a coin on a tie)
+        guess = [float(np.mean(y[test_rows] == (y[train_rows].mean() > 0.5))) if y[train_rows].mean() != 0.5 else 0.5
+                 for y in (labels[p] for p, _, _ in runs)]
+        record["holdout"] = held | {"summary": accuracy_summary(held["test_accuracy"], labels[test_rows]) | {
+            "chance": 0.5, "training_majority": float(np.mean(guess))}}  # chance: a coin (labels without a rule)
     return record
 
 
