@@ -382,6 +382,11 @@ def test_part3_line_controls_are_recomputed(small: Build) -> None:
     rows = [p2["settings"]["relu-ce"]["iterations"], c["fc_rescaled_shuffled"]["iterations"],
             c["fc_rescaled"]["iterations"], c["fc"]["iterations"], c["fc_matched"]["iterations"], line["iterations"]]
     assert "shuffled labels" in table and "a different shuffle for each seed" in table
+    held = c["fc_rescaled_shuffled"]["holdout"]["summary"]
+    m_shuffled, m_rescaled = (median([math.inf if x is None else x for x in c[k]["iterations"]])
+                              for k in ("fc_rescaled_shuffled", "fc_rescaled"))
+    if math.isfinite(m_shuffled) and m_shuffled > 2 * m_rescaled:  # the step is told in the text
+        assert f"always the training images’ majority label: {pct(held['training_majority'], 1)}" in text
     cap = line["config"]["max_iters"]
     assert f"{p2['settings']['relu-ce']['question']}" in text  # the first row refers to Table 1 for its median
     for i, its in enumerate(rows[1:], start=1):
@@ -482,6 +487,9 @@ def test_part3_detection_numbers_are_recomputed(small: Build) -> None:
     per = [x for x in sw["rank_correlation"]["distance_from_mean"]["per_seed"] if x is not None]
     if per:
         assert f"with that distance has a median of {sig(median(per), 2)}" in answer
+        if median(per) < 0.3:
+            pos, neg = sum(x > 0 for x in per), sum(x < 0 for x in per)
+            assert f"positive in {pos} of {len(per)} seeds (sign test {pval(sign_test(pos, neg))}" in answer
     w90 = [m["widths_90"]["iteration"] for m in meas if m.get("widths_90")]
     if len(w90) == len(meas) and meas[0].get("l2_fall_20x"):
         assert f"90% of the widths are first right at a median iteration of {num(median(w90))}" in answer
