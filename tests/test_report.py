@@ -284,6 +284,13 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
     if len(bests) >= 2:
         assert f"This order is that of rate {p2['config']['lr']:g}" in opening
         assert f"only {sig(max(bests) / min(bests))}× at each setting’s best rate" in opening
+    # "at least twice": where the sweep breaks the bound (rates where both settings have enough seeds at 100%)
+    for act, name in (("relu", "ReLU"), ("sigmoid", "sigmoid")):
+        l2, ce = sweep["settings"][f"{act}-l2"], sweep["settings"][f"{act}-ce"]
+        for i, lr in enumerate(sweep["lrs"]):
+            ok = all(r["reach_rate"][i] >= sweep["min_reach"] and r["median"][i] is not None for r in (l2, ce))
+            if ok and l2["median"][i] < 2 * ce["median"][i]:
+                assert f"rate {lr:g} for {name} ({sig(l2['median'][i] / ce['median'][i])}×)" in opening, (act, lr)
     activation = text[text.index("Activation. The signal"):][:1500]
     assert "hypothesis" in activation and "not tested" in activation
 
