@@ -67,12 +67,12 @@ class FCNet(nn.Module):
     Every run sees the same images x (B, n_in); each run's numbers are the same whatever R is (tested)."""
 
     def __init__(self, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
-                 activation: str, slope: float = 1.0) -> None:
+                 activation: str, slope: float = 1.0, scale: float = 1.0) -> None:
         super().__init__()
         # w1 (R, H, n_in), b1 (R, H, 1), w2 (R, H, 1), b2 (R, 1)
         self.w1, self.b1, self.w2, self.b2 = (nn.Parameter(w) for w in (w1, b1, w2, b2))
         self.activation = activation  # the hidden layer's f: "sigmoid" or "relu"
-        self.slope = slope  # 1 = the handout's; else 2.5's slope control (see hidden)
+        self.slope, self.scale = slope, scale  # 1 = the handout's; else 2.5's controls (see hidden)
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """Hidden outputs h = f(W1 x + b1), (R, H, B)."""
@@ -80,6 +80,8 @@ class FCNet(nn.Module):
         h = torch.relu(a) if self.activation == "relu" else torch.sigmoid(a)
         if self.slope != 1:  # 2.5's control: the same h, but autograd passes back slope x f'(a)
             h = h.detach() + self.slope * (h - h.detach())
+        if self.scale != 1:  # 2.5's other control: h itself x scale (so its spread, and its slope too)
+            h = self.scale * h
         return h
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -118,17 +120,18 @@ class Config:
 
 
 def train(setting: str, runs: Sequence[tuple[int, float]], x: np.ndarray, y: np.ndarray, cfg: Config,
-          band_runs: int = 0, keep_curves: bool = False, slope: float = 1.0) -> dict[str, Any]:
+          band_runs: int = 0, keep_curves: bool = False, slope: float = 1.0, scale: float = 1.0) -> dict[str, Any]:
     """The handout's loop for the runs (seed, learning rate) of `setting`, all trained together on
     images x (B, n_in) and labels y (B,). Iteration t evaluates the weights after t updates; a run
     stops at its first 100% accuracy (iterations = t), at a non-finite loss (diverged_at = t) or at
     the cap, and leaves the stack. Returns numpy and plain numbers only (see Measurements.results).
-    slope: 1, or 2.5's control that multiplies the hidden units' slope f'(a) in the backward pass."""
+    slope: 1, or 2.5's control that multiplies the hidden units' slope f'(a) in the backward pass;
+    scale: 1, or 2.5's control that multiplies h = f(a) itself (forward and backward)."""
     activation, kind, _ = SETTINGS[setting]
     x, y = (torch.tensor(v, dtype=cfg.dtype, device=cfg.device) for v in (x, y))
-    model = FCNet(*initial_weights([seed for seed, _ in runs], x.shape[1], cfg), activation, slope)
+    model = FCNet(*initial_weights([seed for seed, _ in runs], x.shape[1], cfg), activation, slope, scale)
     rates = torch.tensor([lr for _, lr in runs], dtype=cfg.dtype, device=cfg.device)  # (R,), per run
-    measured = Measurements(len(runs), activation == "relu", band_runs, keep_curves, cfg)
+    measured = Measurements(len(runs), activation == "relu", band_runs, keep_curves, cfg, scale)
     last_print = time.perf_counter()
     for t in range(cfg.max_iters + 1):
         h = model.hidden(x)  # (R, H, B)
@@ -148,7 +151,7 @@ def train(setting: str, runs: Sequence[tuple[int, float]], x: np.ndarray, y: np.
                 p.addcmul_(rates.view(-1, *[1] * (p.dim() - 1)), p.grad, value=-1)
                 p.grad = None
         if stop.any():  # the stopped runs leave the stack
-            model = FCNet(*(p.detach()[~stop] for p in model.parameters()), activation, slope)
+            model = FCNet(*(p.detach()[~stop] for p in model.parameters()), activation, slope, scale)
             rates = rates[~stop]
         if cfg.log and time.perf_counter() - last_print > PROGRESS_SECONDS:
             last_print = time.perf_counter()
@@ -192,15 +195,20 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"per setting, on {data.describe}, {args.dtype} on {args.device}, {args.workers} process(es)", flush=True)
     band = args.seeds if args.seeds > 1 else 0
     jobs = [(s, plans[s], x, y, cfg, band, len(plans[s]) == 1) for s in args.settings]
-    slopes = slope_controls(args)  # 2.5's slope control: extra jobs, never part of a default run
-    jobs += [(s, [(seed, args.lr) for seed in seed_list(args.first_seed, args.seeds)], x, y, cfg, 0, False, scale)
-             for s, scale in slopes.items()]
-    names = [*args.settings, *(f"{s} (slope x {scale:g})" for s, scale in slopes.items())]
+    slopes = slope_controls(args)  # 2.5's slope and scale controls: extra jobs, never part of a default run
+    seeds = seed_list(args.first_seed, args.seeds)
+    jobs += [(s, [(seed, args.lr) for seed in seeds], x, y, cfg, 0, False, *factors)
+             for kind in ("slope", "scale") for s, scale in slopes.items()
+             for factors in [(scale, 1.0) if kind == "slope" else (1.0, scale)]]
+    names = [*args.settings, *(f"{s} ({kind} x {scale:g})" for kind in ("slope", "scale")
+                               for s, scale in slopes.items())]
     started = time.perf_counter()
     done = run_jobs(train, jobs, args.workers, (lambda i, _: print(
         f"  {names[i]}: {len(jobs[i][1])} run(s) done", flush=True)) if cfg.log else lambda i, _: None)
     trained = dict(zip(args.settings, done, strict=False))
-    trained_slopes = dict(zip(slopes, done[len(args.settings):], strict=True))
+    extra = done[len(args.settings):]
+    trained_slopes = dict(zip(slopes, extra[:len(slopes)], strict=True))
+    trained_scales = dict(zip(slopes, extra[len(slopes):], strict=True))
     seconds = time.perf_counter() - started
 
     results = results_header("part2_fc.py", args, data, cfg) | {"workers": args.workers}
@@ -209,6 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if slopes:
         results["controls"]["slope_ce"] = {"scale": slopes, "settings": {
             s: slope_record(trained_slopes[s]["runs"], results["settings"], s, scale) for s, scale in slopes.items()}}
+        results["controls"]["scale_ce"] = {"scale": slopes, "settings": {
+            s: slope_record(trained_scales[s]["runs"], results["settings"], s, scale) | {
+                "vs_slope_control": ratio_record(trained_scales[s]["runs"], trained_slopes[s]["runs"])}
+            for s, scale in slopes.items()}}
     settings = results["settings"]
     its = {s: settings[s]["single"]["iterations"] for s in args.settings}
     single = sorted(args.settings, key=lambda s: (its[s] is None, its[s] or 0))  # by one seed; not reached last
@@ -233,8 +245,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="a sweep's best rate needs this share of seeds at 100%% (default 0.9)")
     add("--control-half-lr", action="store_true", help="2.5 control: the CE settings again at lr / 2")
     add("--control-slope", action="store_true",
-        help="2.5 control: the CE settings again with the hidden slope f'(a) scaled in the backward pass only "
-             "(ReLU x 1/4, sigmoid x 4: each to the other's largest slope)")
+        help="2.5 controls: the CE settings again with the hidden slope f'(a) scaled in the backward pass only "
+             "(ReLU x 1/4, sigmoid x 4: each to the other's largest slope), and with h = f(a) itself scaled")
     args = parser.parse_args(argv)
     args.settings = args.settings.split(",")
     if set(args.settings) - set(SETTINGS) or len(set(args.settings)) != len(args.settings):
@@ -270,8 +282,8 @@ class Measurements:
 
     FACTORS = ("l2_factor", "l2_factor_wrong", "hidden_slope", "hidden_output", "hidden_spread")
 
-    def __init__(self, n: int, relu: bool, band_runs: int, keep_curves: bool, cfg: Config) -> None:
-        self.cfg, self.relu, self.t = cfg, relu, 0
+    def __init__(self, n: int, relu: bool, band_runs: int, keep_curves: bool, cfg: Config, scale: float = 1.0) -> None:
+        self.cfg, self.relu, self.t, self.scale = cfg, relu, 0, scale  # scale: h = scale x f(a) (a control)
         on = {"dtype": cfg.dtype, "device": cfg.device}  # every tensor lives where the run trains
         self.rows = torch.arange(n, device=cfg.device)  # rows: which run each row of the stack is
         self.out: list[dict[str, Any]] = [{"iterations": None, "diverged_at": None} for _ in range(n)]
@@ -308,7 +320,8 @@ class Measurements:
                 mean, mean_square = h.mean(2), torch.linalg.vector_norm(h, dim=2).square() / h.shape[2]  # (R, H)
                 spread = (mean_square - mean * mean).clamp(min=0).sqrt().mean(1)
                 slope = (torch.count_nonzero(h, dim=(1, 2)).to(h.dtype) / h[0].numel() if self.relu else
-                         (mean - mean_square).mean(1))
+                         (mean - mean_square).mean(1) if self.scale == 1 else  # f' = f (1 - f), f = h / scale
+                         (mean / self.scale - mean_square / self.scale ** 2).mean(1))
                 n_wrong = wrong.sum(-1)
                 values = torch.stack([factor.mean(-1), (factor * wrong).sum(-1) / n_wrong.clamp(min=1), slope,
                                       mean.mean(1), spread])
@@ -430,6 +443,13 @@ def slope_controls(args: argparse.Namespace) -> dict[str, float]:
     if not args.control_slope:
         return {}
     return {s: SLOPE_SCALES[SETTINGS[s][0]] for s in args.settings if SETTINGS[s][1] == "ce"}
+
+
+def ratio_record(runs: list[dict[str, Any]], other: list[dict[str, Any]]) -> dict[str, Any]:
+    """Two controls of one setting, seed for seed: the ratio of their medians and the paired counts."""
+    its, base = [r["iterations"] for r in runs], [r["iterations"] for r in other]
+    median = [summarize_stops(i, [None] * len(i))["median"] for i in (its, base)]
+    return {"ratio": div(*median), "paired": paired_counts({"a": its, "b": base})["a"]["b"]}
 
 
 def slope_record(runs: list[dict[str, Any]], settings: dict[str, Any], setting: str, scale: float) -> dict[str, Any]:

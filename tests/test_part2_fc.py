@@ -91,11 +91,11 @@ def initial_draws(seed: int, n_in: int, hidden: int, std: float) -> tuple[torch.
 
 def reference_run(setting: str, seed: int, lr: float, x: np.ndarray, y: np.ndarray, cap: int, *,
                   hidden: int = 4, init_std: float = 0.1, init_bias: float = 0.1,
-                  diverge_factor: float | None = None, slope: float = 1.0) -> dict[str, Any]:
+                  diverge_factor: float | None = None, slope: float = 1.0, scale: float = 1.0) -> dict[str, Any]:
     """Plain SGD at lr; evaluate at t = 0, 1, ...; stop at the first 100% accuracy, a non-finite loss,
     a loss above diverge_factor x the initial one (t >= 1), or the cap. Per-iteration values kept.
     slope: the gradient arriving at the pre-activations fc1(x) is multiplied by it (a hook, not the
-    script's detach), which is f'(a) scaled in the backward pass."""
+    script's detach), which is f'(a) scaled in the backward pass; scale: h = scale x f(a)."""
     activation, kind, _ = p2.SETTINGS[setting]
     fc1, fc2 = nn.Linear(x.shape[1], hidden, dtype=torch.float64), nn.Linear(hidden, 1, dtype=torch.float64)
     w1, w2 = initial_draws(seed, x.shape[1], hidden, init_std)
@@ -113,7 +113,7 @@ def reference_run(setting: str, seed: int, lr: float, x: np.ndarray, y: np.ndarr
         a = fc1(xt)  # (B, H)
         if slope != 1:
             a.register_hook(lambda grad: grad * slope)
-        h = f(a)
+        h = f(a) * scale
         z = fc2(h)[:, 0]
         p = torch.sigmoid(z)
         loss = F.mse_loss(p, yt) if kind == "l2" else F.binary_cross_entropy_with_logits(z, yt)
@@ -126,7 +126,7 @@ def reference_run(setting: str, seed: int, lr: float, x: np.ndarray, y: np.ndarr
             g = 2 * pn * (1 - pn)
             out["l2f"].append(g.mean())
             out["l2f_wrong"].append(g[wrong].mean() if wrong.any() else None)
-            out["slope"].append((hn > 0).mean() if activation == "relu" else (hn * (1 - hn)).mean())
+            out["slope"].append((hn > 0).mean() if activation == "relu" else (hn / scale * (1 - hn / scale)).mean())
             out["hout"].append(hn.mean())
             out["spread"].append(np.std(hn, axis=0).mean())  # per unit across all B images (/B), then over units
         out["dead"].append(int((hn == 0).all(axis=0).sum()))
@@ -779,6 +779,8 @@ def wiring(tmp_path_factory, standin_dir: Path, data) -> dict[str, Any]:
     refs = {key: reference_run(key[0], key[1], key[2], x, y, 600) for key in sorted(wanted)}
     refs |= {("relu-ce slope", seed, 3.0): reference_run("relu-ce", seed, 3.0, x, y, 600, slope=0.25)
              for seed in (1, 2, 3)}
+    refs |= {("relu-ce scale", seed, 3.0): reference_run("relu-ce", seed, 3.0, x, y, 600, scale=0.25)
+             for seed in (1, 2, 3)}
     return {"json": json.loads((out / "2" / "part2_fc.json").read_text()), "refs": refs,
             "one": json.loads((out / "1" / "part2_fc.json").read_text())}
 
@@ -836,6 +838,24 @@ def test_cli_slope_control_scales_only_the_backward_slope(wiring) -> None:
     assert rec["ratio_to_base"] == pytest.approx(np.median(want) / np.median(base))
     assert rec["paired_vs_base"] == paired_by_hand(want, base)
     assert rec["other"] is None  # the sigmoid did not run here
+
+
+def test_cli_scale_control_scales_h_itself(wiring) -> None:
+    """ReLU + CE with h = f(a) / 4 (forward and backward): the reference seed for seed, and its
+    comparison with the slope-only runs."""
+    control = wiring["json"]["controls"]["scale_ce"]
+    assert control["scale"] == {"relu-ce": 0.25} and set(control["settings"]) == {"relu-ce"}
+    rec = control["settings"]["relu-ce"]
+    want = ref_its(wiring, "relu-ce scale", [1, 2, 3], 3.0)
+    slope_only = ref_its(wiring, "relu-ce slope", [1, 2, 3], 3.0)
+    assert want != slope_only and want != ref_its(wiring, "relu-ce", [1, 2, 3], 3.0)
+    assert rec["iterations"] == want
+    assert rec["vs_slope_control"]["ratio"] == pytest.approx(np.median(want) / np.median(slope_only))
+    assert rec["vs_slope_control"]["paired"] == paired_by_hand(want, slope_only)
+    # the slope its hidden weights see: 1/4 of f'(a) (ReLU: the share of active units, measured on h / 4)
+    slope = np.median([expected_record(wiring["refs"][("relu-ce scale", seed, 3.0)])["hidden_slope"]
+                       for seed in (1, 2, 3)])
+    assert rec["effective_slope"] == pytest.approx(0.25 * slope, rel=REL)
 
 
 def test_cli_sweep_trains_each_rate_on_the_sweep_seeds(wiring) -> None:

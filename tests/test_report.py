@@ -263,9 +263,18 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
             f"{k} control": control[k]["iterations"] for k in ("relu-ce", "sigmoid-ce")}
         assert all(None not in v for v in its.values()), "the tiny build reaches 100% in every seed"
         m = {k: median(v) for k, v in its.items()}
-        assert "ReLU beats the sigmoid. The slope" in opening and "scaled in the backward pass only" in opening
+        assert "ReLU beats the sigmoid for two measured reasons" in opening and "scaled in the backward pass" in opening
         assert f"makes ReLU + CE {sig(m['relu-ce control'] / m['relu-ce'])}× slower" in opening
         assert f"makes sigmoid + CE {sig(m['sigmoid-ce'] / m['sigmoid-ce control'])}× faster" in opening
+        # the size control: h itself scaled, against the slope-only runs and against the other activation
+        size = p2["controls"]["scale_ce"]["settings"]
+        m |= {f"{k} size": median([math.inf if x is None else x for x in size[k]["iterations"]])
+              for k in ("relu-ce", "sigmoid-ce")}  # a seed not reached counts as the slowest
+        assert all(math.isfinite(v) for v in m.values()), "the tiny build's medians are reached"
+        assert (f"a further {sig(m['relu-ce size'] / m['relu-ce control'])}× and "
+                f"{sig(m['sigmoid-ce control'] / m['sigmoid-ce size'])}×") in opening
+        assert f"the sigmoid needs {sig(m['sigmoid-ce size'] / m['relu-ce'])}× ReLU + CE’s iterations" in opening
+        assert f"the scaled-down ReLU {sig(m['relu-ce size'] / m['sigmoid-ce'])}× sigmoid + CE’s" in opening
         rest = sig(m["sigmoid-ce control"] / m["relu-ce"])
         activation_detail = text[text.index("Activation. The signal"):][:2000]
         assert f"raised to about ReLU’s it still needs {rest}× ReLU + CE’s" in activation_detail
@@ -292,7 +301,8 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
             if ok and l2["median"][i] < 2 * ce["median"][i]:
                 assert f"rate {lr:g} for {name} ({sig(l2['median'][i] / ce['median'][i])}×)" in opening, (act, lr)
     activation = text[text.index("Activation. The signal"):][:1500]
-    assert "hypothesis" in activation and "not tested" in activation
+    assert "hypothesis" in activation
+    assert "which the size control supports without singling out the spread" in activation
 
 
 # ---- variants of the results ---------------------------------------------------------------------
