@@ -275,6 +275,10 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
                 f"{sig(m['sigmoid-ce control'] / m['sigmoid-ce size'])}×") in opening
         assert f"the sigmoid needs {sig(m['sigmoid-ce size'] / m['relu-ce'])}× ReLU + CE’s iterations" in opening
         assert f"the scaled-down ReLU {sig(m['relu-ce size'] / m['sigmoid-ce'])}× sigmoid + CE’s" in opening
+        # what differs in h: its spread across images, and (where it is) its mean, each from the per-seed lists
+        out = {k: median([v for v in st[k]["hidden_output"] if v is not None]) for k in ("relu-ce", "sigmoid-ce")}
+        if out["sigmoid-ce"] > out["relu-ce"]:
+            assert f"the sigmoid’s mean is larger ({sig(out['sigmoid-ce'])} against {sig(out['relu-ce'])})" in opening
         rest = sig(m["sigmoid-ce control"] / m["relu-ce"])
         activation_detail = text[text.index("Activation. The signal"):][:2000]
         assert f"raised to about ReLU’s it still needs {rest}× ReLU + CE’s" in activation_detail
