@@ -253,7 +253,7 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
     opening = text[text.index("2.5 Ranking"):text.index("Iterations scale as", text.index("2.5 Ranking"))]
     assert f"At rate {p2['config']['lr']:g}, fastest to slowest" in opening
     if all(order.index(f"{a}-ce") < order.index(f"{a}-l2") for a in ("sigmoid", "relu")):
-        assert "CE beats L2 because" in opening and "is not shrunk by" in opening
+        assert "CE beats L2 because" in opening and "error signal at the output is CE’s" in opening
     st = p2["settings"]
     control = p2["controls"]["slope_ce"]["settings"]
     if all(order.index(f"relu-{lo}") < order.index(f"sigmoid-{lo}") for lo in ("ce", "l2")):
@@ -263,10 +263,10 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
             f"{k} control": control[k]["iterations"] for k in ("relu-ce", "sigmoid-ce")}
         assert all(None not in v for v in its.values()), "the tiny build reaches 100% in every seed"
         m = {k: median(v) for k, v in its.items()}
-        assert "ReLU beats the sigmoid. Its slope" in opening and "scaled in the backward pass" in opening
-        assert "the spread as the cause remains a hypothesis" in opening
-        assert f"makes ReLU + CE {sig(m['relu-ce control'] / m['relu-ce'])}× slower" in opening
-        assert f"makes sigmoid + CE {sig(m['sigmoid-ce'] / m['sigmoid-ce control'])}× faster" in opening
+        assert "ReLU beats the sigmoid. Its slope" in opening and "(backward pass only)" in opening
+        assert "remains a hypothesis" in opening and "the output layer’s rate matters" in opening
+        assert (f"makes ReLU + CE {sig(m['relu-ce control'] / m['relu-ce'])}× slower and sigmoid + CE "
+                f"{sig(m['sigmoid-ce'] / m['sigmoid-ce control'])}× faster") in opening
         # the size control: h itself scaled, against the slope-only runs and against the other activation
         size = p2["controls"]["scale_ce"]["settings"]
         m |= {f"{k} size": median([math.inf if x is None else x for x in size[k]["iterations"]])
@@ -274,7 +274,7 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
         assert all(math.isfinite(v) for v in m.values()), "the tiny build's medians are reached"
         assert (f"a further {sig(m['relu-ce size'] / m['relu-ce control'])}× (ReLU, slower) and "
                 f"{sig(m['sigmoid-ce control'] / m['sigmoid-ce size'])}× (sigmoid, faster)") in opening
-        assert f"the sigmoid needs {sig(m['sigmoid-ce size'] / m['relu-ce'])}× ReLU + CE’s iterations" in opening
+        assert f"the sigmoid then needs {sig(m['sigmoid-ce size'] / m['relu-ce'])}× ReLU + CE’s iterations" in opening
         assert f"the scaled-down ReLU {sig(m['relu-ce size'] / m['sigmoid-ce'])}× sigmoid + CE’s" in opening
         # what differs in h: its spread across images, and (where it is) its mean, each from the per-seed lists
         out = {k: median([v for v in st[k]["hidden_output"] if v is not None]) for k in ("relu-ce", "sigmoid-ce")}
@@ -304,7 +304,7 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
         for i, lr in enumerate(sweep["lrs"]):
             ok = all(r["reach_rate"][i] >= sweep["min_reach"] and r["median"][i] is not None for r in (l2, ce))
             if ok and l2["median"][i] < 2 * ce["median"][i]:
-                assert f"rate {lr:g} for {name} ({sig(l2['median'][i] / ce['median'][i])}×)" in opening, (act, lr)
+                assert f"{sig(l2['median'][i] / ce['median'][i])}× for {name} at rate {lr:g}" in opening, (act, lr)
     activation = text[text.index("Activation. The signal"):][:1500]
     assert "hypothesis" in activation
     assert "which the size control cannot test" in activation
