@@ -264,9 +264,9 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
         assert all(None not in v for v in its.values()), "the tiny build reaches 100% in every seed"
         m = {k: median(v) for k, v in its.items()}
         assert "ReLU beats the sigmoid. Its slope" in opening and "(backward pass only)" in opening
-        assert "remains a hypothesis" in opening and "the output layer’s rate matters" in opening
+        assert "remains a hypothesis" in opening and "the output weights’ start and rate matter" in opening
         assert (f"makes ReLU + CE {sig(m['relu-ce control'] / m['relu-ce'])}× slower and sigmoid + CE "
-                f"{sig(m['sigmoid-ce'] / m['sigmoid-ce control'])}× faster") in opening
+                f"{sig(m['sigmoid-ce'] / m['sigmoid-ce control'])}× faster: about") in opening
         # the size control: h itself scaled, against the slope-only runs and against the other activation
         size = p2["controls"]["scale_ce"]["settings"]
         m |= {f"{k} size": median([math.inf if x is None else x for x in size[k]["iterations"]])
