@@ -320,8 +320,7 @@ class Measurements:
                 mean, mean_square = h.mean(2), torch.linalg.vector_norm(h, dim=2).square() / h.shape[2]  # (R, H)
                 spread = (mean_square - mean * mean).clamp(min=0).sqrt().mean(1)
                 slope = (torch.count_nonzero(h, dim=(1, 2)).to(h.dtype) / h[0].numel() if self.relu else
-                         (mean - mean_square).mean(1) if self.scale == 1 else  # f' = f (1 - f), f = h / scale
-                         (mean / self.scale - mean_square / self.scale ** 2).mean(1))
+                         (mean / self.scale - mean_square / self.scale ** 2).mean(1))  # f' = f (1 - f), f = h / scale
                 n_wrong = wrong.sum(-1)
                 values = torch.stack([factor.mean(-1), (factor * wrong).sum(-1) / n_wrong.clamp(min=1), slope,
                                       mean.mean(1), spread])
@@ -611,7 +610,7 @@ def plot_typical_curves(curves: dict[str, dict[str, np.ndarray]], settings: dict
         axes[col + 1].plot(t[-1], end, "o", ms=3.5, color=COLOURS[s])
         if end < 100:
             axes[col + 1].annotate(f"{end:.1f}%", (t[-1], end), xytext=(0, -32), textcoords="offset points",
-                                   ha="right", fontsize=7.5, color=COLOURS[s], arrowprops={"arrowstyle": "-", "lw": 0.6,
+                                   ha="right", fontsize=8.5, color=COLOURS[s], arrowprops={"arrowstyle": "-", "lw": 0.6,
                                                                                          "color": COLOURS[s]})
     for col, name in ((0, "L2"), (2, "CE")):
         axes[col].set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel=f"{name} loss")

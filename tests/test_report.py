@@ -272,8 +272,11 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
         m |= {f"{k} size": median([math.inf if x is None else x for x in size[k]["iterations"]])
               for k in ("relu-ce", "sigmoid-ce")}  # a seed not reached counts as the slowest
         assert all(math.isfinite(v) for v in m.values()), "the tiny build's medians are reached"
-        assert (f"a further {sig(m['relu-ce size'] / m['relu-ce control'])}× (ReLU, slower) and "
-                f"{sig(m['sigmoid-ce control'] / m['sigmoid-ce size'])}× (sigmoid, faster)") in opening
+        def change(r: float) -> str:  # a ratio of iterations in the report's words, its direction from the data
+            return f"{sig(max(r, 1 / r))}× ({{}}, {'slower' if r >= 1 else 'faster'})"
+
+        assert (f"a further {change(m['relu-ce size'] / m['relu-ce control']).format('ReLU')} and "
+                f"{change(m['sigmoid-ce size'] / m['sigmoid-ce control']).format('sigmoid')}") in opening
         assert f"the sigmoid then needs {sig(m['sigmoid-ce size'] / m['relu-ce'])}× ReLU + CE’s iterations" in opening
         assert f"the scaled-down ReLU {sig(m['relu-ce size'] / m['sigmoid-ce'])}× sigmoid + CE’s" in opening
         # what differs in h: its spread across images, and (where it is) its mean, each from the per-seed lists
