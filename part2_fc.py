@@ -67,26 +67,34 @@ class FCNet(nn.Module):
     Every run sees the same images x (B, n_in); each run's numbers are the same whatever R is (tested)."""
 
     def __init__(self, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
-                 activation: str, slope: float = 1.0, scale: float = 1.0) -> None:
+                 activation: str, slope: float = 1.0, spread: float = 1.0, mean: float = 1.0) -> None:
         super().__init__()
         # w1 (R, H, n_in), b1 (R, H, 1), w2 (R, H, 1), b2 (R, 1)
         self.w1, self.b1, self.w2, self.b2 = (nn.Parameter(w) for w in (w1, b1, w2, b2))
         self.activation = activation  # the hidden layer's f: "sigmoid" or "relu"
-        self.slope, self.scale = slope, scale  # 1 = the handout's; else 2.5's controls (see hidden)
+        self.controls = (slope, spread, mean)  # all 1 = the handout's net; else 2.5's controls (see seen)
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """Hidden outputs h = f(W1 x + b1), (R, H, B)."""
         a = self.w1 @ x.T + self.b1
-        h = torch.relu(a) if self.activation == "relu" else torch.sigmoid(a)
-        if self.slope != 1:  # 2.5's control: the same h, but autograd passes back slope x f'(a)
-            h = h.detach() + self.slope * (h - h.detach())
-        if self.scale != 1:  # 2.5's other control: h itself x scale (so its spread, and its slope too)
-            h = self.scale * h
-        return h
+        return torch.relu(a) if self.activation == "relu" else torch.sigmoid(a)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Logits z = w2 . h + b2, (R, B), from the hidden outputs h (R, H, B)."""
+        if self.controls != (1, 1, 1):  # 2.5's controls only, never the handout's run
+            h = self.seen(h)
         return (self.w2 * h).sum(1) + self.b2
+
+    def seen(self, h: torch.Tensor) -> torch.Tensor:
+        """2.5's controls: what the output layer sees of h (R, H, B). Forward: each unit's mean over the
+        images x mean, each image's difference from that mean x spread. Backward: whatever those values,
+        autograd passes back slope x f'(a) to the hidden weights."""
+        slope, spread, mean = self.controls
+        values = h
+        if (spread, mean) != (1, 1):
+            centre = h.mean(-1, keepdim=True)  # (R, H, 1): each unit's mean over the images
+            values = mean * centre + spread * (h - centre)
+        return values.detach() + slope * (h - h.detach())
 
 
 def loss_fn(kind: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -120,18 +128,18 @@ class Config:
 
 
 def train(setting: str, runs: Sequence[tuple[int, float]], x: np.ndarray, y: np.ndarray, cfg: Config,
-          band_runs: int = 0, keep_curves: bool = False, slope: float = 1.0, scale: float = 1.0) -> dict[str, Any]:
+          band_runs: int = 0, keep_curves: bool = False, controls: tuple[float, float, float] = (1, 1, 1)
+          ) -> dict[str, Any]:
     """The handout's loop for the runs (seed, learning rate) of `setting`, all trained together on
     images x (B, n_in) and labels y (B,). Iteration t evaluates the weights after t updates; a run
     stops at its first 100% accuracy (iterations = t), at a non-finite loss (diverged_at = t) or at
     the cap, and leaves the stack. Returns numpy and plain numbers only (see Measurements.results).
-    slope: 1, or 2.5's control that multiplies the hidden units' slope f'(a) in the backward pass;
-    scale: 1, or 2.5's control that multiplies h = f(a) itself (forward and backward)."""
+    controls: (slope, spread, mean), all 1 but in 2.5's controls (FCNet.seen)."""
     activation, kind, _ = SETTINGS[setting]
     x, y = (torch.tensor(v, dtype=cfg.dtype, device=cfg.device) for v in (x, y))
-    model = FCNet(*initial_weights([seed for seed, _ in runs], x.shape[1], cfg), activation, slope, scale)
+    model = FCNet(*initial_weights([seed for seed, _ in runs], x.shape[1], cfg), activation, *controls)
     rates = torch.tensor([lr for _, lr in runs], dtype=cfg.dtype, device=cfg.device)  # (R,), per run
-    measured = Measurements(len(runs), activation == "relu", band_runs, keep_curves, cfg, scale)
+    measured = Measurements(len(runs), activation == "relu", band_runs, keep_curves, cfg)
     last_print = time.perf_counter()
     for t in range(cfg.max_iters + 1):
         h = model.hidden(x)  # (R, H, B)
@@ -151,7 +159,7 @@ def train(setting: str, runs: Sequence[tuple[int, float]], x: np.ndarray, y: np.
                 p.addcmul_(rates.view(-1, *[1] * (p.dim() - 1)), p.grad, value=-1)
                 p.grad = None
         if stop.any():  # the stopped runs leave the stack
-            model = FCNet(*(p.detach()[~stop] for p in model.parameters()), activation, slope, scale)
+            model = FCNet(*(p.detach()[~stop] for p in model.parameters()), activation, *controls)
             rates = rates[~stop]
         if cfg.log and time.perf_counter() - last_print > PROGRESS_SECONDS:
             last_print = time.perf_counter()
@@ -195,32 +203,31 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"per setting, on {data.describe}, {args.dtype} on {args.device}, {args.workers} process(es)", flush=True)
     band = args.seeds if args.seeds > 1 else 0
     jobs = [(s, plans[s], x, y, cfg, band, len(plans[s]) == 1) for s in args.settings]
-    slopes = slope_controls(args)  # 2.5's slope and scale controls: extra jobs, never part of a default run
+    slopes = slope_controls(args)  # 2.5's activation controls: extra jobs, never part of a default run
     seeds = seed_list(args.first_seed, args.seeds)
-    jobs += [(s, [(seed, args.lr) for seed in seeds], x, y, cfg, 0, False, *factors)
-             for kind in ("slope", "scale") for s, scale in slopes.items()
-             for factors in [(scale, 1.0) if kind == "slope" else (1.0, scale)]]
-    names = [*args.settings, *(f"{s} ({kind} x {scale:g})" for kind in ("slope", "scale")
-                               for s, scale in slopes.items())]
+    jobs += [(s, [(seed, args.lr) for seed in seeds], x, y, cfg, 0, False, CONTROLS[kind](scale))
+             for kind in CONTROLS for s, scale in slopes.items()]
+    names = [*args.settings, *(f"{s} ({kind} control x {scale:g})" for kind in CONTROLS for s, scale in slopes.items())]
     started = time.perf_counter()
     done = run_jobs(train, jobs, args.workers, (lambda i, _: print(
         f"  {names[i]}: {len(jobs[i][1])} run(s) done", flush=True)) if cfg.log else lambda i, _: None)
     trained = dict(zip(args.settings, done, strict=False))
     extra = done[len(args.settings):]
-    trained_slopes = dict(zip(slopes, extra[:len(slopes)], strict=True))
-    trained_scales = dict(zip(slopes, extra[len(slopes):], strict=True))
+    controlled = {kind: dict(zip(slopes, extra[k * len(slopes):(k + 1) * len(slopes)], strict=True))
+                  for k, kind in enumerate(CONTROLS)}
     seconds = time.perf_counter() - started
 
     results = results_header("part2_fc.py", args, data, cfg) | {"workers": args.workers}
     results["settings"] = {s: setting_record(s, plans[s], trained[s], args) for s in args.settings}
     results |= study_results(results["settings"], trained, plans, args) if args.seeds > 1 else {}
     if slopes:
-        results["controls"]["slope_ce"] = {"scale": slopes, "settings": {
-            s: slope_record(trained_slopes[s]["runs"], results["settings"], s, scale) for s, scale in slopes.items()}}
-        results["controls"]["scale_ce"] = {"scale": slopes, "settings": {
-            s: slope_record(trained_scales[s]["runs"], results["settings"], s, scale) | {
-                "vs_slope_control": ratio_record(trained_scales[s]["runs"], trained_slopes[s]["runs"])}
-            for s, scale in slopes.items()}}
+        slope_runs = {s: controlled["slope"][s]["runs"] for s in slopes}
+        for kind in CONTROLS:  # spread and mean: each against the slope control, the one thing changed
+            results["controls"][f"{kind}_ce"] = {"scale": slopes, "settings": {
+                s: slope_record(controlled[kind][s]["runs"], results["settings"], s, scale) | (
+                    {} if kind == "slope" else {"vs_slope_control": ratio_record(controlled[kind][s]["runs"],
+                                                                                 slope_runs[s])})
+                for s, scale in slopes.items()}}
     settings = results["settings"]
     its = {s: settings[s]["single"]["iterations"] for s in args.settings}
     single = sorted(args.settings, key=lambda s: (its[s] is None, its[s] or 0))  # by one seed; not reached last
@@ -246,7 +253,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--control-half-lr", action="store_true", help="2.5 control: the CE settings again at lr / 2")
     add("--control-slope", action="store_true",
         help="2.5 controls: the CE settings again with the hidden slope f'(a) scaled in the backward pass only "
-             "(ReLU x 1/4, sigmoid x 4: each to the other's largest slope), and with h = f(a) itself scaled")
+             "(ReLU x 1/4, sigmoid x 4: each to the other's largest slope); then with that slope and, in what "
+             "the output layer sees, h's differences between images (spread) or its mean over them scaled too")
     args = parser.parse_args(argv)
     args.settings = args.settings.split(",")
     if set(args.settings) - set(SETTINGS) or len(set(args.settings)) != len(args.settings):
@@ -282,8 +290,8 @@ class Measurements:
 
     FACTORS = ("l2_factor", "l2_factor_wrong", "hidden_slope", "hidden_output", "hidden_spread")
 
-    def __init__(self, n: int, relu: bool, band_runs: int, keep_curves: bool, cfg: Config, scale: float = 1.0) -> None:
-        self.cfg, self.relu, self.t, self.scale = cfg, relu, 0, scale  # scale: h = scale x f(a) (a control)
+    def __init__(self, n: int, relu: bool, band_runs: int, keep_curves: bool, cfg: Config) -> None:
+        self.cfg, self.relu, self.t = cfg, relu, 0
         on = {"dtype": cfg.dtype, "device": cfg.device}  # every tensor lives where the run trains
         self.rows = torch.arange(n, device=cfg.device)  # rows: which run each row of the stack is
         self.out: list[dict[str, Any]] = [{"iterations": None, "diverged_at": None} for _ in range(n)]
@@ -320,7 +328,7 @@ class Measurements:
                 mean, mean_square = h.mean(2), torch.linalg.vector_norm(h, dim=2).square() / h.shape[2]  # (R, H)
                 spread = (mean_square - mean * mean).clamp(min=0).sqrt().mean(1)
                 slope = (torch.count_nonzero(h, dim=(1, 2)).to(h.dtype) / h[0].numel() if self.relu else
-                         (mean / self.scale - mean_square / self.scale ** 2).mean(1))  # f' = f (1 - f), f = h / scale
+                         (mean - mean_square).mean(1))  # the sigmoid's f' = f (1 - f), averaged
                 n_wrong = wrong.sum(-1)
                 values = torch.stack([factor.mean(-1), (factor * wrong).sum(-1) / n_wrong.clamp(min=1), slope,
                                       mean.mean(1), spread])
@@ -432,9 +440,11 @@ def dead_units_summary(iterations: list[int | None], dead_end: list[int]) -> dic
             "reached_with_dead_end": sum(dead) - both}
 
 
-# 2.5's slope control: each CE setting's hidden slope scaled to the other activation's largest slope
-# (ReLU 1 -> 1/4, the sigmoid's 1/4 at a = 0 -> 1); the forward pass, and so h, stays the same.
+# 2.5's activation controls: each CE setting's hidden slope scaled to the other activation's largest
+# slope (ReLU 1 -> 1/4, the sigmoid's 1/4 at a = 0 -> 1) in the backward pass ("slope"); then also,
+# in what the output layer sees, h's differences between images ("spread") or its mean ("mean").
 SLOPE_SCALES = {"relu": 0.25, "sigmoid": 4.0}
+CONTROLS = {"slope": lambda s: (s, 1.0, 1.0), "spread": lambda s: (s, s, 1.0), "mean": lambda s: (s, 1.0, s)}
 
 
 def slope_controls(args: argparse.Namespace) -> dict[str, float]:
