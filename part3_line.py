@@ -449,6 +449,7 @@ def study_record(runs: list[SeedRun], cfg: Config, data: Dataset) -> dict[str, A
     with torch.no_grad():
         one_net = trained_model(one, data.images.shape[1:], cfg)
         maps = one_net.feature_maps(x)[1].mean((2, 3)).double().cpu().numpy()  # (B, 8)
+        kernels = kernel_change(one_net, initial_model(LineNet, seed, data.images.shape[1:], cfg))
     means = {str(c): maps[data.labels == c].mean(0) for c in (0, 1) if (data.labels == c).any()}
     (h1, w1), (h2, w2) = conv_sizes(data.images.shape[1:], cfg.padding)
     network = {"image_size": list(data.images.shape[1:]), "padding": cfg.padding, "pad_pixels": PADDINGS[cfg.padding],
@@ -460,8 +461,27 @@ def study_record(runs: list[SeedRun], cfg: Config, data: Dataset) -> dict[str, A
             "loss_rises": [loss_rises(r.loss).size for r in runs],
             "single": {"seed": seed, "percentile": percentile, "iterations": one.iterations, "diverged_at":
                        one.diverged_at, "final_accuracy": one.final_accuracy, "final_ce": one.final_loss,
-                       "loss_rises_at": loss_rises(one.loss).tolist(), "accuracy": one.accuracy.tolist()},
+                       "loss_rises_at": loss_rises(one.loss).tolist(), "accuracy": one.accuracy.tolist(),
+                       "kernel_change": kernels},
             "conv2_class_means": {c: [float(v) if np.isfinite(v) else None for v in m] for c, m in means.items()}}
+
+
+def kernel_change(net: LineNet, start: LineNet) -> dict[str, float | None]:
+    """Figure 12 in numbers: the first layer's 16 kernels (7 x 7) at the stop against their start.
+    relative_change: the norm of the change over the norm of the start, all kernels together;
+    column_share (row_share): the share of the change's sum of squares that each kernel's column
+    (row) means explain, i.e. how much of it is constant down each column: vertical (horizontal)
+    stripes. A change without stripes, independent noise, gives each about 1/7."""
+    before = start.conv1.weight.detach()[:, 0].double().cpu().numpy()  # (16, 7, 7)
+    change = net.conv1.weight.detach()[:, 0].double().cpu().numpy() - before
+    total = float((change ** 2).sum())
+
+    def share(axis: int) -> float | None:  # None: no change (a run stopped before its first step)
+        means = np.broadcast_to(change.mean(axis, keepdims=True), change.shape)
+        return float((means ** 2).sum()) / total if total > 0 else None
+
+    return {"relative_change": float(np.linalg.norm(change) / np.linalg.norm(before)),
+            "column_share": share(1), "row_share": share(2)}
 
 
 def loss_rises(loss: np.ndarray) -> np.ndarray:

@@ -296,6 +296,27 @@ def check_split(images: np.ndarray, labels: np.ndarray, n_test: int) -> tuple[np
     return train_rows, test
 
 
+
+@pytest.mark.parametrize("stripes", ["vertical", "horizontal"])
+def test_kernel_change_measures_stripes_and_size(data: Dataset, stripes: str) -> None:
+    """Figure 12 in numbers: a change constant down each column (vertical stripes, zero mean along a
+    row) is all column means and no row means, and the other way round; its size against the start."""
+    cfg = replace(F32, dtype=torch.float64)
+    start = p3.initial_model(p3.LineNet, 3, data.images.shape[1:], cfg)
+    net = p3.initial_model(p3.LineNet, 3, data.images.shape[1:], cfg)
+    profile = torch.tensor([-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0], dtype=torch.float64) * 0.01  # sums to 0
+    pattern = profile.expand(7, 7) if stripes == "vertical" else profile[:, None].expand(7, 7)  # (row, column)
+    change = pattern * torch.arange(1, 17, dtype=torch.float64)[:, None, None]  # (16, 7, 7), a size per kernel
+    with torch.no_grad():
+        net.conv1.weight[:, 0] += change
+    out = p3.kernel_change(net, start)
+    assert out["relative_change"] == pytest.approx(
+        float(change.norm() / start.conv1.weight.detach().norm()), rel=1e-12)
+    columns, rows = (1.0, 0.0) if stripes == "vertical" else (0.0, 1.0)
+    assert out["column_share"] == pytest.approx(columns, abs=1e-12)
+    assert out["row_share"] == pytest.approx(rows, abs=1e-12)
+    assert p3.kernel_change(start, start)["column_share"] is None  # no change: no share
+
 def test_holdout_split_distinct_balanced_deterministic_copies_dropped(data: Dataset) -> None:
     check_split(data.images, data.labels, 16)
     order = np.random.default_rng(1).permutation(3 * len(data.images))  # every image twice more, shuffled in
@@ -500,6 +521,10 @@ def test_cli_json_holds_the_loops_numbers_and_the_figures(cli_runs: dict, data: 
     assert held != results["iterations"], "the case cannot tell the training rows from all images"
     assert results["holdout"]["iterations"] == held and len(results["holdout"]["test_accuracy"]) == 2
     assert all(len(results["conv2_class_means"][c]) == 8 for c in "01")
+    one = next(r for r in runs if r.seed == results["single"]["seed"])  # the median seed's kernels, start to stop
+    want = p3.kernel_change(p3.trained_model(one, data.images.shape[1:], F32),
+                            p3.initial_model(p3.LineNet, one.seed, data.images.shape[1:], F32))
+    assert results["single"]["kernel_change"] == pytest.approx(want)
 
 
 def test_cli_same_numbers_with_one_or_two_workers(cli_runs: dict) -> None:

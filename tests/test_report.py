@@ -632,3 +632,17 @@ def test_the_tests_behind_the_answers_sit_in_the_appendix(small: Build) -> None:
     for moved in ("ratios of median iterations, measured", "learning-rate sweep", "3.2 by group of images",
                   "Iterations scale as"):
         assert text.index(moved) > appendix, moved
+
+
+def test_kernel_figure_is_read_in_numbers(small: Build) -> None:
+    """3.1: Figure 12's two panels in the numbers part3_line.py measured: the kernels' change against
+    their start, and how much of it the column and row means explain (stripes said only where the
+    column means explain most of it)."""
+    kc = small.results["part3_line.json"]["single"]["kernel_change"]
+    text = re.sub(r"\s+", " ", small.text)
+    assert f"The first layer’s kernels change by {pct(kc['relative_change'])} of their initial norm" in text
+    shares = f"each kernel’s column means explain {pct(kc['column_share'])} of its sum of squares, its row means " \
+             f"{pct(kc['row_share'])} (independent noise: about 1/7 each)"
+    assert shares in text
+    vertical = kc["column_share"] > 2 * kc["row_share"] and kc["column_share"] > 0.5
+    assert ("the change forms vertical stripes" in text) == vertical
