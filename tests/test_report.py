@@ -245,6 +245,8 @@ def test_part2_sweep_table_and_paired_tests_are_recomputed(small: Build) -> None
 
 def sf(r: float) -> str:
     """A ratio of iterations in the report's words, its direction from the data."""
+    if abs(r - 1) < 0.005:  # rounds to 1.00 either way
+        return f"{sig(r)}× (unchanged)"
     return f"{sig(r)}× slower" if r >= 1 else f"{sig(1 / r)}× faster"
 
 
