@@ -622,8 +622,16 @@ def plot_typical_curves(curves: dict[str, dict[str, np.ndarray]], settings: dict
             axes[col + 1].annotate(f"{end:.1f}%", (t[-1], end), xytext=(0, -32), textcoords="offset points",
                                    ha="right", fontsize=8.5, color=COLOURS[s], arrowprops={"arrowstyle": "-", "lw": 0.6,
                                                                                          "color": COLOURS[s]})
+    from matplotlib.ticker import FuncFormatter
+
+    def decimal(v: float, _: int) -> str:  # 0.3, not 3 x 10^-1: narrow labels leave the panels more width
+        mantissa = round(v / 10 ** math.floor(math.log10(v)), 6) if v > 0 else 0
+        return f"{v:g}" if mantissa in (1, 2, 5) else ""
+
     for col, name in ((0, "L2"), (2, "CE")):
         axes[col].set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel=f"{name} loss")
+        axes[col].yaxis.set_major_formatter(FuncFormatter(decimal))
+        axes[col].yaxis.set_minor_formatter(FuncFormatter(decimal))
         axes[col + 1].set(xscale="log", xlabel="iteration + 1", ylabel=f"{name}: accuracy (%)", ylim=(0, 102))
     for ax in axes:  # labels every second decade, ticks every decade: the runs end between 10^2 and 10^4
         ax.set_xticks([1, 100, 10_000], ["1", "$10^2$", "$10^4$"])
