@@ -203,31 +203,17 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"per setting, on {data.describe}, {args.dtype} on {args.device}, {args.workers} process(es)", flush=True)
     band = args.seeds if args.seeds > 1 else 0
     jobs = [(s, plans[s], x, y, cfg, band, len(plans[s]) == 1) for s in args.settings]
-    slopes = slope_controls(args)  # 2.5's activation controls: extra jobs, never part of a default run
-    seeds = seed_list(args.first_seed, args.seeds)
-    jobs += [(s, [(seed, args.lr) for seed in seeds], x, y, cfg, 0, False, CONTROLS[kind](scale))
-             for kind in CONTROLS for s, scale in slopes.items()]
-    names = [*args.settings, *(f"{s} ({kind} control x {scale:g})" for kind in CONTROLS for s, scale in slopes.items())]
     started = time.perf_counter()
     done = run_jobs(train, jobs, args.workers, (lambda i, _: print(
-        f"  {names[i]}: {len(jobs[i][1])} run(s) done", flush=True)) if cfg.log else lambda i, _: None)
-    trained = dict(zip(args.settings, done, strict=False))
-    extra = done[len(args.settings):]
-    controlled = {kind: dict(zip(slopes, extra[k * len(slopes):(k + 1) * len(slopes)], strict=True))
-                  for k, kind in enumerate(CONTROLS)}
-    seconds = time.perf_counter() - started
+        f"  {args.settings[i]}: {len(jobs[i][1])} run(s) done", flush=True)) if cfg.log else lambda i, _: None)
+    trained = dict(zip(args.settings, done, strict=True))
 
     results = results_header("part2_fc.py", args, data, cfg) | {"workers": args.workers}
     results["settings"] = {s: setting_record(s, plans[s], trained[s], args) for s in args.settings}
     results |= study_results(results["settings"], trained, plans, args) if args.seeds > 1 else {}
-    if slopes:
-        slope_runs = {s: controlled["slope"][s]["runs"] for s in slopes}
-        for kind in CONTROLS:  # spread and mean: each against the slope control, the one thing changed
-            results["controls"][f"{kind}_ce"] = {"scale": slopes, "settings": {
-                s: slope_record(controlled[kind][s]["runs"], results["settings"], s, scale) | (
-                    {} if kind == "slope" else {"vs_slope_control": ratio_record(controlled[kind][s]["runs"],
-                                                                                 slope_runs[s])})
-                for s, scale in slopes.items()}}
+    if args.control_slope:  # 2.5's activation controls: a second round, never part of a default run
+        results["controls"] |= activation_controls(results["settings"], x, y, cfg, args)
+    seconds = time.perf_counter() - started
     settings = results["settings"]
     its = {s: settings[s]["single"]["iterations"] for s in args.settings}
     single = sorted(args.settings, key=lambda s: (its[s] is None, its[s] or 0))  # by one seed; not reached last
@@ -252,9 +238,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="a sweep's best rate needs this share of seeds at 100%% (default 0.9)")
     add("--control-half-lr", action="store_true", help="2.5 control: the CE settings again at lr / 2")
     add("--control-slope", action="store_true",
-        help="2.5 controls: the CE settings again with the hidden slope f'(a) scaled in the backward pass only "
-             "(ReLU x 1/4, sigmoid x 4: each to the other's largest slope); then with that slope and, in what "
-             "the output layer sees, h's differences between images (spread) or its mean over them scaled too")
+        help="2.5 controls (needs relu-ce and sigmoid-ce): each CE setting again with the other's measured mean "
+             "slope f'(a) in the backward pass; then with that slope and, in what the output layer sees, the "
+             "other's spread of h across the images or its mean over them")
     args = parser.parse_args(argv)
     args.settings = args.settings.split(",")
     if set(args.settings) - set(SETTINGS) or len(set(args.settings)) != len(args.settings):
@@ -266,6 +252,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if (args.lrs or args.control_half_lr or args.control_slope) and args.seeds < 2:
         raise InputError("--lrs, --control-half-lr and --control-slope are 2.5's many-seed studies: "
                          "give --seeds 2 or more")
+    if args.control_slope and not set(CE_PAIR) <= set(args.settings):
+        raise InputError("--control-slope swaps what the two CE settings measured: "
+                         f"give --settings with {' and '.join(CE_PAIR)}")
     return args
 
 
@@ -440,18 +429,47 @@ def dead_units_summary(iterations: list[int | None], dead_end: list[int]) -> dic
             "reached_with_dead_end": sum(dead) - both}
 
 
-# 2.5's activation controls: each CE setting's hidden slope scaled to the other activation's largest
-# slope (ReLU 1 -> 1/4, the sigmoid's 1/4 at a = 0 -> 1) in the backward pass ("slope"); then also,
-# in what the output layer sees, h's differences between images ("spread") or its mean ("mean").
-SLOPE_SCALES = {"relu": 0.25, "sigmoid": 4.0}
-CONTROLS = {"slope": lambda s: (s, 1.0, 1.0), "spread": lambda s: (s, s, 1.0), "mean": lambda s: (s, 1.0, s)}
+# 2.5's activation controls: each CE setting given the other activation's measured slope in the
+# backward pass ("slope"); then also, in what the output layer sees, the other's spread of h across
+# the images ("spread") or its mean over them ("mean"). factors: {"slope", "spread", "mean"} -> x.
+CONTROLS = {"slope": lambda f: (f["slope"], 1.0, 1.0), "spread": lambda f: (f["slope"], f["spread"], 1.0),
+            "mean": lambda f: (f["slope"], 1.0, f["mean"])}
+SWAPPED = {"slope": "hidden_slope", "spread": "hidden_spread", "mean": "hidden_output"}  # factor -> measurement
+CE_PAIR = ("relu-ce", "sigmoid-ce")
 
 
-def slope_controls(args: argparse.Namespace) -> dict[str, float]:
-    """{setting: slope scale} of the slope control's runs (none without --control-slope)."""
-    if not args.control_slope:
+def swap_factors(settings: dict[str, Any]) -> dict[str, dict[str, float]] | None:
+    """{CE setting: {factor: the other CE setting's median over seeds of the run average / its own}}:
+    what turns one activation's measured slope, spread and mean into the other's (None: not measured)."""
+    med = {(s, f): settings[s]["factors"][key]["median"] for s in CE_PAIR for f, key in SWAPPED.items()}
+    if any(v is None or not v > 0 for v in med.values()):
+        return None
+    return {s: {f: med[(o, f)] / med[(s, f)] for f in SWAPPED} for s, o in (CE_PAIR, CE_PAIR[::-1])}
+
+
+def activation_controls(settings: dict[str, Any], x: np.ndarray, y: np.ndarray, cfg: Config,
+                        args: argparse.Namespace) -> dict[str, Any]:
+    """2.5's activation controls (CONTROLS) on the main study's seeds, each CE setting with the other's
+    measured factors (swap_factors); spread and mean also against the slope control, the one thing
+    they change. Returns {"slope_ce", "spread_ce", "mean_ce"} for results["controls"]."""
+    swaps = swap_factors(settings)
+    if swaps is None:  # every seed diverged at once: nothing measured to swap (the main study is kept)
+        print("  2.5's activation controls not run: the CE settings' slope, spread or mean was not measured")
         return {}
-    return {s: SLOPE_SCALES[SETTINGS[s][0]] for s in args.settings if SETTINGS[s][1] == "ce"}
+    runs = [(seed, args.lr) for seed in seed_list(args.first_seed, args.seeds)]
+    keys = [(kind, s) for kind in CONTROLS for s in CE_PAIR]
+    jobs = [(s, runs, x, y, cfg, 0, False, CONTROLS[kind](swaps[s])) for kind, s in keys]
+
+    def progress(i: int, _: Any) -> None:
+        what = " and ".join(dict.fromkeys(("slope", keys[i][0])))
+        print(f"  {keys[i][1]} with the other's {what}: {len(runs)} run(s) done", flush=True)
+
+    done = run_jobs(train, jobs, args.workers, progress if cfg.log else lambda i, _: None)
+    trained = {key: d["runs"] for key, d in zip(keys, done, strict=True)}
+    return {f"{kind}_ce": {"factors": swaps, "settings": {
+        s: slope_record(trained[(kind, s)], settings, s, swaps[s]["slope"]) | {"controls": CONTROLS[kind](swaps[s])} | (
+            {} if kind == "slope" else {"vs_slope_control": ratio_record(trained[(kind, s)], trained[("slope", s)])})
+        for s in CE_PAIR}} for kind in CONTROLS}
 
 
 def ratio_record(runs: list[dict[str, Any]], other: list[dict[str, Any]]) -> dict[str, Any]:
@@ -691,8 +709,8 @@ def print_summary(results: dict[str, Any], seconds: float, out: Path) -> None:
         measured, predicted = ("-" if f[k] is None else f"{f[k]:.2f}" for k in ("measured", "predicted"))
         print(f"  {f['id']:<26} ratio of medians {measured:>5}, predicted from the gradient factor {predicted}")
     for s, c in results.get("controls", {}).get("slope_ce", {}).get("settings", {}).items():
-        print(f"  {s} with its slope x {c['scale']:g}: median {fmt(c['summary']['median'])}, "
-              f"{fmt(c['ratio_to_base'])} x its own")
+        print(f"  {s} with its slope x {c['scale']:.3g}: median {fmt(c['summary']['median'])}, "
+              f"{fmt(c['ratio_to_base'] and round(c['ratio_to_base'], 3))} x its own")
     if "lr_sweep" in results:
         sweep = results["lr_sweep"]
         print("  best rates: " + ", ".join(f"{s} {row['best']['lr']:g}" if row["best"] else f"{s} none"

@@ -468,17 +468,20 @@ def study_record(runs: list[SeedRun], cfg: Config, data: Dataset) -> dict[str, A
 
 def kernel_change(net: LineNet, start: LineNet) -> dict[str, float | None]:
     """Figure 12 in numbers: the first layer's 16 kernels (7 x 7) at the stop against their start.
-    relative_change: the norm of the change over the norm of the start, all kernels together;
-    column_share (row_share): the share of the change's sum of squares that each kernel's column
-    (row) means explain, i.e. how much of it is constant down each column: vertical (horizontal)
-    stripes. A change without stripes, independent noise, gives each about 1/7."""
+    relative_change: the norm of the change over the norm of the start, all kernels together.
+    With each kernel's mean change removed, pooled over the kernels: column_share (row_share), the
+    share of the change's sum of squares that the kernels' column (row) means explain, i.e. how much
+    of it is constant down each column: vertical (horizontal) stripes. The two shares add up to at
+    most 1; independent noise gives each about 6/48 = 1/8."""
     before = start.conv1.weight.detach()[:, 0].double().cpu().numpy()  # (16, 7, 7)
     change = net.conv1.weight.detach()[:, 0].double().cpu().numpy() - before
-    total = float((change ** 2).sum())
+    centred = change - change.mean((1, 2), keepdims=True)
+    total = float((centred ** 2).sum())
+    varies = total > 1e-12 * float((change ** 2).sum())  # beyond rounding: not a run stopped before its first step
 
-    def share(axis: int) -> float | None:  # None: no change (a run stopped before its first step)
-        means = np.broadcast_to(change.mean(axis, keepdims=True), change.shape)
-        return float((means ** 2).sum()) / total if total > 0 else None
+    def share(axis: int) -> float | None:  # None: no variation to share
+        means = np.broadcast_to(centred.mean(axis, keepdims=True), centred.shape)
+        return float((means ** 2).sum()) / total if varies and total > 0 else None
 
     return {"relative_change": float(np.linalg.norm(change) / np.linalg.norm(before)),
             "column_share": share(1), "row_share": share(2)}

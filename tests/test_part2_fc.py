@@ -777,7 +777,7 @@ def test_dead_units_summary_by_hand() -> None:
 # --- 7. the command line end to end: every control and measurement against the reference ------------
 
 WIRING_ARGS = ["--settings", "relu-l2,relu-ce", "--dtype", "float64", "--seeds", "3", "--first-seed", "1", "--lr", "3",
-               "--lrs", "1,3", "--sweep-seeds", "2", "--control-half-lr", "--control-slope", "--max-iters", "600",
+               "--lrs", "1,3", "--sweep-seeds", "2", "--control-half-lr", "--max-iters", "600",
                "--quiet"]
 
 
@@ -797,11 +797,6 @@ def wiring(tmp_path_factory, standin_dir: Path, data) -> dict[str, Any]:
     wanted |= {("relu-ce", seed, 1.5) for seed in (1, 2, 3)} | {(s, seed, 1.0) for s in ("relu-l2", "relu-ce")
                                                                 for seed in (1, 2)}
     refs = {key: reference_run(key[0], key[1], key[2], x, y, 600) for key in sorted(wanted)}
-    refs |= {("relu-ce slope", seed, 3.0): reference_run("relu-ce", seed, 3.0, x, y, 600, slope=0.25)
-             for seed in (1, 2, 3)}
-    refs |= {(f"relu-ce {kind}", seed, 3.0): reference_run("relu-ce", seed, 3.0, x, y, 600, slope=0.25,
-                                                          **{kind: 0.25})
-             for seed in (1, 2, 3) for kind in ("spread", "mean")}
     return {"json": json.loads((out / "2" / "part2_fc.json").read_text()), "refs": refs,
             "one": json.loads((out / "1" / "part2_fc.json").read_text())}
 
@@ -841,48 +836,60 @@ def test_cli_half_rate_control_trains_the_ce_settings_at_half_the_rate(wiring) -
     assert rec["paired_vs_base"] == paired_by_hand(half, base)
 
 
-def test_cli_slope_control_scales_only_the_backward_slope(wiring) -> None:
-    """ReLU + CE with f'(a) x 1/4 in the backward pass: the reference's hook, seed for seed; its
-    forward pass is the setting's own, so at t = 0 the two runs have the same loss."""
-    res = wiring["json"]
-    control = res["controls"]["slope_ce"]
-    assert control["scale"] == {"relu-ce": 0.25} and set(control["settings"]) == {"relu-ce"}
-    rec, base = control["settings"]["relu-ce"], ref_its(wiring, "relu-ce", [1, 2, 3], 3.0)
-    want = ref_its(wiring, "relu-ce slope", [1, 2, 3], 3.0)
-    assert want != base  # a control that ignored its slope would repeat the main study
-    assert rec["iterations"] == want and rec["scale"] == 0.25
-    assert all(wiring["refs"][("relu-ce slope", seed, 3.0)]["loss"][0] == pytest.approx(
-        wiring["refs"][("relu-ce", seed, 3.0)]["loss"][0], rel=1e-12) for seed in (1, 2, 3))
-    slope = np.median([expected_record(wiring["refs"][("relu-ce slope", seed, 3.0)])["hidden_slope"]
-                       for seed in (1, 2, 3)])
-    assert rec["effective_slope"] == pytest.approx(0.25 * slope, rel=REL)
-    assert rec["ratio_to_base"] == pytest.approx(np.median(want) / np.median(base))
-    assert rec["paired_vs_base"] == paired_by_hand(want, base)
-    assert rec["other"] is None  # the sigmoid did not run here
+SWAP_ARGS = ["--settings", "relu-ce,sigmoid-ce", "--dtype", "float64", "--seeds", "3", "--first-seed", "1",
+             "--lr", "1", "--max-iters", "1500", "--control-slope", "--workers", "1", "--quiet"]
+SWAP_MEASURED = {"slope": "hidden_slope", "spread": "hidden_spread", "mean": "hidden_output"}
 
 
-@pytest.mark.parametrize("kind", ["spread", "mean"])
-def test_cli_spread_and_mean_controls_change_what_the_output_layer_sees(wiring, kind: str) -> None:
-    """ReLU + CE with the slope control's backward pass and, seen by the output layer, h's differences
-    from each unit's mean over the images (spread) or that mean x 1/4: the reference seed for seed,
-    and its comparison with the slope-only runs."""
-    control = wiring["json"]["controls"][f"{kind}_ce"]
-    assert control["scale"] == {"relu-ce": 0.25} and set(control["settings"]) == {"relu-ce"}
-    rec = control["settings"]["relu-ce"]
-    want = ref_its(wiring, f"relu-ce {kind}", [1, 2, 3], 3.0)
-    slope_only = ref_its(wiring, "relu-ce slope", [1, 2, 3], 3.0)
-    assert want != slope_only and want != ref_its(wiring, "relu-ce", [1, 2, 3], 3.0)
-    assert rec["iterations"] == want
-    medians = [float(np.median([math.inf if i is None else i for i in its])) for its in (want, slope_only)]
-    ratio = medians[0] / medians[1] if all(map(math.isfinite, medians)) else None  # not reached: no ratio
-    assert rec["vs_slope_control"]["ratio"] == (None if ratio is None else pytest.approx(ratio))
-    assert rec["vs_slope_control"]["paired"] == paired_by_hand(want, slope_only)
-    if kind == "spread":  # at rate 3 these runs never stop and become chaotic: rounding decides their factors
-        return
-    # the slope its hidden weights see: 1/4 of f'(a) (ReLU: the share of active units of f(a) itself)
-    slope = np.median([expected_record(wiring["refs"][(f"relu-ce {kind}", seed, 3.0)])["hidden_slope"]
-                       for seed in (1, 2, 3)])
-    assert rec["effective_slope"] == pytest.approx(0.25 * slope, rel=REL)
+@pytest.fixture(scope="module")
+def swapped(tmp_path_factory, standin_dir: Path, data) -> dict[str, Any]:
+    """The activation controls from the command line (float64, seeds 1-3, rate 1), and the reference:
+    each CE setting's runs, the factors that swap their measured slope, spread and mean (the other's
+    median over seeds of the run average over its own), and the reference runs with those factors."""
+    out = tmp_path_factory.mktemp("swapped")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(p2, "save_figure", lambda *args: True)
+        assert p2.main(["--data-dir", str(standin_dir), "--out", str(out), *SWAP_ARGS]) == 0
+    x, y = data
+    base = {s: [reference_run(s, seed, 1.0, x, y, 1500) for seed in (1, 2, 3)] for s in ("relu-ce", "sigmoid-ce")}
+    med = {(s, f): float(np.median([expected_record(r)[key] for r in base[s]]))
+           for s in base for f, key in SWAP_MEASURED.items()}
+    factors = {s: {f: med[(o, f)] / med[(s, f)] for f in SWAP_MEASURED}
+               for s, o in (("relu-ce", "sigmoid-ce"), ("sigmoid-ce", "relu-ce"))}
+    controls = {"slope": lambda f: (f["slope"], 1.0, 1.0), "spread": lambda f: (f["slope"], f["spread"], 1.0),
+                "mean": lambda f: (f["slope"], 1.0, f["mean"])}
+    refs = {(kind, s): [reference_run(s, seed, 1.0, x, y, 1500, **dict(zip(("slope", "spread", "mean"),
+                                                                          make(factors[s]), strict=True)))
+                        for seed in (1, 2, 3)]
+            for kind, make in controls.items() for s in base}
+    return {"json": json.loads((out / "part2_fc.json").read_text()), "base": base, "factors": factors, "refs": refs}
+
+
+def test_cli_activation_controls_swap_the_measured_factors(swapped) -> None:
+    """Each CE setting with the other's measured slope (backward), then also its spread or its mean (what
+    the output layer sees): the factors and every run's stop, seed for seed, against the reference."""
+    controls = swapped["json"]["controls"]
+    for kind in ("slope", "spread", "mean"):
+        block = controls[f"{kind}_ce"]
+        assert set(block["settings"]) == {"relu-ce", "sigmoid-ce"}
+        for s, want in swapped["factors"].items():
+            assert block["factors"][s] == pytest.approx(want, rel=1e-9)
+            rec = block["settings"][s]
+            its = [r["iterations"] for r in swapped["refs"][(kind, s)]]
+            base = [r["iterations"] for r in swapped["base"][s]]
+            assert None not in its and its != base  # each control changes the runs, and every run stops
+            assert rec["iterations"] == its, (kind, s)
+            assert rec["ratio_to_base"] == pytest.approx(np.median(its) / np.median(base))
+            assert rec["paired_vs_base"] == paired_by_hand(its, base)
+            slope = np.median([expected_record(r)["hidden_slope"] for r in swapped["refs"][(kind, s)]])
+            assert rec["effective_slope"] == pytest.approx(want["slope"] * slope, rel=REL)
+            other = [r["iterations"] for r in swapped["base"]["sigmoid-ce" if s == "relu-ce" else "relu-ce"]]
+            assert rec["other"]["ratio"] == pytest.approx(np.median(its) / np.median(other))
+            if kind != "slope":  # against the slope control, the one thing it changes
+                slope_its = [r["iterations"] for r in swapped["refs"][("slope", s)]]
+                assert its != slope_its
+                assert rec["vs_slope_control"]["ratio"] == pytest.approx(np.median(its) / np.median(slope_its))
+                assert rec["vs_slope_control"]["paired"] == paired_by_hand(its, slope_its)
 
 
 def test_cli_sweep_trains_each_rate_on_the_sweep_seeds(wiring) -> None:
@@ -1051,6 +1058,7 @@ def assert_refused(code: int, err: str, hint: str, out: Path) -> None:
     (["--seeds", "1", "--lrs", "0.1,1"], "--lrs"),  # a sweep with one seed: refused, not trained and dropped
     (["--seeds", "1", "--control-half-lr"], "--control-half-lr"),
     (["--seeds", "1", "--control-slope"], "--control-slope"),
+    (["--seeds", "3", "--control-slope", "--settings", "relu-ce,relu-l2"], "--control-slope"),
     (["--seeds", str(10**6 + 1)], "--seeds"),
     (["--sweep-seeds", "0", "--lrs", "0.1", "--seeds", "2"], "--sweep-seeds"),
     (["--min-reach", "1.5"], "--min-reach"),

@@ -316,6 +316,9 @@ def test_kernel_change_measures_stripes_and_size(data: Dataset, stripes: str) ->
     assert out["column_share"] == pytest.approx(columns, abs=1e-12)
     assert out["row_share"] == pytest.approx(rows, abs=1e-12)
     assert p3.kernel_change(start, start)["column_share"] is None  # no change: no share
+    with torch.no_grad():  # a change of one value per kernel is its mean: no variation left to share
+        net.conv1.weight[:, 0] = start.conv1.weight[:, 0] + 0.05
+    assert p3.kernel_change(net, start)["row_share"] is None
 
 def test_holdout_split_distinct_balanced_deterministic_copies_dropped(data: Dataset) -> None:
     check_split(data.images, data.labels, 16)

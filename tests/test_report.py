@@ -268,27 +268,32 @@ def activation_controls_told(p2: dict[str, Any]) -> bool:
 
 
 def check_activation_controls(p2: dict[str, Any], opening: str) -> None:
-    """2.5 (2): the slope, spread and mean controls, each recomputed from the per-seed lists."""
+    """2.5 (2): the slope, spread and mean controls, each recomputed from the per-seed lists, and the
+    measured ratios they swap."""
     m, st = control_medians(p2), p2["settings"]
     opening = re.sub(r" ([,.:;])", r"\1", opening)  # the HTML text spaces emphasised words from their punctuation
+    fac = {key: median([v for v in st["relu-ce"][key] if v is not None])
+           / median([v for v in st["sigmoid-ce"][key] if v is not None])
+           for key in ("hidden_slope", "hidden_spread", "hidden_output")}
     assert "ReLU beats the sigmoid. A sigmoid unit passes on at most a quarter" in opening
-    assert (f"makes ReLU + CE {sf(m['relu-ce slope'] / m['relu-ce'])} and sigmoid + CE "
+    assert (f"the other’s mean slope 𝑓 ′ ( 𝑎 ) (ReLU’s is {sig(fac['hidden_slope'])}× the sigmoid’s) alone makes "
+            f"ReLU + CE {sf(m['relu-ce slope'] / m['relu-ce'])} and sigmoid + CE "
             f"{sf(m['sigmoid-ce slope'] / m['sigmoid-ce'])}. Forward") in opening
-    spread = {k: median([v for v in st[k]["hidden_spread"] if v is not None]) for k in ("relu-ce", "sigmoid-ce")}
-    assert (f"(its spread, the standard deviation over the images: {sig(spread['relu-ce'])} for ReLU against "
-            f"{sig(spread['sigmoid-ce'])})") in opening
+    assert f"ReLU’s is {sig(fac['hidden_spread'])}× the sigmoid’s). Swapping the spread as well" in opening
     mean_r, spread_r = ([m[f"{k} {kind}"] / m[f"{k} slope"] for k in ("relu-ce", "sigmoid-ce")]
                         for kind in ("mean", "spread"))
     assert f"a further {sf(spread_r[0])} and {sf(spread_r[1])}" in opening
-    if all(abs(math.log(a)) < min(math.log(1.25), abs(math.log(b))) for a, b in zip(mean_r, spread_r, strict=True)):
-        size = [sig(max(r, 1 / r)) for r in mean_r]
-        assert f"changes them only {size[0]}× and {size[1]}×" in opening
-    else:
-        assert f"(the spread kept): {sf(mean_r[0])} and {sf(mean_r[1])}" in opening
+    assert (f"(the spread kept; ReLU’s is {sig(fac['hidden_output'], 2)}× the sigmoid’s): {sf(mean_r[0])} and "
+            f"{sf(mean_r[1])}") in opening
     unscaled = m["sigmoid-ce"] / m["relu-ce"]
-    assert (f"the sigmoid needs {sig(m['sigmoid-ce spread'] / m['relu-ce'])}× ReLU + CE’s iterations, against "
-            f"{sig(unscaled)}× unscaled") in opening
-    assert f"the scaled-down ReLU {sig(m['relu-ce spread'] / m['sigmoid-ce'])}× sigmoid + CE’s" in opening
+    sig_swapped, relu_swapped = m["sigmoid-ce spread"] / m["relu-ce"], m["relu-ce spread"] / m["sigmoid-ce"]
+    assert (f"the sigmoid needs {sig(sig_swapped)}× ReLU + CE’s iterations and ReLU needs {sig(relu_swapped)}× "
+            f"sigmoid + CE’s, against {sig(unscaled)}× and {sig(1 / unscaled)}× unswapped") in opening
+    rest = (sig_swapped, 1 / relu_swapped)
+    if all(r > 1.05 for r in rest):
+        assert (f"the rest, {sig(min(rest))}× to {sig(max(rest))}×, is not explained here") in opening
+    else:
+        assert "not explained here" not in opening
 
 
 def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
@@ -311,14 +316,16 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
             f"{k} control": control[k]["iterations"] for k in ("relu-ce", "sigmoid-ce")}
         assert all(None not in v for v in its.values()), "the tiny build reaches 100% in every seed"
         m = {k: median(v) for k, v in its.items()}
-        assert f"makes ReLU + CE {sf(m['relu-ce control'] / m['relu-ce'])}" in opening
         if activation_controls_told(p2):
             check_activation_controls(p2, opening)
-        else:  # the tiny build: a control whose median is beyond the cap leaves the rest unexplained
-            assert "is part of the reason" in opening and "is not explained here" in opening
+        else:  # a control whose median is beyond the cap: the slope alone, the rest unexplained
+            assert "is part of the reason: given the other activation’s measured mean slope" in opening
+            assert (f"ReLU + CE becomes {sf(m['relu-ce control'] / m['relu-ce'])} and sigmoid + CE "
+                    f"{sf(m['sigmoid-ce control'] / m['sigmoid-ce'])}") in opening
+            assert "is not explained here" in opening
         rest = sig(m["sigmoid-ce control"] / m["relu-ce"])
         activation_detail = text[text.index("Activation. The signal"):][:2000]
-        assert f"raised to about ReLU’s it still needs {rest}× ReLU + CE’s" in activation_detail
+        assert f"with ReLU’s slope the sigmoid still needs {rest}× ReLU + CE’s" in activation_detail
         slope = {k: median([v for v in st[k]["hidden_slope"] if v is not None]) for k in st}
         measured = {lo: (st[f"sigmoid-{lo}"]["summary"]["median"], st[f"relu-{lo}"]["summary"]["median"])
                     for lo in ("ce", "l2")}
@@ -444,14 +451,19 @@ def test_activation_controls_are_told_where_every_median_is_reached(small: Build
     detail = text[text.index("The spread and mean controls keep the slope control’s backward pass"):][:2500]
     counts = {(kind, k): p2["controls"][f"{kind}_ce"]["settings"][k]["vs_slope_control"]["paired"]
               for kind in ("spread", "mean") for k in ("relu-ce", "sigmoid-ce")}
-    assert f"scaling the spread is slower on {counts[('spread', 'relu-ce')]['losses']} (ReLU" in detail
+    assert f"swapping the spread is slower on {counts[('spread', 'relu-ce')]['losses']} (ReLU" in detail
     assert f"faster on {counts[('spread', 'sigmoid-ce')]['wins']} (sigmoid)" in detail
     assert "For the output weights alone, scaling the differences by 𝑠" in detail
+    factors = p2["controls"]["spread_ce"]["factors"]  # each the other setting's measured value over its own
+    appendix = text[text.index("Activation. The signal"):]
+    assert (f"are {sig(factors['sigmoid-ce']['slope'])} and {sig(factors['relu-ce']['slope'])} for the slope, "
+            f"{sig(factors['sigmoid-ce']['spread'])} and {sig(factors['relu-ce']['spread'])} for the spread, "
+            f"{sig(factors['sigmoid-ce']['mean'])} and {sig(factors['relu-ce']['mean'])} for the mean") in appendix
     start, run = ([median([v for v in p2["settings"][k][key] if v is not None]) for k in ("sigmoid-ce", "relu-ce")]
                   for key in ("hidden_spread_start", "hidden_spread"))
     assert (f"The sigmoid’s spread is {sig(start[0])} against ReLU’s {sig(start[1])} at the start "
             f"({sig(start[1] / start[0], 2)}×) and {sig(run[0])} against {sig(run[1])} averaged over the run "
-            f"({sig(run[1] / run[0], 2)}×), not the factor 4 of the controls") in detail
+            f"(the factor swapped)") in detail
     assert "remains a hypothesis" not in opening and "size control" not in text
 
 # ---- part 3 --------------------------------------------------------------------------------------
@@ -637,14 +649,16 @@ def test_the_tests_behind_the_answers_sit_in_the_appendix(small: Build) -> None:
 
 
 def test_kernel_figure_is_read_in_numbers(small: Build) -> None:
-    """3.1: Figure 12's two panels in the numbers part3_line.py measured: the kernels' change against
-    their start, and how much of it the column and row means explain (stripes said only where the
-    column means explain most of it)."""
+    """3.1: Figure 12's two panels in the numbers part3_line.py measured (appendix): the kernels' change
+    against their start, and how much of it the column and row means explain (stripes said only where
+    the column means explain most of it)."""
     kc = small.results["part3_line.json"]["single"]["kernel_change"]
     text = re.sub(r"\s+", " ", small.text)
     assert f"The first layer’s kernels change by {pct(kc['relative_change'])} of their initial norm" in text
-    shares = f"each kernel’s column means explain {pct(kc['column_share'])} of its sum of squares, its row means " \
-             f"{pct(kc['row_share'])} (independent noise: about 1/7 each)"
+    shares = f"the column means of the change (each kernel’s mean removed) explain {pct(kc['column_share'])} of its " \
+             f"variation, the row means {pct(kc['row_share'])} (independent noise: about 1/8 each)"
     assert shares in text
     vertical = kc["column_share"] > 2 * kc["row_share"] and kc["column_share"] > 0.5
     assert ("the change forms vertical stripes" in text) == vertical
+    answer = text[text.index("3.1 Line dataset"):text.index("3.2 Detection dataset")]
+    assert "What its kernels and feature maps show: appendix" in answer and "initial norm" not in answer
