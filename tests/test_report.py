@@ -267,33 +267,32 @@ def activation_controls_told(p2: dict[str, Any]) -> bool:
     return all(math.isfinite(v) for v in control_medians(p2).values())
 
 
-def check_activation_controls(p2: dict[str, Any], opening: str) -> None:
-    """2.5 (2): the slope, spread and mean controls, each recomputed from the per-seed lists, and the
-    measured ratios they swap."""
-    m, st = control_medians(p2), p2["settings"]
+def check_activation_controls(p2: dict[str, Any], opening: str, text: str) -> None:
+    """2.5 (2) and its table: the slope, spread and mean controls, each median recomputed from the
+    per-seed lists; the gap between the activations with the other's values swapped in."""
+    m = control_medians(p2)
     opening = re.sub(r" ([,.:;])", r"\1", opening)  # the HTML text spaces emphasised words from their punctuation
-    fac = {key: median([v for v in st["relu-ce"][key] if v is not None])
-           / median([v for v in st["sigmoid-ce"][key] if v is not None])
-           for key in ("hidden_slope", "hidden_spread", "hidden_output")}
     assert "ReLU beats the sigmoid. A sigmoid unit passes on at most a quarter" in opening
-    assert (f"the other’s mean slope 𝑓 ′ ( 𝑎 ) (ReLU’s is {sig(fac['hidden_slope'])}× the sigmoid’s) alone makes "
-            f"ReLU + CE {sf(m['relu-ce slope'] / m['relu-ce'])} and sigmoid + CE "
-            f"{sf(m['sigmoid-ce slope'] / m['sigmoid-ce'])}. Forward") in opening
-    assert f"ReLU’s is {sig(fac['hidden_spread'])}× the sigmoid’s). Swapping the spread as well" in opening
-    mean_r, spread_r = ([m[f"{k} {kind}"] / m[f"{k} slope"] for k in ("relu-ce", "sigmoid-ce")]
-                        for kind in ("mean", "spread"))
-    assert f"a further {sf(spread_r[0])} and {sf(spread_r[1])}" in opening
-    assert (f"(the spread kept; ReLU’s is {sig(fac['hidden_output'], 2)}× the sigmoid’s): {sf(mean_r[0])} and "
-            f"{sf(mean_r[1])}") in opening
-    unscaled = m["sigmoid-ce"] / m["relu-ce"]
-    sig_swapped, relu_swapped = m["sigmoid-ce spread"] / m["relu-ce"], m["relu-ce spread"] / m["sigmoid-ce"]
-    assert (f"the sigmoid needs {sig(sig_swapped)}× ReLU + CE’s iterations and ReLU needs {sig(relu_swapped)}× "
-            f"sigmoid + CE’s, against {sig(unscaled)}× and {sig(1 / unscaled)}× unswapped") in opening
-    rest = (sig_swapped, 1 / relu_swapped)
-    if all(r > 1.05 for r in rest):
-        assert (f"the rest, {sig(min(rest))}× to {sig(max(rest))}×, is not explained here") in opening
+    gap = {kind: (m[f"sigmoid-ce {kind}"] / m["relu-ce"], m["sigmoid-ce"] / m[f"relu-ce {kind}"])
+           for kind in ("slope", "spread", "mean")} | {"own": (m["sigmoid-ce"] / m["relu-ce"],) * 2}
+    assert (f"the sigmoid’s iterations over ReLU’s fall from {sig(gap['own'][0])}× to {sig(gap['spread'][0])}× when "
+            f"the sigmoid gets ReLU’s values and to {sig(gap['spread'][1])}× when ReLU gets the sigmoid’s; with the "
+            f"slope alone, to {sig(gap['slope'][0])}× and {sig(gap['slope'][1])}×") in opening
+    mean_r = [m[f"{k} mean"] / m[f"{k} slope"] for k in ("relu-ce", "sigmoid-ce")]
+    if all(abs(math.log(r)) < math.log(1.1) for r in mean_r):
+        assert "swapping the mean instead of the spread changes little" in opening
     else:
-        assert "not explained here" not in opening
+        to = f"to {sig(gap['mean'][0])}× and {sig(gap['mean'][1])}×"
+        assert f"swapping the mean instead of the spread, {to}" in opening
+    if all(r > 1.05 for r in gap["spread"]):
+        assert "Slope and spread explain part of the gap; the rest is not explained here" in opening
+    # the table: each row's medians and changes (against the row above; the mean against the slope row)
+    table = re.sub(r"\s+", " ", text[text.index("the activation controls: median iterations"):])[:2500]
+    for kind, base in (("slope", "{k}"), ("spread", "{k} slope"), ("mean", "{k} slope")):
+        for k in ("relu-ce", "sigmoid-ce"):
+            change = sf(m[f"{k} {kind}"] / m[base.format(k=k)])
+            assert num(m[f"{k} {kind}"]) in table and change in table, (kind, k)
+        assert f"{sig(gap[kind][0])}×, {sig(gap[kind][1])}×" in table, kind
 
 
 def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
@@ -317,7 +316,7 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
         assert all(None not in v for v in its.values()), "the tiny build reaches 100% in every seed"
         m = {k: median(v) for k, v in its.items()}
         if activation_controls_told(p2):
-            check_activation_controls(p2, opening)
+            check_activation_controls(p2, opening, text)
         else:  # a control whose median is beyond the cap: the slope alone, the rest unexplained
             assert "is part of the reason: given the other activation’s measured mean slope" in opening
             assert (f"ReLU + CE becomes {sf(m['relu-ce control'] / m['relu-ce'])} and sigmoid + CE "
@@ -447,18 +446,15 @@ def test_activation_controls_are_told_where_every_median_is_reached(small: Build
     text = build_report(figures, tmp_path)["text"]
     assert activation_controls_told(p2)
     opening = text[text.index("2.5 Ranking"):text.index("Iterations scale as", text.index("2.5 Ranking"))]
-    check_activation_controls(p2, opening)
-    detail = text[text.index("The spread and mean controls keep the slope control’s backward pass"):][:2500]
-    counts = {(kind, k): p2["controls"][f"{kind}_ce"]["settings"][k]["vs_slope_control"]["paired"]
-              for kind in ("spread", "mean") for k in ("relu-ce", "sigmoid-ce")}
-    assert f"swapping the spread is slower on {counts[('spread', 'relu-ce')]['losses']} (ReLU" in detail
-    assert f"faster on {counts[('spread', 'sigmoid-ce')]['wins']} (sigmoid)" in detail
+    check_activation_controls(p2, opening, text)
+    detail = text[text.index("The spread and mean controls ( Table"):][:2500]
+    assert "keep the slope control’s backward pass" in detail
     assert "For the output weights alone, scaling the differences by 𝑠" in detail
-    factors = p2["controls"]["spread_ce"]["factors"]  # each the other setting's measured value over its own
-    appendix = text[text.index("Activation. The signal"):]
-    assert (f"are {sig(factors['sigmoid-ce']['slope'])} and {sig(factors['relu-ce']['slope'])} for the slope, "
-            f"{sig(factors['sigmoid-ce']['spread'])} and {sig(factors['relu-ce']['spread'])} for the spread, "
-            f"{sig(factors['sigmoid-ce']['mean'])} and {sig(factors['relu-ce']['mean'])} for the mean") in appendix
+    # the table's factors (in brackets, ReLU's then the sigmoid's): each the other's measured value over its own
+    factors = p2["controls"]["spread_ce"]["factors"]
+    table = re.sub(r"\s+", " ", text[text.index(f"CE, {len(p2['seeds'])} paired seeds"):])[:600]
+    for name, f, n in (("slope", "slope", 3), ("spread", "spread", 3), ("mean instead", "mean", 2)):
+        assert f"(× {sig(factors['relu-ce'][f], n)}, × {sig(factors['sigmoid-ce'][f], n)})" in table, name
     start, run = ([median([v for v in p2["settings"][k][key] if v is not None]) for k in ("sigmoid-ce", "relu-ce")]
                   for key in ("hidden_spread_start", "hidden_spread"))
     assert (f"The sigmoid’s spread is {sig(start[0])} against ReLU’s {sig(start[1])} at the start "
