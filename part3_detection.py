@@ -69,6 +69,7 @@ from part3_line import (
     add_part3_args,
     conv_sizes,
     initial_model,
+    nearest_similarity,
     plot_feature_maps,
     plot_kernels,
 )
@@ -359,12 +360,8 @@ def slow_images(per_seed: list[dict[str, Any]], data: Dataset) -> dict[str, Any]
     that iteration with the similarity margin (cos_other - cos_same), the initial margin, the width
     and the label; how often the last image of a seed is a nearest_other one; per image, its label and in
     how many seeds it relapses and in how many it is the last to stay right."""
-    x = data.images.reshape(len(data.images), -1)
-    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
-    cos, other = unit @ unit.T, data.labels[:, None] != data.labels[None]
-    same = ~other & ~np.eye(len(x), dtype=bool)
-    cos_other, cos_same = (np.where(mask, cos, -np.inf).max(1) for mask in (other, same))
-    nearest_other = cos_other > cos_same
+    cos_same, cos_other = nearest_similarity(data.images, data.labels)
+    nearest_other, n_images = cos_other > cos_same, len(data.images)
     stays = np.array([[np.inf if v is None else v for v in s["image_classified_from"]] for s in per_seed])  # (S, B)
     last = [np.flatnonzero(row == row.max()) for row in stays]  # each seed's last image(s) to stay right
     relapsed = [i for s in per_seed for i in s["relapsed_images"] or []]
@@ -385,8 +382,8 @@ def slow_images(per_seed: list[dict[str, Any]], data: Dataset) -> dict[str, Any]
             "relapses": len(relapsed), "relapses_nearest_other": int(nearest_other[relapsed].sum()) if relapsed else 0,
             "labels": data.labels.astype(int).tolist(),  # per image, so that what follows can be split by label
             "widths": data.widths.tolist(),  # and by true width
-            "relapsing_seeds_per_image": np.bincount(np.array(relapsed, dtype=int), minlength=len(x)).tolist(),
-            "last_seeds_per_image": np.bincount(np.concatenate(last).astype(int), minlength=len(x)).tolist(),
+            "relapsing_seeds_per_image": np.bincount(np.array(relapsed, dtype=int), minlength=n_images).tolist(),
+            "last_seeds_per_image": np.bincount(np.concatenate(last).astype(int), minlength=n_images).tolist(),
             "rank_correlation": {name: {"per_seed": r, "median": summarize_values(r)["median"]}
                                  for name, r in rho.items()}}
 

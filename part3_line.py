@@ -463,7 +463,20 @@ def study_record(runs: list[SeedRun], cfg: Config, data: Dataset) -> dict[str, A
                        one.diverged_at, "final_accuracy": one.final_accuracy, "final_ce": one.final_loss,
                        "loss_rises_at": loss_rises(one.loss).tolist(), "accuracy": one.accuracy.tolist(),
                        "kernel_change": kernels},
+            "n_nearest_other": int(np.greater(*nearest_similarity(data.images, data.labels)[::-1]).sum()),
             "conv2_class_means": {c: [float(v) if np.isfinite(v) else None for v in m] for c, m in means.items()}}
+
+
+def nearest_similarity(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image (B,), the cosine similarity of its pixel vector to the most similar other image of
+    its own class and of the other class: (cos_same, cos_other). An image with cos_other > cos_same
+    looks more like one of the other class than like any of its own, and is hard to separate."""
+    x = images.reshape(len(images), -1).astype(np.float64)
+    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
+    cos, other = unit @ unit.T, labels[:, None] != labels[None]
+    same = ~other & ~np.eye(len(x), dtype=bool)
+    cos_same, cos_other = (np.where(mask, cos, -np.inf).max(1) for mask in (same, other))
+    return cos_same, cos_other
 
 
 def kernel_change(net: LineNet, start: LineNet) -> dict[str, float | None]:
