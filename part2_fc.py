@@ -264,7 +264,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 class Measurements:
     """What train() measures on the way, apart from the stop rule. Per run: its stop, final loss and
     accuracy (the last finite ones), dead hidden units (output 0 on every image: no gradient again)
-    at the start and at the stop, how many images the untrained net calls 1, and gradient factors
+    at the start and at the stop, how many images the untrained net calls 1, the first iteration whose
+    accuracy beats calling every image the commoner label (beyond_majority_at), and gradient factors
     averaged over every `stride`-th iteration:
       l2_factor        mean over images of 2 yhat (1 - yhat): L2's dL/dz over cross-entropy's;
       l2_factor_wrong  the same over the images still classified wrong (those decide the stop);
@@ -287,6 +288,7 @@ class Measurements:
         self.sums = torch.zeros(len(self.FACTORS), n, **on)  # factor sums over the sampled iterations
         self.counts = torch.zeros(len(self.FACTORS), n, **on)
         self.last = torch.full((2, n), math.nan, **on)  # last finite loss and accuracy
+        self.beyond = torch.full((n,), -1, dtype=torch.long, device=cfg.device)  # first t above the majority score
         self.stride = max(1, cfg.max_iters // 2000)
         self.band_runs, self.band_points = band_runs, 0
         self.held = torch.full((band_runs,), math.nan, **on)
@@ -304,6 +306,8 @@ class Measurements:
             finite = torch.isfinite(loss)
             self.last = torch.where(finite, torch.stack([loss, accuracy]), self.last)
             self.t = t
+            majority = max(float(y.mean()), 1 - float(y.mean()))  # calling every image the commoner label
+            self.beyond = torch.where((self.beyond < 0) & (accuracy > majority + 1e-9), t, self.beyond)
             if t == 0:  # the untrained net: its loss, dead units and how many images it calls 1
                 self.initial, self.dead_start, self.ones_start = loss, (h == 0).all(2).sum(-1), (logits > 0).sum(-1)
             if self.curves is not None:
@@ -340,14 +344,15 @@ class Measurements:
         """Write out the runs that stop at this iteration (stop (R,) bool), then forget them."""
         means = torch.where(self.counts > 0, self.sums / self.counts.clamp(min=1), math.nan)
         columns = torch.stack([*self.last, *means, (h == 0).all(2).sum(-1), reached, diverged]).T[stop]
-        for row, values in zip(self.rows[stop].tolist(), columns.double().tolist(), strict=True):
+        beyond = self.beyond[stop].tolist()
+        for row, values, past in zip(self.rows[stop].tolist(), columns.double().tolist(), beyond, strict=True):
             loss, accuracy, *factors, dead_end, hit, div = values
             named = {"final_loss": loss, "final_accuracy": accuracy, **dict(zip(self.FACTORS, factors, strict=True)),
                      "hidden_spread_start": self.spread_start[row].item()}
             record = self.out[row]
             record.update({k: v if math.isfinite(v) else None for k, v in named.items()},  # JSON has no NaN
                           dead_start=int(self.dead_start[row]), dead_end=int(dead_end),
-                          predicted_ones_start=int(self.ones_start[row]))
+                          predicted_ones_start=int(self.ones_start[row]), beyond_majority_at=None if past < 0 else past)
             if div:
                 record["diverged_at"] = self.t
             elif hit:
@@ -358,6 +363,7 @@ class Measurements:
         keep = ~stop
         self.rows, self.sums, self.counts, self.last = self.rows[keep], self.sums[:, keep], self.counts[:, keep], \
             self.last[:, keep]
+        self.beyond = self.beyond[keep]
         self.initial = self.initial[keep]
 
     def results(self) -> dict[str, Any]:

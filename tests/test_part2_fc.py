@@ -134,6 +134,7 @@ def reference_run(setting: str, seed: int, lr: float, x: np.ndarray, y: np.ndarr
             out["spread"].append(np.std(hn, axis=0).mean())  # per unit across all B images (/B), then over units
         out["dead"].append(int((hn == 0).all(axis=0).sum()))
         out["ones"].append(int((pn > 0.5).sum()))
+        out["majority"] = max(float(yt.mean()), 1 - float(yt.mean()))
         if not math.isfinite(loss.item()) or (
                 diverge_factor is not None and t >= 1 and loss.item() > diverge_factor * out["loss"][0]):
             out["diverged_at"] = t
@@ -165,7 +166,9 @@ def expected_record(ref: dict[str, Any], stride: int = 1) -> dict[str, Any]:
             "l2_factor": mean("l2f"), "l2_factor_wrong": mean("l2f_wrong"), "hidden_slope": mean("slope"),
             "hidden_output": mean("hout"), "hidden_spread": mean("spread"),
             "hidden_spread_start": ref["spread"][0] if math.isfinite(ref["loss"][0]) else None,
-            "dead_start": ref["dead"][0], "dead_end": ref["dead"][-1], "predicted_ones_start": ref["ones"][0]}
+            "dead_start": ref["dead"][0], "dead_end": ref["dead"][-1], "predicted_ones_start": ref["ones"][0],
+            "beyond_majority_at": next((t for t, a in zip(ref["t"], ref["accuracy"], strict=True)
+                                        if a > ref["majority"] + 1e-9), None)}
 
 
 def check_run(run: dict[str, Any], ref: dict[str, Any], stride: int = 1, rel: float = REL) -> None:

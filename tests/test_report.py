@@ -174,11 +174,15 @@ def test_part2_table_is_recomputed_from_the_seeds(small: Build) -> None:
     p2, text = small.results["part2_fc.json"], small.text
     cap = p2["config"]["max_iters"]
     assert f"(at most {cap:,};" in text
+    assert "last column: when the seeds first beat it" in re.sub(r"\s+", " ", text)
     for key, s in p2["settings"].items():
         its = s["iterations"]
-        header = text.index(" seeds at 100% ", text.index("Table 1:"))
-        row = text[text.index(f" {s['question']} ", header):][:160]
+        header = text.index(" at 100% ", text.index("Table 1:"))
+        row = text[text.index(f" {s['question']} ", header):][:180]
         assert f"{sum(i is not None for i in its)} of {len(its)}" in row, (key, row)
+        # the last column: the median first iteration above the majority score (never: the slowest)
+        beyond = [math.inf if b is None else b for b in s["beyond_majority_at"]]
+        assert math.isfinite(median(beyond)) and f" {num(median(beyond))}" in row, (key, row)
         if all(i is not None for i in its):
             m, q1, q3 = median(its), quantile(its, 0.25), quantile(its, 0.75)
             assert f" {num(m)} {num(q1)}–{num(q3)} " in row, (key, row)
