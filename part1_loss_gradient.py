@@ -280,7 +280,8 @@ def surface_figure(W: np.ndarray, B: np.ndarray, values: np.ndarray, title: str,
     norm = Normalize(-max(-low, high), max(-low, high)) if signed else Normalize(low, high)
     if signed and low < 0 < high and not 0.5 < -low / high < 2.0:
         norm = TwoSlopeNorm(0.0, low, high)
-    surface = ax.plot_surface(W, B, values, cmap="coolwarm", norm=norm, rcount=count, ccount=count,
+    # signed: a diverging map, white at 0; never negative (the output, the losses): a sequential one
+    surface = ax.plot_surface(W, B, values, cmap="coolwarm" if signed else "viridis", norm=norm, rcount=count,
                               linewidth=0, antialiased=False)
     for axis, bins, name in ((ax.xaxis, 4, "weight $w$"), (ax.yaxis, 4, "bias $b$"), (ax.zaxis, 3, "")):
         axis.set_major_locator(MaxNLocator(bins, steps=[1, 2, 4, 5, 10]))
@@ -297,6 +298,12 @@ def surface_figure(W: np.ndarray, B: np.ndarray, values: np.ndarray, title: str,
     if isinstance(norm, TwoSlopeNorm):  # the two halves have different scales: ticks on each
         ticks = np.append(MaxNLocator(2).tick_values(norm.vmin, 0), MaxNLocator(4).tick_values(0, norm.vmax))
         bar.set_ticks(np.unique(ticks[(ticks >= norm.vmin) & (ticks <= norm.vmax)]))
+    else:  # the colour bar reads as the z axis: the same ticks on both, inside the values' range
+        ticks = MaxNLocator(3, steps=[1, 2, 4, 5, 10]).tick_values(low, high)
+        ticks = ticks[(ticks >= low - 1e-12) & (ticks <= high + 1e-12)]
+        ax.set_zticks(ticks)
+        ax.zaxis.set_major_formatter("{x:g}")  # as the bar writes them: 0.05, not 0.050
+        bar.set_ticks(ticks)
     return fig
 
 
