@@ -83,7 +83,8 @@ WIDTH_TOLERANCE = 0.5  # a width is right when |predicted - true| < 0.5 pixels (
 CLASSES = {0: "diamond", 1: "square"}  # the labels' meaning in the course's files
 # study -> its name in figures: the handout's 3.2; --control-no-width-head: 3.1's network alone (CE
 # only, stop at 100% classification); --control-width-lr-x10: 3.2 with the width's rate x10
-STUDIES = {"3.2": "3.2", "no_width_head": "no width head", "width_lr_x10": "width rate x10"}
+STUDIES = {"3.2": "3.2", "no_width_head": "no width head", "width_lr_x10": "width rate x10",
+           "frozen_features": "features frozen once classified"}
 CURVES = ("objective", "ce", "l2", "accuracy", "width_accuracy")  # what the loop records at every iteration
 
 
@@ -100,7 +101,14 @@ class DetectionNet(LineNet):
         self.width_head = nn.Linear(self.fc.in_features, 1)  # declared last: a seed starts 3.1's layers as in 3.1
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        features = self.feature_maps(x)[1].flatten(1)  # conv2's maps after ReLU, (B, 8 * H2 * W2)
+        return self.heads(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """conv2's maps after ReLU, flattened: (B, 8 * H2 * W2), what both heads read."""
+        return self.feature_maps(x)[1].flatten(1)
+
+    def heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(class logits (B,), widths (B,)) from the features (B, 8 * H2 * W2)."""
         return self.fc(features).squeeze(1), self.width_head(features).squeeze(1)
 
 
@@ -119,6 +127,7 @@ class SeedRun:
     widths: np.ndarray  # (T, B) every image's predicted width (pixels); NaN without the width head
     conv2_means: np.ndarray  # (B, 8) each conv2 map's mean (after ReLU) per image, at the stop
     weights: dict[str, np.ndarray]  # the network's parameters at the stop
+    sharpness: dict[str, float | None]  # head_sharpness at the first 100% classification and at the stop
 
 
 def train(study: str, seed: int, cfg: Config, data: Dataset) -> SeedRun:
@@ -126,7 +135,8 @@ def train(study: str, seed: int, cfg: Config, data: Dataset) -> SeedRun:
     stop. Iteration t evaluates the weights after t updates; its forward pass also gives update
     t + 1's gradient. Stop at the first t with every width right (the control without the width head:
     every class right), at a non-finite objective (diverged; opt-in: above diverge_factor x the
-    initial one) or at the cap. Every tensor lives on cfg.device."""
+    initial one) or at the cap. The frozen-features control keeps conv2's features from its first
+    100% classification on and trains the width head alone. Every tensor lives on cfg.device."""
     width_head = study != "no_width_head"
     x = torch.tensor(data.images[:, None], dtype=cfg.dtype, device=cfg.device)  # (B, 1, H, W)
     y, w = (torch.tensor(v, dtype=cfg.dtype, device=cfg.device) for v in (data.labels, data.widths))  # (B,)
@@ -134,9 +144,15 @@ def train(study: str, seed: int, cfg: Config, data: Dataset) -> SeedRun:
     logits_at = torch.full((cfg.max_iters + 1, len(y)), math.nan, dtype=cfg.dtype, device=cfg.device)
     widths_at = torch.full_like(logits_at, math.nan)
     rows: list[dict[str, float]] = []  # per iteration: CURVES -> value
+    frozen: torch.Tensor | None = None  # the frozen-features control: conv2's features, once classified
+    sharpness: dict[str, float | None] = {"classified": None, "stop": None}
     last_print = time.perf_counter()
     for t in range(cfg.max_iters + 1):
-        logits, predicted = net(x) if width_head else (net(x), torch.full_like(w, math.nan))  # (B,) each
+        if width_head:
+            features = net.features(x) if frozen is None else frozen  # (B, 8 * H2 * W2)
+            logits, predicted = net.heads(features)  # (B,) each
+        else:
+            logits, predicted = net(x), torch.full_like(w, math.nan)
         ce = F.binary_cross_entropy_with_logits(logits, y)  # 3.1's loss, mean over the images
         l2 = ((predicted - w) ** 2).mean()  # pixels^2, no factor 1/2
         objective = ce + (cfg.lr_reg / cfg.lr) * l2 if width_head else ce  # one step of lr: both rates
@@ -148,14 +164,18 @@ def train(study: str, seed: int, cfg: Config, data: Dataset) -> SeedRun:
         diverged = not math.isfinite(now["objective"]) or (  # a non-finite loss, or the opt-in rule
             cfg.diverge_factor is not None and now["objective"] > cfg.diverge_factor * rows[0]["objective"])
         reached = now["width_accuracy" if width_head else "accuracy"] == 1 and not diverged  # the handout's rule
+        if width_head and sharpness["classified"] is None and now["accuracy"] == 1 and not diverged:
+            sharpness["classified"] = head_sharpness(features, cfg.lr_reg)
+            frozen = features.detach() if study == "frozen_features" else None
         if reached or diverged or t == cfg.max_iters:
             break
         objective.backward()
         with torch.no_grad():
-            for p in net.parameters():
+            for p in net.parameters() if frozen is None else net.width_head.parameters():
                 # p -= lr * dL/dp (as optim.SGD computes it: one fused multiply-add); the objective's
                 # weights give the two rates
                 p.add_(p.grad, alpha=-cfg.lr)
+            for p in net.parameters():
                 p.grad = None
         if cfg.log and time.perf_counter() - last_print > PROGRESS_SECONDS:  # a long seed says where it is
             last_print = time.perf_counter()
@@ -163,11 +183,22 @@ def train(study: str, seed: int, cfg: Config, data: Dataset) -> SeedRun:
                   f"{100 * now['width_accuracy']:.1f}% of widths right", flush=True)
     with torch.no_grad():
         conv2 = net.feature_maps(x)[1].mean((2, 3))  # (B, 8) at the stop: which maps are dead
+    if width_head and not diverged:
+        sharpness["stop"] = head_sharpness(features, cfg.lr_reg)
     finite = np.isfinite([r["objective"] for r in rows])  # (T,): a diverged iteration records nothing
     return SeedRun(study, seed, t, t if reached else None, t if diverged else None,
                    {name: np.where(finite, [r[name] for r in rows], np.nan) for name in CURVES},
                    *(np.where(finite[:, None], v[:t + 1].cpu().numpy(), np.nan) for v in (logits_at, widths_at)),
-                   conv2.double().cpu().numpy(), {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()})
+                   conv2.double().cpu().numpy(), {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()},
+                   sharpness)
+
+
+def head_sharpness(features: torch.Tensor, lr_reg: float) -> float:
+    """The width head's rate x the largest curvature of its L2 loss in the head's weights: the largest
+    eigenvalue of (2 / B) [F 1]^T [F 1] for the features F (B, n). Plain gradient descent on the head
+    alone overshoots along that direction when this exceeds 2; far below 2, the step is small there."""
+    design = torch.cat([features.detach().double(), features.new_ones(len(features), 1).double()], 1)
+    return float(lr_reg * torch.linalg.eigvalsh(2 / len(design) * design.T @ design).max())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -177,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = load_dataset(args.data_dir, "detection")
     conv_sizes(tuple(data.images.shape[1:]), args.padding)  # the images fit two 7x7 convolutions
     studies = {"3.2": cfg} | ({"no_width_head": cfg} if args.control_no_width_head else {}) | (
-        {"width_lr_x10": replace(cfg, lr_reg=10 * cfg.lr_reg)} if args.control_width_lr_x10 else {})
+        {"width_lr_x10": replace(cfg, lr_reg=10 * cfg.lr_reg)} if args.control_width_lr_x10 else {}) | (
+        {"frozen_features": cfg} if args.control_frozen_features else {})
     seeds = seed_list(args.first_seed, args.seeds)
     jobs = [(study, seed, study_cfg, data) for seed in seeds for study, study_cfg in studies.items()]
     # memory per run: its (T, B) logits and widths, kept until the end, and the activations
@@ -210,6 +242,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--control-no-width-head", action="store_true",
         help="control: also train 3.1's network alone (CE only), stop at 100%% classification")
     add("--control-width-lr-x10", action="store_true", help="control: also train with --lr-reg x 10")
+    add("--control-frozen-features", action="store_true",
+        help="control: also train with conv2's features frozen from the first 100%% classification on "
+             "(the width head alone learns after it)")
     return parser.parse_args(argv)
 
 
@@ -254,6 +289,7 @@ def seed_record(run: SeedRun, data: Dataset, groups: dict[str, np.ndarray], base
         "collapsed": ce is not None and abs(ce - chance_ce) < 1e-3 and accuracy <= max(
             float(data.labels.mean()), 1 - float(data.labels.mean())),
         "dead_conv2_maps": int((run.conv2_means == 0).all(0).sum()) if np.isfinite(run.conv2_means).all() else None,
+        "head_sharpness": run.sharpness,
     }
     if run.study == "no_width_head":  # no widths to measure
         return record
@@ -281,6 +317,8 @@ def study_record(runs: list[SeedRun], per_seed: list[dict[str, Any]]) -> dict[st
             "classification_summary": summarize_stops(classification, div),
             "final_loss": [m["final_ce"] for m in per_seed], "final_accuracy": [m["final_accuracy"] for m in per_seed],
             "collapsed_seeds": [r.seed for r, m in zip(runs, per_seed, strict=True) if m["collapsed"]],
+            "head_sharpness": {when: summarize_values([m["head_sharpness"][when] for m in per_seed])
+                               for when in ("classified", "stop")},
             "measurements": per_seed}
 
 
@@ -327,7 +365,7 @@ def detection_results(args: argparse.Namespace, cfg: Config, data: Dataset,
                               if r.size},
         "controls": {study: None if study not in studies else studies[study] | (
             {"compared_with_3_2": compare_with_3_2(study, studies[study], main_study)})
-            for study in ("no_width_head", "width_lr_x10")},
+            for study in ("no_width_head", "width_lr_x10", "frozen_features")},
     }
 
 
@@ -434,7 +472,8 @@ def compare_with_3_2(study: str, control: dict[str, Any], base: dict[str, Any]) 
 
 # ===== Figures (for print: a text width, 9 pt) and the printed summary =====
 
-COLOURS = {"3.2": "tab:blue", "no_width_head": "tab:orange", "width_lr_x10": "tab:green"}  # one per study
+COLOURS = {"3.2": "tab:blue", "no_width_head": "tab:orange", "width_lr_x10": "tab:green",
+           "frozen_features": "tab:red"}  # one per study
 CLASS_COLOURS = {0: "tab:purple", 1: "tab:brown"}  # diamonds, squares: dark enough for print
 
 

@@ -84,11 +84,14 @@ def reference_start(seed: int, data: Dataset, width_head: bool) -> Reference:
 
 
 def reference_run(seed: int, data: Dataset, lr: float, lr_reg: float, max_iters: int,
-                  width_head: bool = True) -> dict:
+                  width_head: bool = True, freeze: bool = False) -> dict:
     """optim.SGD at lr on CE + (lr_reg / lr) L2 (without the head: CE), stop at 100% widths
-    (without the head: 100% classes) or the cap. Returns per-iteration values and the last weights."""
+    (without the head: 100% classes) or the cap. freeze: from the first 100% classification on, the
+    layers before the width head keep their weights (a second optimiser over the head alone), so its
+    features stay as they were. Returns per-iteration values, the last weights and the frozen-at t."""
     net = reference_start(seed, data, width_head)
     opt = torch.optim.SGD(net.parameters(), lr=lr)
+    out_frozen_at = None
     x = torch.tensor(data.images[:, None])
     y, w = torch.tensor(data.labels), torch.tensor(data.widths)
     out: dict = {"ce": [], "l2": [], "accuracy": [], "width_accuracy": [], "logits": []}
@@ -100,6 +103,8 @@ def reference_run(seed: int, data: Dataset, lr: float, lr_reg: float, max_iters:
         out["accuracy"].append(right.mean().item())
         out["logits"].append(logits.detach().numpy().copy())
         loss, done = ce, right.mean().item() == 1
+        if freeze and out_frozen_at is None and done:  # every image classified: the head alone from here
+            out_frozen_at, opt = t, torch.optim.SGD(net.width_head.parameters(), lr=lr)
         if width is not None:
             l2 = ((width - w) ** 2).sum() / len(w)
             width_right = ((width - w).abs() < 0.5).double().mean().item()
@@ -111,7 +116,7 @@ def reference_run(seed: int, data: Dataset, lr: float, lr_reg: float, max_iters:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    out["stop"], out["done"] = t, done
+    out["stop"], out["done"], out["frozen_at"] = t, done, out_frozen_at
     out["weights"] = {k: v.detach().numpy() for k, v in net.state_dict().items()}
     return out
 
@@ -134,6 +139,48 @@ def test_loop_equals_a_plain_module_and_optim_sgd_in_float64(data: Dataset, stud
     if study == "no_width_head":
         assert np.isnan(run.widths).all() and np.isnan(run.curves["l2"]).all()
 
+
+
+def test_the_frozen_features_control_trains_the_width_head_alone_once_classified(data: Dataset) -> None:
+    """Every iteration's losses and the weights at the stop against the reference, whose second
+    optimiser holds the width head alone from the first 100% classification on; every other layer
+    ends as it was then, and the run is 3.2's up to that iteration."""
+    cfg = replace(F64, max_iters=110)
+    run, plain = p3d.train("frozen_features", 2, cfg, data), p3d.train("3.2", 2, cfg, data)
+    ref = reference_run(2, data, cfg.lr, cfg.lr_reg, cfg.max_iters, freeze=True)
+    frozen_at = ref["frozen_at"]
+    assert frozen_at is not None and frozen_at < run.stop  # the case freezes, then trains the head
+    for key in ("ce", "l2", "accuracy", "width_accuracy"):
+        np.testing.assert_allclose(run.curves[key], ref[key], rtol=1e-9, atol=0, err_msg=key)
+        np.testing.assert_array_equal(run.curves[key][:frozen_at + 1], plain.curves[key][:frozen_at + 1])
+    for name, value in ref["weights"].items():
+        np.testing.assert_allclose(run.weights[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
+    assert not np.allclose(run.curves["l2"][frozen_at + 1:], plain.curves["l2"][frozen_at + 1:run.stop + 1])
+
+
+def test_head_sharpness_is_the_rate_times_the_largest_eigenvalue_of_the_width_loss_hessian(data: Dataset) -> None:
+    """At the stop: lr_reg x the largest eigenvalue of the Hessian of the mean squared width error in
+    the head's weights and bias, by autograd on the features the run ends with; at the first 100%
+    classification, the same for the features then (the frozen control keeps those)."""
+    cfg = replace(F64, max_iters=110)
+    run = p3d.train("frozen_features", 2, cfg, data)
+    net = initial_model(p3d.DetectionNet, 2, image_of(data), F64)
+    net.load_state_dict({k: torch.tensor(v) for k, v in run.weights.items()})
+    x = torch.tensor(data.images[:, None])
+    w = torch.tensor(data.widths)
+    with torch.no_grad():
+        features = net.features(x)
+    n = features.shape[1]
+
+    def width_loss(theta: torch.Tensor) -> torch.Tensor:  # the head's weights then its bias, (n + 1,)
+        return ((features @ theta[:n] + theta[n] - w) ** 2).mean()
+
+    hessian = torch.autograd.functional.hessian(width_loss, torch.zeros(n + 1, dtype=torch.float64))
+    want = cfg.lr_reg * float(torch.linalg.eigvalsh(hessian).max())
+    assert run.sharpness["stop"] == pytest.approx(want, rel=1e-9)
+    assert run.sharpness["classified"] == pytest.approx(want, rel=1e-9)  # frozen: the same features
+    grown = p3d.train("3.2", 2, cfg, data).sharpness
+    assert grown["classified"] == pytest.approx(want, rel=1e-9) and grown["stop"] != pytest.approx(want, rel=1e-3)
 
 @pytest.mark.parametrize(("lr", "lr_reg"), [(0.1, 0.001), (0.05, 0.02)])
 def test_one_update_moves_classifier_by_lr_dce_width_head_by_lr_reg_dl2_trunk_by_both(
@@ -302,7 +349,7 @@ def hand_run(logits: list[list[float]], widths: list[list[float]], study: str = 
     return p3d.SeedRun(study, seed, len(z) - 1, iterations, None, {
         "ce": np.full(len(z), math.log(2)), "l2": np.array([100.0, 50, 5, 4, 1][:len(z)]),
         "accuracy": np.full(len(z), 0.5), "width_accuracy": np.linspace(0, 1, len(z))},
-        z, p, np.ones((n, 8)) if conv2 is None else conv2, {})
+        z, p, np.ones((n, 8)) if conv2 is None else conv2, {}, {"classified": 0.2, "stop": 0.8})
 
 
 def test_seed_record_relapses_stays_groups_and_width_milestones() -> None:
@@ -318,6 +365,7 @@ def test_seed_record_relapses_stays_groups_and_width_milestones() -> None:
     m = p3d.seed_record(hand_run(logits, widths), data, groups, baseline_mse=4.5, chance_ce=math.log(2))
     assert m["classification_iterations"] == 2 and m["all_classified_from"] == 4
     assert m["relapsed_images"] == [1] and m["relapse_iterations"] == 1
+    assert m["head_sharpness"] == {"classified": 0.2, "stop": 0.8}  # the run's, passed on
     assert m["image_classified_from"] == [1, 4, 2, 1]
     assert m["group_classification_iterations"] == {"label 0": 1, "label 1": 4, "width 2": 4}
     assert m["group_first_classified"] == {"label 0": 1, "label 1": 2, "width 2": 2}
@@ -424,7 +472,7 @@ def test_default_run_one_seed_json_and_its_figures(standin_dir: Path, tmp_path: 
     assert results["figures"] == ["part3_detection_classification.png", "part3_detection_width.png",
                                   "part3_detection_width_scatter.png", "part3_detection_kernels.png",
                                   "part3_detection_feature_maps.png"]
-    assert results["controls"] == {"no_width_head": None, "width_lr_x10": None}
+    assert results["controls"] == {"no_width_head": None, "width_lr_x10": None, "frozen_features": None}
     assert results["relapses"] is None and results["slow_images"] is None
     assert results["network"]["parameters"] == (49 + 1) * 16 + (16 * 49 + 1) * 8 + 2 * (8 * 4 * 4 + 1)
     assert results["mean_width_baseline"]["rms"] == pytest.approx(float(np.std(np.load(
@@ -462,10 +510,13 @@ def test_the_controls_train_what_they_are_named(standin_dir: Path, data: Dataset
     """float64, 3 updates: the x10 control's losses are the reference's at lr_reg x 10 (not x1); the
     no-width-head control's are 3.1's network trained on CE alone (not the width head's)."""
     argv = ["--data-dir", str(standin_dir), "--out", str(tmp_path), "--max-iters", "3", "--dtype", "float64",
-            "--control-no-width-head", "--control-width-lr-x10", "--quiet"]
+            "--control-no-width-head", "--control-width-lr-x10", "--control-frozen-features", "--quiet"]
     assert run_main(p3d.main, argv) == 0
     results = json.loads((tmp_path / "part3_detection.json").read_text())
     got = {"3.2": results["measurements"][0]} | {k: v["measurements"][0] for k, v in results["controls"].items()}
+    frozen = results["controls"]["frozen_features"]  # not classified within 3 updates: 3.2's run, compared
+    assert frozen["measurements"][0]["final_l2"] == pytest.approx(got["3.2"]["final_l2"], rel=1e-12)
+    assert frozen["compared_with_3_2"]["iterations"]["paired"]["ties"] == 1
     refs = {"3.2": reference_run(0, data, 0.1, 0.001, 3), "width_lr_x10": reference_run(0, data, 0.1, 0.01, 3),
             "no_width_head": reference_run(0, data, 0.1, 0.001, 3, width_head=False)}
     for study, ref in refs.items():

@@ -454,11 +454,12 @@ def test_activation_controls_are_told_where_every_median_is_reached(small: Build
     detail = text[text.index("The spread and mean controls ( Table"):][:2500]
     assert "keep the slope control’s backward pass" in detail
     assert "For the output weights alone, scaling the differences by 𝑠" in detail
-    # the table's factors (in brackets, ReLU's then the sigmoid's): each the other's measured value over its own
+    # the table's factors (ReLU's then the sigmoid's), in its caption: each the other's measured value over its own
     factors = p2["controls"]["spread_ce"]["factors"]
-    table = re.sub(r"\s+", " ", text[text.index(f"CE, {len(p2['seeds'])} paired seeds"):])[:600]
-    for name, f, n in (("slope", "slope", 3), ("spread", "spread", 3), ("mean instead", "mean", 2)):
-        assert f"(× {sig(factors['relu-ce'][f], n)}, × {sig(factors['sigmoid-ce'][f], n)})" in table, name
+    caption = re.sub(r"\s+", " ", text[text.index("the activation controls: median iterations"):])[:900]
+    r, g = factors["relu-ce"], factors["sigmoid-ce"]
+    assert (f"slope ×{sig(r['slope'])} and ×{sig(g['slope'])}, spread ×{sig(r['spread'])} and ×{sig(g['spread'])}, "
+            f"mean ×{sig(r['mean'], 2)} and ×{sig(g['mean'], 2)}") in caption
     start, run = ([median([v for v in p2["settings"][k][key] if v is not None]) for k in ("sigmoid-ce", "relu-ce")]
                   for key in ("hidden_spread_start", "hidden_spread"))
     assert (f"The sigmoid’s spread is {sig(start[0])} against ReLU’s {sig(start[1])} at the start "
@@ -669,3 +670,26 @@ def test_kernel_figure_is_read_in_numbers(small: Build) -> None:
     assert ("the change forms vertical stripes" in text) == vertical
     answer = text[text.index("3.1 Line dataset"):text.index("3.2 Detection dataset")]
     assert "What its first-layer kernels show: appendix" in answer and "initial norm" not in answer
+
+
+def test_what_limits_the_widths_is_read_from_the_frozen_control_and_the_curvature(small: Build) -> None:
+    """3.2: the frozen-features control (its median stop or the cap, seeds within the cap, the paired
+    comparison with 3.2) and the width head's rate x curvature at classification and at the stop."""
+    det = small.results["part3_detection.json"]
+    text = re.sub(r" \)", ")", re.sub(r"\s+", " ", small.text))
+    fz = det["controls"]["frozen_features"]
+    pf = fz["compared_with_3_2"]["iterations"]["paired"]
+    stop = median([math.inf if v is None else v for v in fz["iterations"]])
+    needs = (f"more than {det['config']['max_iters']:,} iterations in the median seed" if math.isinf(stop)
+             else f"a median of {num(stop)}")
+    assert (f"the width head alone needs {needs} ({sum(v is not None for v in fz['iterations'])} of "
+            f"{len(fz['iterations'])} seeds within the cap; slower than 3.2 in {pf['losses']} of "
+            f"{pf['wins'] + pf['losses'] + pf['ties']}, {pval(pf['sign_test_p'])})") in text
+    slower = pf["sign_test_p"] < 0.05 and pf["losses"] > pf["wins"]
+    assert ("the widths need the features to keep changing" in text) == slower
+    classified = median([m["head_sharpness"]["classified"] for m in det["measurements"]
+                         if m["head_sharpness"]["classified"] is not None])
+    at_stop = median([m["head_sharpness"]["stop"] for m in det["measurements"]
+                      if m["head_sharpness"]["stop"] is not None])
+    if at_stop > classified:
+        assert f"rises from {sig(classified)} at classification to {sig(at_stop)} at the stop (medians)" in text
