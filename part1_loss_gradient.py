@@ -302,8 +302,8 @@ def surface_figure(W: np.ndarray, B: np.ndarray, values: np.ndarray, title: str,
         ticks = MaxNLocator(3, steps=[1, 2, 4, 5, 10]).tick_values(low, high)
         ticks = ticks[(ticks >= low - 1e-12) & (ticks <= high + 1e-12)]
         ax.set_zticks(ticks)
-        ax.zaxis.set_major_formatter("{x:g}")  # as the bar writes them: 0.05, not 0.050
         bar.set_ticks(ticks)
+    ax.zaxis.set_ticklabels([])  # the colour bar beside it gives the values: tick labels here would crowd it
     return fig
 
 

@@ -580,6 +580,7 @@ def sweep_results(by_run: dict[str, dict[tuple[int, float], dict]], args: argpar
         best = min(fit, key=lambda k: summaries[k]["median"], default=None)
         settings[setting] = {"iterations": its, "median": [s["median"] for s in summaries],
                              "reach_rate": [s["reach_rate"] for s in summaries],
+                             "diverged_rate": [s["diverged"] / s["n_seeds"] for s in summaries],  # non-finite loss
                              "median_x_rate": [div(s["median"], 1 / lr) for s, lr in zip(summaries, args.lrs,
                                                                                           strict=True)],
                              "best": None}
