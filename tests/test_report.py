@@ -276,7 +276,7 @@ def check_activation_controls(p2: dict[str, Any], opening: str, text: str) -> No
     per-seed lists; the gap between the activations with the other's values swapped in."""
     m = control_medians(p2)
     opening = re.sub(r" ([,.:;])", r"\1", opening)  # the HTML text spaces emphasised words from their punctuation
-    assert "ReLU beats the sigmoid. A sigmoid unit passes on at most a quarter" in opening
+    assert "a ReLU unit passes on all of a change in its input where it is active, a sigmoid unit at most" in opening
     gap = {kind: (m[f"sigmoid-ce {kind}"] / m["relu-ce"], m["sigmoid-ce"] / m[f"relu-ce {kind}"])
            for kind in ("slope", "spread", "mean")} | {"own": (m["sigmoid-ce"] / m["relu-ce"],) * 2}
     assert (f"the sigmoid’s iterations over ReLU’s fall from {sig(gap['own'][0])}× to {sig(gap['spread'][0])}× when "
@@ -309,7 +309,8 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
     opening = text[text.index("2.5 Ranking"):text.index("Iterations scale as", text.index("2.5 Ranking"))]
     assert f"At rate {p2['config']['lr']:g}, fastest to slowest" in opening
     if all(order.index(f"{a}-ce") < order.index(f"{a}-l2") for a in ("sigmoid", "relu")):
-        assert "CE beats L2, as the gradients predict" in opening and "error signal at the output is CE’s" in opening
+        assert "cross-entropy’s error signal is not shrunk by the factor" in opening
+        assert "error signal at the output is CE’s" in opening
     st = p2["settings"]
     control = p2["controls"]["slope_ce"]["settings"]
     if all(order.index(f"relu-{lo}") < order.index(f"sigmoid-{lo}") for lo in ("ce", "l2")):
@@ -640,15 +641,15 @@ def test_figures_are_read_in_the_text(small: Build) -> None:
         assert f"the loss rises at least once in {sum(v > 0 for v in rises)} of {len(rises)} seeds" in text
     one = det["single"]
     if one["iterations"] is not None:
-        assert (f"the class accuracy falls at {one['accuracy_falls']} of the seed’s {one['iterations']:,} steps and "
-                f"the width accuracy at {one['width_accuracy_falls']}") in text
+        assert (f"The accuracies fall at {one['accuracy_falls']} and {one['width_accuracy_falls']} of its "
+                f"{one['iterations']:,} steps") in text
 
 
 def test_the_tests_behind_the_answers_sit_in_the_appendix(small: Build) -> None:
     """2.5 and 3.2 answer in a few lines and point to the appendix, where the tables and tests stand."""
     text = small.text
     appendix = text.index("Appendix")
-    assert "Why, in brief (the tests: appendix, “Behind 2.5”)" in text[:appendix]
+    assert "The evidence (tests: appendix):" in re.sub(r"\s+", " ", text[:appendix])
     for heading in ("Behind 2.5: the tests of the reasons", "Behind 3.2: the late images and the widths"):
         assert text.index(heading) > appendix, heading
     for moved in ("ratios of median iterations, measured", "learning-rate sweep", "3.2 by group of images",
