@@ -23,6 +23,7 @@ import atexit
 import glob
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import re
@@ -277,7 +278,13 @@ def surface_figure(W: np.ndarray, B: np.ndarray, values: np.ndarray, title: str,
     low, high = float(values.min()), float(values.max())
     # Signed surfaces (the gradients): white exactly at 0; where one sign is much larger (Figure 2's
     # ReLU gradient: -1 against +15), each sign gets its full colours.
-    norm = Normalize(-max(-low, high), max(-low, high)) if signed else Normalize(low, high)
+    # the z axis and the colour bar share their ticks, at the values' range (2% slack: 0 beside 3e-4)
+    span, slack = high - low, 0.02 * (high - low)
+    step = min(m * 10.0 ** e for e in range(math.floor(math.log10(span)) - 1, math.floor(math.log10(span)) + 2)
+               for m in (1, 2, 5) if m * 10.0 ** e >= span / 2.5)  # 2 or 3 ticks: 1, 2 or 5 x 10^k apart
+    ticks = np.arange(math.ceil((low - slack) / step), math.floor((high + slack) / step) + 1) * step
+    lo, hi = min(low, ticks.min()), max(high, ticks.max())  # the colours reach the end ticks
+    norm = Normalize(-max(-lo, hi), max(-lo, hi)) if signed else Normalize(lo, hi)
     if signed and low < 0 < high and not 0.5 < -low / high < 2.0:
         norm = TwoSlopeNorm(0.0, low, high)
     # signed: a diverging map, white at 0; never negative (the output, the losses): a sequential one
@@ -292,18 +299,16 @@ def surface_figure(W: np.ndarray, B: np.ndarray, values: np.ndarray, title: str,
     ax.view_init(elev=28, azim=-60)
     ax.set_box_aspect(None, zoom=0.9)
     fig.suptitle(title, fontsize=9.5, y=0.985, va="top")
-    bar = fig.colorbar(surface, cax=fig.add_axes((0.76, 0.2, 0.03, 0.55)), format="{x:g}")
+    bar = fig.colorbar(surface, cax=fig.add_axes((0.78, 0.2, 0.03, 0.55)), format="{x:g}")
     bar.set_label(label, fontsize=10, labelpad=2)
     bar.ax.tick_params(labelsize=9.5)
     if isinstance(norm, TwoSlopeNorm):  # the two halves have different scales: ticks on each
         ticks = np.append(MaxNLocator(2).tick_values(norm.vmin, 0), MaxNLocator(4).tick_values(0, norm.vmax))
         bar.set_ticks(np.unique(ticks[(ticks >= norm.vmin) & (ticks <= norm.vmax)]))
-    else:  # the colour bar reads as the z axis: the same ticks on both, inside the values' range
-        ticks = MaxNLocator(3, steps=[1, 2, 4, 5, 10]).tick_values(low, high)
-        ticks = ticks[(ticks >= low - 1e-12) & (ticks <= high + 1e-12)]
+    else:  # the colour bar reads as the z axis: the same ticks on both
         ax.set_zticks(ticks)
+        ax.zaxis.set_major_formatter("{x:g}")  # as the bar writes them: 0.4, not 0.40
         bar.set_ticks(ticks)
-    ax.zaxis.set_ticklabels([])  # the colour bar beside it gives the values: tick labels here would crowd it
     return fig
 
 

@@ -601,7 +601,7 @@ def sweep_results(by_run: dict[str, dict[tuple[int, float], dict]], args: argpar
 
 # Figures, drawn for print: a full text width, 9 pt text; one colour per setting in every figure.
 
-COLOURS = {"relu-ce": "tab:blue", "relu-l2": "tab:orange", "sigmoid-ce": "tab:green", "sigmoid-l2": "tab:red"}
+COLOURS = {"relu-ce": "tab:blue", "relu-l2": "tab:orange", "sigmoid-ce": "tab:green", "sigmoid-l2": "black"}
 
 
 def draw_figures(results: dict[str, Any], trained: dict[str, Any], x: np.ndarray, y: np.ndarray, cfg: Config,
