@@ -524,6 +524,11 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
     axes[1].plot(t, 100 * run.curves[accuracy], color=COLOURS[run.study], lw=1.4)
     axes[1].plot(t[-1], 100 * run.curves[accuracy][-1], "o", ms=4, color=COLOURS[run.study], zorder=3)  # the end,
     # visible where it sits on the stop's dashed line
+    if accuracy == "accuracy" and first is not None:  # after the first 100%: the iterations with an image wrong again
+        again = (np.arange(len(t)) > first) & (run.curves[accuracy] < 1)
+        if again.any():
+            axes[1].plot(t[again], 100 * run.curves[accuracy][again], "v", ms=3.5, color="tab:red", zorder=4,
+                         label="wrong again")
     scale, xlabel = ("log", "iteration + 1") if log_x else ("linear", "iteration")
     axes[0].set(xscale=scale, yscale="log", xlabel=xlabel, ylabel=names[loss])
     axes[1].set(xscale=scale, xlabel=xlabel, ylabel=names[accuracy], ylim=(0, 102))
@@ -538,7 +543,8 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
         ax.yaxis.label.set_size(8.5)
         ax.tick_params(labelsize=8)
     if first is not None or run.iterations is not None:
-        fig.legend(loc="outside lower center", ncols=2, fontsize=8, handlelength=1.5, columnspacing=1)
+        fig.legend(loc="outside lower center", ncols=3, fontsize=7.5, handlelength=1.2, columnspacing=0.6,
+                   handletextpad=0.4)
     fig.suptitle(title, fontsize=9)
     return fig
 
