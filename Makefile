@@ -62,7 +62,7 @@ ARGS_part1 := --out $(FIG)
 ARGS_part2 := --data-dir $(call shq,$(DATA)) --out $(FIG) --seeds $(call shq,$(SEEDS2)) \
               --lrs $(call shq,$(LRS)) --sweep-seeds $(call shq,$(SWEEP_SEEDS)) --control-half-lr --control-slope
 ARGS_part3_line := --data-dir $(call shq,$(DATA)) --out $(FIG) --seeds $(call shq,$(SEEDS3)) \
-                   --holdout $(call shq,$(HOLDOUT)) --control-fc
+                   --holdout $(call shq,$(HOLDOUT)) --control-fc --control-half-lr
 ARGS_part3_detection := --data-dir $(call shq,$(DATA)) --out $(FIG) --seeds $(call shq,$(SEEDS3)) \
                         --control-no-width-head --control-width-lr-x10 --control-frozen-features
 

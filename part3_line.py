@@ -192,14 +192,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if split is not None:  # the same seeds again, trained on the images not held out
         train_rows, _ = split
         jobs += [(seed, x[train_rows], y[train_rows], cfg) for seed in seeds]
+    if args.control_half_lr:  # the same seeds at half the rate: do the loss's rises come from steps too large?
+        jobs += [(seed, x, y, replace(cfg, lr=cfg.lr / 2)) for seed in seeds]
     args.workers = check_resources(args, cfg, len(jobs), 1, 16 * args.max_iters + 8 * x.size * (1 + sum(CHANNELS)))
     print(f"Part 3.1: {len(seeds)} seed(s) on {data.describe}, padding {args.padding}, {args.dtype} on {args.device}, "
           f"{args.workers} process(es)", flush=True)
     done = partial(print_seed_done, len(seeds)) if cfg.log and len(jobs) > 1 else lambda index, result: None
     trained = [SeedRun(**result) for result in run_jobs(train_seed, jobs, args.workers, done)]
-    runs, held_runs = trained[:len(seeds)], trained[len(seeds):]  # all images; the held-out split's training rows
+    n = len(seeds)  # all images; the held-out split's training rows; half the rate
+    runs, held_runs = trained[:n], trained[n:2 * n] if split is not None else []
+    half_runs = trained[len(trained) - n:] if args.control_half_lr else []
     results = results_header("part3_line.py", args, data, cfg) | study_record(runs, cfg, data) | {
-        "workers": args.workers, "holdout": None if split is None else holdout_record(held_runs, split, data, cfg)}
+        "workers": args.workers, "holdout": None if split is None else holdout_record(held_runs, split, data, cfg),
+        "half_lr": None if not half_runs else half_lr_record(half_runs, cfg)}
     results |= fc_controls(data, random_data, split, seeds, cfg, results["network"]["parameters"]) if random_data \
         else {"controls": {"fc": None}, "comparison": None}
     write_json(args.out / "part3_line.json", results | {"figures": []})  # no figure can lose the numbers
@@ -219,6 +224,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="controls: part 2's fully connected net (ReLU, cross-entropy) on the line images: as is, rescaled "
              "to part 2's input scale (also with shuffled labels), and with as many parameters as the conv net "
              "(each also on --holdout)")
+    add("--control-half-lr", action="store_true",
+        help="control: the conv net again at half the rate (are the loss's rises steps that overshoot?)")
     return parser.parse_args(argv)
 
 
@@ -498,6 +505,13 @@ def kernel_change(net: LineNet, start: LineNet) -> dict[str, float | None]:
 
     return {"relative_change": float(np.linalg.norm(change) / np.linalg.norm(before)),
             "column_share": share(1), "row_share": share(2)}
+
+
+def half_lr_record(runs: list[SeedRun], cfg: Config) -> dict[str, Any]:
+    """3.1's half-rate control: the seeds at lr / 2, their stops and how often each one's loss rises."""
+    its, div = [r.iterations for r in runs], [r.diverged_at for r in runs]
+    return {"lr": cfg.lr / 2, "iterations": its, "summary": summarize_stops(its, div),
+            "loss_rises": [loss_rises(r.loss).size for r in runs]}
 
 
 def loss_rises(loss: np.ndarray) -> np.ndarray:

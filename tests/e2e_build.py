@@ -40,8 +40,8 @@ TINY = {
     "part1_loss_gradient.py": ["--grid", "21"],
     "part2_fc.py": ["--seeds", "3", "--lr", "3", "--max-iters", "400", "--lrs", "1,3,10", "--sweep-seeds", "3",
                     "--control-half-lr", "--control-slope", "--workers", "1", "--quiet"],
-    "part3_line.py": ["--seeds", "2", "--max-iters", "200", "--holdout", "16", "--control-fc", "--workers", "1",
-                      "--quiet"],
+    "part3_line.py": ["--seeds", "2", "--max-iters", "200", "--holdout", "16", "--control-fc", "--control-half-lr",
+                      "--workers", "1", "--quiet"],
     "part3_detection.py": ["--seeds", "2", "--max-iters", "120", "--control-no-width-head",
                            "--control-width-lr-x10", "--control-frozen-features", "--workers", "1", "--quiet"],
 }

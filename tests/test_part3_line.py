@@ -544,7 +544,23 @@ def test_cli_without_controls_writes_null_controls(standin_dir: Path, tmp_path: 
                               "--quiet"]) == 0
     results = json.loads((tmp_path / "part3_line.json").read_text())
     assert results["controls"] == {"fc": None} and results["comparison"] is None and results["holdout"] is None
+    assert results["half_lr"] is None
     assert results["figures"] == ["part3_line_curves.png", "part3_line_kernels.png", "part3_line_feature_maps.png"]
+
+
+def test_cli_half_rate_control_trains_the_seeds_at_half_the_rate(standin_dir: Path, tmp_path: Path, data: Dataset,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """--control-half-lr: each seed again at lr / 2, its stop and how often its loss rises, against the loop
+    run directly at that rate (and not at the full rate)."""
+    no_figures(monkeypatch)
+    assert run_main(p3.main, ["--data-dir", str(standin_dir), "--out", str(tmp_path), "--seeds", "2",
+                              "--max-iters", "60", "--holdout", "16", "--control-half-lr", "--quiet"]) == 0
+    half = json.loads((tmp_path / "part3_line.json").read_text())["half_lr"]
+    runs = [train(seed, data, replace(F32, lr=0.05, max_iters=60)) for seed in (0, 1)]
+    full = [train(seed, data, replace(F32, max_iters=60)) for seed in (0, 1)]
+    assert half["lr"] == 0.05 and half["iterations"] == [r.iterations for r in runs]
+    assert half["iterations"] != [r.iterations for r in full]  # a control at the full rate would repeat the study
+    assert half["loss_rises"] == [int((np.diff(r.loss) > 0).sum()) for r in runs]
 
 
 # --- bad input: one line, exit 2, nothing written ------------------------------------------------------

@@ -640,6 +640,10 @@ def test_figures_are_read_in_the_text(small: Build) -> None:
     rises = line["loss_rises"]
     if line["single"]["loss_rises_at"]:
         assert f"the loss rises at least once in {sum(v > 0 for v in rises)} of {len(rises)} seeds" in text
+        half = line["half_lr"]["loss_rises"]
+        k = sum(v > 0 for v in half)
+        assert f"and, at half the rate, in {k} of {len(half)}" in text
+        assert ("not only steps too large for the rate" in text) == (k > len(half) / 4)
 
 
 def test_the_tests_behind_the_answers_sit_in_the_appendix(small: Build) -> None:
