@@ -306,10 +306,11 @@ class Measurements:
             finite = torch.isfinite(loss)
             self.last = torch.where(finite, torch.stack([loss, accuracy]), self.last)
             self.t = t
-            majority = max(float(y.mean()), 1 - float(y.mean()))  # calling every image the commoner label
-            self.beyond = torch.where((self.beyond < 0) & (accuracy > majority + 1e-9), t, self.beyond)
-            if t == 0:  # the untrained net: its loss, dead units and how many images it calls 1
+            if t == 0:  # the untrained net: its loss, dead units and how many images it calls 1; and the
+                # score of calling every image the commoner label, once (the labels do not change)
+                self.majority = max(float(y.mean()), 1 - float(y.mean()))
                 self.initial, self.dead_start, self.ones_start = loss, (h == 0).all(2).sum(-1), (logits > 0).sum(-1)
+            self.beyond = torch.where((self.beyond < 0) & (accuracy > self.majority + 1e-9), t, self.beyond)
             if self.curves is not None:
                 self.curves.append(torch.stack([loss, accuracy])[:, 0])
             if t % self.stride == 0:  # sampled: the gradient factors of the runs with a finite loss

@@ -543,8 +543,8 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
         ax.yaxis.label.set_size(8.5)
         ax.tick_params(labelsize=8)
     if first is not None or run.iterations is not None:
-        fig.legend(loc="outside lower center", ncols=3, fontsize=7.5, handlelength=1.2, columnspacing=0.6,
-                   handletextpad=0.4)
+        fig.legend(loc="outside lower center", ncols=3, fontsize=8, handlelength=1.0, columnspacing=0.5,
+                   handletextpad=0.3)
     fig.suptitle(title, fontsize=9)
     return fig
 
