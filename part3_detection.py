@@ -495,7 +495,7 @@ def draw_figures(results: dict[str, Any], by_study: dict[str, list[SeedRun]], cf
         "part3_detection_classification.png": (plot_curves, one, "ce", "accuracy", first,
                                                f"3.2 (1)-(2): classes, seed {seed}"),
         "part3_detection_width.png": (plot_curves, one, "l2", "width_accuracy", first,
-                                      f"3.2 (3)-(4): widths, seed {seed}", False),  # linear: the long tail
+                                      f"3.2 (3)-(4): widths, seed {seed}"),
         "part3_detection_width_scatter.png": (plot_width_scatter, one.widths[-1], data,
                                               f"3.2: predicted widths at the stop, {which}"),
         "part3_detection_kernels.png": (plot_kernels, net, start, f"3.2: conv1 kernels, {which}"),
@@ -507,18 +507,18 @@ def draw_figures(results: dict[str, Any], by_study: dict[str, list[SeedRun]], cf
     return [name for name, (draw, *args) in figures.items() if save_figure(out / name, draw, *args)]
 
 
-def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title: str, log_x: bool = True) -> Any:
+def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title: str) -> Any:
     """One run's loss (log axis) and accuracy (from 0%) against iteration + 1 on a log axis, so that
-    the first hundred iterations, where classification is learnt, get as much room as the rest (or,
-    log_x False, against the iteration on a linear axis: the long tail where the widths are learnt);
-    dotted: the first 100% classification, dashed: the stop."""
+    the first hundred iterations, where classification is learnt, get as much room as the long tail
+    where the widths are learnt (the same axis for the classes and the widths); dotted: the first 100%
+    classification, dashed: the stop."""
     import matplotlib.pyplot as plt
 
     names = {"ce": "cross-entropy", "l2": "width L2 loss (px$^2$)", "accuracy": "class accuracy (%)",
              "width_accuracy": "width accuracy (%)"}
     # 3.2 in wide, the width the report prints each at (the two figures side by side): 8.5 pt text on paper
     fig, axes = plt.subplots(1, 2, figsize=(3.2, 2.3), layout="constrained")
-    shift = 1 if log_x else 0  # iteration + 1: iteration 0 fits a log axis
+    shift = 1  # iteration + 1: iteration 0 fits a log axis
     t = np.arange(shift, run.stop + 1 + shift)
     axes[0].plot(t, run.curves[loss], color=COLOURS[run.study], lw=1.4)
     axes[1].plot(t, 100 * run.curves[accuracy], color=COLOURS[run.study], lw=1.4)
@@ -529,9 +529,8 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
         if again.any():
             axes[1].plot(t[again], 100 * run.curves[accuracy][again], "v", ms=3.5, color="tab:red", zorder=4,
                          label="wrong again")
-    scale, xlabel = ("log", "iteration + 1") if log_x else ("linear", "iteration")
-    axes[0].set(xscale=scale, yscale="log", xlabel=xlabel, ylabel=names[loss])
-    axes[1].set(xscale=scale, xlabel=xlabel, ylabel=names[accuracy], ylim=(0, 102))
+    axes[0].set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel=names[loss])
+    axes[1].set(xscale="log", xlabel="iteration + 1", ylabel=names[accuracy], ylim=(0, 102))
     for ax in axes:  # the legend (below the panels) takes its labels from the left panel
         if first is not None:
             ax.axvline(first + shift, color="grey", ls=":", lw=1.2, label=f"classified ({first})" if ax is axes[0]

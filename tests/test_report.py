@@ -218,6 +218,16 @@ def test_part2_predictions_and_controls_are_recomputed(small: Build) -> None:
             assert f"{sig(median(c['iterations']) / median(base))}× ({SHORT[key]})" in text
             slower = sum(a > b for a, b in zip(c["iterations"], base, strict=True))
             assert slower == c["paired_vs_base"]["losses"]
+        # Table 3's half-rate row: L2 at the base rate against CE at half of it, predicted 1 / (2c)
+        l2 = st[key.replace("-ce", "-l2")]
+        name = "ReLU" if key.startswith("relu") else "sigmoid"
+        if all(i is not None for i in c["iterations"] + l2["iterations"]):
+            wrong = median([v for v in l2["l2_factor_wrong"] if v is not None])
+            ratio = sig(median(l2["iterations"]) / median(c["iterations"]))
+            # the HTML text spaces math brackets
+            flat = re.sub(r"\( ", "(", re.sub(r" \)", ")", re.sub(r"\s+", " ", text)))
+            assert f"1 / (2 × {sig(wrong)}) {sig(1 / (2 * wrong))}×" in flat, key
+            assert f"With CE at half its rate ({name}), L2 needs {ratio}× CE’s iterations" in flat, key
 
 
 def test_part2_sweep_table_and_paired_tests_are_recomputed(small: Build) -> None:
@@ -276,7 +286,7 @@ def check_activation_controls(p2: dict[str, Any], opening: str, text: str) -> No
     per-seed lists; the gap between the activations with the other's values swapped in."""
     m = control_medians(p2)
     opening = re.sub(r" ([,.:;])", r"\1", opening)  # the HTML text spaces emphasised words from their punctuation
-    assert "a ReLU unit passes on all of a change in its input where it is active, a sigmoid unit at most" in opening
+    assert "A ReLU unit passes on all of a change in its input where it is active, a sigmoid unit at most" in opening
     gap = {kind: (m[f"sigmoid-ce {kind}"] / m["relu-ce"], m["sigmoid-ce"] / m[f"relu-ce {kind}"])
            for kind in ("slope", "spread", "mean")} | {"own": (m["sigmoid-ce"] / m["relu-ce"],) * 2}
     assert (f"the sigmoid’s iterations over ReLU’s fall from {sig(gap['own'][0])}× to {sig(gap['spread'][0])}× when "
@@ -288,9 +298,9 @@ def check_activation_controls(p2: dict[str, Any], opening: str, text: str) -> No
     else:
         to = f"to {sig(gap['mean'][0])}× and {sig(gap['mean'][1])}×"
         assert f"swapping the mean instead of the spread, {to}" in opening
-    if all(r > 1.05 for r in gap["spread"]):  # the brief answer: swapped, they close the gap only in part
-        assert (f"they close the gap from {sig(gap['own'][0])}× only to {sig(min(gap['spread']), 2)}–"
-                f"{sig(max(gap['spread']), 2)}×") in opening
+    # the answer first: swapped, slope and spread close the gap only in part (or nearly all of it)
+    part = "part" if any(r > 1.05 for r in gap["spread"]) else "most"
+    assert f"Activation: the slope and the spread explain {part} of the gap." in opening
     # the table: each row's medians and changes (against the row above; the mean against the slope row)
     table = re.sub(r"\s+", " ", text[text.index("the activation controls (CE only"):])[:2500]
     for kind, base in (("slope", "{k}"), ("spread", "{k} slope"), ("mean", "{k} slope")):
@@ -310,7 +320,7 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
     opening = text[text.index("2.5 Ranking"):text.index("Iterations scale as", text.index("2.5 Ranking"))]
     assert f"At rate {p2['config']['lr']:g}, fastest to slowest" in opening
     if all(order.index(f"{a}-ce") < order.index(f"{a}-l2") for a in ("sigmoid", "relu")):
-        assert "cross-entropy’s error signal is not shrunk by the factor" in opening
+        assert "Loss: cross-entropy’s error signal is not shrunk." in opening
         assert "error signal at the output is CE’s" in opening
     st = p2["settings"]
     control = p2["controls"]["slope_ce"]["settings"]
@@ -344,7 +354,7 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
     sweep = p2["lr_sweep"]
     bests = [s["best"]["median"] for s in sweep["settings"].values() if s["best"]]
     if len(bests) >= 2:
-        assert f"This order is that of rate {p2['config']['lr']:g}" in opening
+        assert f"One rate: the order is that of rate {p2['config']['lr']:g}." in opening
         assert f"only {sig(max(bests) / min(bests))}× at each setting’s best rate" in opening
     # "at least twice": where the sweep breaks the bound (rates where both settings have enough seeds at 100%)
     for act, name in (("relu", "ReLU"), ("sigmoid", "sigmoid")):
@@ -518,7 +528,10 @@ def test_part3_line_controls_are_recomputed(small: Build) -> None:
             p = sign_test(sum(b < a for a, b in key), sum(b > a for a, b in key))
         else:
             p = rank_sum_p(below, above)
-        assert pval(p) in table, p
+        # the p-value column, then the test column: the bare p, without "p ="
+        bare = pval(p).removeprefix("𝑝 = ").removeprefix("𝑝 ")
+        test = "sign" if same_net else "rank-sum"
+        assert re.search(re.escape(bare) + r"[^a-z]{0,12}" + test, table), (p, test)
         if all(x is not None for x in above + below):
             assert f"{sig(median(above) / median(below))}×" in table
     for key in ("fc", "fc_rescaled", "fc_matched", "fc_rescaled_shuffled"):
@@ -650,7 +663,7 @@ def test_the_tests_behind_the_answers_sit_in_the_appendix(small: Build) -> None:
     """2.5 and 3.2 answer in a few lines and point to the appendix, where the tables and tests stand."""
     text = small.text
     appendix = text.index("Appendix")
-    assert "The evidence (tests: appendix):" in re.sub(r"\s+", " ", text[:appendix])
+    assert "Why (each reason tested in the appendix):" in re.sub(r"\s+", " ", text[:appendix])
     for heading in ("Behind 2.5: the tests of the reasons", "Behind 3.2: the late images and the widths"):
         assert text.index(heading) > appendix, heading
     for moved in ("ratios of median iterations, measured", "learning-rate sweep", "3.2 by group of images",
