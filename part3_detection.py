@@ -65,13 +65,16 @@ from part3_line import (
     CHANNELS,
     KERNEL,
     PADDINGS,
+    SHARPNESS_ITERATIONS,
     LineNet,
     add_part3_args,
     conv_sizes,
+    finite_or_none,
     initial_model,
     nearest_similarity,
     plot_feature_maps,
     plot_kernels,
+    sharpness_replay,
 )
 
 import numpy as np
@@ -191,6 +194,27 @@ def train(study: str, seed: int, cfg: Config, data: Dataset) -> SeedRun:
                    *(np.where(finite[:, None], v[:t + 1].cpu().numpy(), np.nan) for v in (logits_at, widths_at)),
                    conv2.double().cpu().numpy(), {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()},
                    sharpness)
+
+
+def early_sharpness(run: SeedRun, cfg: Config, data: Dataset) -> dict[str, list[float]]:
+    """The median seed replayed (sharpness_replay) with its step's objective, CE + (lr_reg / lr) L2,
+    from the start until 20 iterations after every image stays classified right (at most
+    SHARPNESS_ITERATIONS and the stop): "sharpness", lr x the objective's steepest curvature in all
+    the weights, and the run's own "objective" at the same iterations."""
+    x = torch.tensor(data.images[:, None], dtype=cfg.dtype, device=cfg.device)  # (B, 1, H, W)
+    y, w = (torch.tensor(v, dtype=cfg.dtype, device=cfg.device) for v in (data.labels, data.widths))  # (B,)
+
+    def objective(net: nn.Module) -> torch.Tensor:
+        logits, predicted = net(x)
+        return F.binary_cross_entropy_with_logits(logits, y) + (cfg.lr_reg / cfg.lr) * ((predicted - w) ** 2).mean()
+
+    classified = ((run.logits > 0) == (data.labels > 0.5)).all(1)  # (T,)
+    settled = len(classified) - int(np.argmin(classified[::-1])) if classified[-1] else len(classified)
+    steps = min(run.stop, settled + 20, SHARPNESS_ITERATIONS)
+    start = initial_model(DetectionNet, run.seed, tuple(data.images.shape[1:]), cfg)
+    _, sharpness = sharpness_replay(start, objective, cfg.lr, steps)
+    objective_at = [finite_or_none(v) for v in run.curves["objective"][:steps + 1].tolist()]
+    return {"sharpness": sharpness, "objective": objective_at}
 
 
 def head_sharpness(features: torch.Tensor, lr_reg: float) -> float:
@@ -340,7 +364,7 @@ def detection_results(args: argparse.Namespace, cfg: Config, data: Dataset,
     main_study, runs = studies["3.2"], by_study["3.2"]
     seeds = [r.seed for r in runs]
     seed, percentile = typical_seed(seeds, main_study["iterations"]) if len(runs) > 1 else (seeds[0], 0.0)
-    one = main_study["measurements"][seeds.index(seed)]
+    one = main_study["measurements"][seeds.index(seed)] | early_sharpness(runs[seeds.index(seed)], cfg, data)
     return results_header("part3_detection.py", args, data, cfg) | main_study | {
         "network": {"image_size": list(image), "padding": cfg.padding, "pad_pixels": PADDINGS[cfg.padding],
                     "kernel": KERNEL, "feature_maps": [[CHANNELS[0], h1, w1], [CHANNELS[1], h2, w2]],
@@ -517,7 +541,7 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
     names = {"ce": "cross-entropy", "l2": "width L2 loss (px$^2$)", "accuracy": "class accuracy (%)",
              "width_accuracy": "width accuracy (%)"}
     # 3.2 in wide, the width the report prints each at (the two figures side by side): 8.5 pt text on paper
-    fig, axes = plt.subplots(1, 2, figsize=(3.2, 2.3), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(3.2, 1.95), layout="constrained")
     shift = 1  # iteration + 1: iteration 0 fits a log axis
     t = np.arange(shift, run.stop + 1 + shift)
     axes[0].plot(t, run.curves[loss], color=COLOURS[run.study], lw=1.4)

@@ -685,3 +685,35 @@ def test_runs_under_simulated_windows_and_macos(repo_root: Path, standin_dir: Pa
         assert ("1 process(es)" if system == "windows" else "2 process(es)") in stdout, stdout
         results = json.loads((tmp_path / system / "part3_line.json").read_text())
         assert len(results["iterations"]) == (3 if system == "windows" else 4) and len(results["figures"]) == 5
+
+
+# --- 3.1's bump: the rate x sharpness of the steps ------------------------------------------------
+
+
+def test_step_sharpness_is_the_rate_times_the_largest_curvature_of_a_quadratic() -> None:
+    """On 1/2 (x^T A x + y^T B y), two parameter tensors, the Hessian is block-diagonal: the sharpness
+    is lr x the largest eigenvalue of A and B together, found from any start with a part along it."""
+    gen = torch.Generator().manual_seed(1)
+    a, b = (torch.randn(n, n, generator=gen, dtype=torch.float64) for n in (3, 2))
+    a, b = a @ a.T + torch.eye(3, dtype=torch.float64), b @ b.T  # symmetric, positive (semi)definite
+    x, y = (torch.ones(n, dtype=torch.float64, requires_grad=True) for n in (3, 2))
+    expected = 0.1 * max(torch.linalg.eigvalsh(a).max().item(), torch.linalg.eigvalsh(b).max().item())
+    direction = [torch.ones(3, dtype=torch.float64), torch.ones(2, dtype=torch.float64)]
+    value = 0.0
+    for _ in range(20):  # warm starts, as the replay chains them
+        objective = 0.5 * (x @ a @ x + y @ b @ y)
+        value, direction = p3.step_sharpness(objective, [x, y], 0.1, direction)
+    assert value == pytest.approx(expected, rel=1e-9)
+
+
+def test_the_sharpness_replay_retraces_the_run(data: Dataset) -> None:
+    """The replay takes the loop's own steps: its loss at every iteration is the run's (float64, so
+    the two orders of summation agree to rounding), and it measures one sharpness per iteration."""
+    cfg = replace(F32, dtype=torch.float64, max_iters=6)
+    x, y = xy(data)
+    run = p3.train_seed(0, x, y, cfg)
+    xt, yt = (torch.tensor(v, dtype=torch.float64) for v in (x, y))
+    net = p3.initial_model(p3.LineNet, 0, tuple(x.shape[2:]), cfg)
+    losses, sharpness = p3.sharpness_replay(net, lambda n: p3.loss_fn("ce", n(xt), yt), cfg.lr, len(run["loss"]) - 1)
+    assert losses == pytest.approx(run["loss"].tolist(), rel=1e-12)
+    assert len(sharpness) == len(run["loss"]) and all(v is not None and v > 0 for v in sharpness)
