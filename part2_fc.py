@@ -634,7 +634,7 @@ def plot_typical_curves(curves: dict[str, dict[str, np.ndarray]], settings: dict
     sigmoid's dashed, so that accuracy curves on the shared majority-class plateau stay apart)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(FIGURE_SIZE[0], 2.3), layout="constrained", sharex=True)
+    fig, axes = plt.subplots(1, 4, figsize=(FIGURE_SIZE[0], 2.25), layout="constrained", sharex=True)
     for s, c in curves.items():
         t = np.arange(1, len(c["loss"]) + 1)  # iteration + 1, so iteration 0 fits a log axis
         label = f"{LABELS[s]} (seed {settings[s]['single']['seed']})"
@@ -663,7 +663,7 @@ def plot_typical_curves(curves: dict[str, dict[str, np.ndarray]], settings: dict
         ax.set_xticks([1, 100, 10_000], ["1", "$10^2$", "$10^4$"])
         ax.set_xticks([10, 1000], ["", ""], minor=True)
     handles = [h for ax in axes[::2] for h in ax.get_legend_handles_labels()[0]]
-    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8.5)  # off the data, one row
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8.5)  # off the data
     fig.get_layout_engine().set(wspace=0.06)
     fig.suptitle(title)
     return fig

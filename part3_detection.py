@@ -551,7 +551,7 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
     if accuracy == "accuracy" and first is not None:  # after the first 100%: the iterations with an image wrong again
         again = (np.arange(len(t)) > first) & (run.curves[accuracy] < 1)
         if again.any():
-            axes[1].plot(t[again], 100 * run.curves[accuracy][again], "v", ms=3.5, color="tab:red", zorder=4,
+            axes[1].plot(t[again], 100 * run.curves[accuracy][again], "v", ms=3.5, color="black", zorder=4,
                          label="wrong again")
     axes[0].set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel=names[loss])
     axes[1].set(xscale="log", xlabel="iteration + 1", ylabel=names[accuracy], ylim=(0, 102))
