@@ -196,10 +196,10 @@ def train(study: str, seed: int, cfg: Config, data: Dataset) -> SeedRun:
                    sharpness)
 
 
-def early_sharpness(run: SeedRun, cfg: Config, data: Dataset) -> dict[str, list[float]]:
+def early_sharpness(run: SeedRun, settled: int | None, cfg: Config, data: Dataset) -> dict[str, list[float | None]]:
     """The median seed replayed (sharpness_replay) with its step's objective, CE + (lr_reg / lr) L2,
-    from the start until 20 iterations after every image stays classified right (at most
-    SHARPNESS_ITERATIONS and the stop): "sharpness", lr x the objective's steepest curvature in all
+    from the start until 20 iterations after every image stays classified right (`settled`; None:
+    never; at most SHARPNESS_ITERATIONS and the stop): "sharpness", lr x the objective's steepest curvature in all
     the weights, and the run's own "objective" at the same iterations."""
     x = torch.tensor(data.images[:, None], dtype=cfg.dtype, device=cfg.device)  # (B, 1, H, W)
     y, w = (torch.tensor(v, dtype=cfg.dtype, device=cfg.device) for v in (data.labels, data.widths))  # (B,)
@@ -208,9 +208,7 @@ def early_sharpness(run: SeedRun, cfg: Config, data: Dataset) -> dict[str, list[
         logits, predicted = net(x)
         return F.binary_cross_entropy_with_logits(logits, y) + (cfg.lr_reg / cfg.lr) * ((predicted - w) ** 2).mean()
 
-    classified = ((run.logits > 0) == (data.labels > 0.5)).all(1)  # (T,)
-    settled = len(classified) - int(np.argmin(classified[::-1])) if classified[-1] else len(classified)
-    steps = min(run.stop, settled + 20, SHARPNESS_ITERATIONS)
+    steps = min(run.stop, run.stop if settled is None else settled + 20, SHARPNESS_ITERATIONS)
     start = initial_model(DetectionNet, run.seed, tuple(data.images.shape[1:]), cfg)
     _, sharpness = sharpness_replay(start, objective, cfg.lr, steps)
     objective_at = [finite_or_none(v) for v in run.curves["objective"][:steps + 1].tolist()]
@@ -364,7 +362,9 @@ def detection_results(args: argparse.Namespace, cfg: Config, data: Dataset,
     main_study, runs = studies["3.2"], by_study["3.2"]
     seeds = [r.seed for r in runs]
     seed, percentile = typical_seed(seeds, main_study["iterations"]) if len(runs) > 1 else (seeds[0], 0.0)
-    one = main_study["measurements"][seeds.index(seed)] | early_sharpness(runs[seeds.index(seed)], cfg, data)
+    one = main_study["measurements"][seeds.index(seed)]
+    if len(runs) > 1:  # the study's median seed only: a single run does not pay for the replay
+        one = one | early_sharpness(runs[seeds.index(seed)], one["all_classified_from"], cfg, data)
     return results_header("part3_detection.py", args, data, cfg) | main_study | {
         "network": {"image_size": list(image), "padding": cfg.padding, "pad_pixels": PADDINGS[cfg.padding],
                     "kernel": KERNEL, "feature_maps": [[CHANNELS[0], h1, w1], [CHANNELS[1], h2, w2]],

@@ -457,10 +457,13 @@ def study_record(runs: list[SeedRun], cfg: Config, data: Dataset) -> dict[str, A
         one_net = trained_model(one, data.images.shape[1:], cfg)
         maps = one_net.feature_maps(x)[1].mean((2, 3)).double().cpu().numpy()  # (B, 8)
         kernels = kernel_change(one_net, initial_model(LineNet, seed, data.images.shape[1:], cfg))
-    y = torch.tensor(data.labels, dtype=cfg.dtype, device=cfg.device)
-    replayed, sharpness = sharpness_replay(initial_model(LineNet, seed, data.images.shape[1:], cfg),
-                                           lambda net: loss_fn("ce", net(x), y), cfg.lr,
-                                           min(len(one.loss) - 1, SHARPNESS_ITERATIONS))
+    replay = {}  # the study's median seed only: a single run does not pay for the replay
+    if len(runs) > 1:
+        y = torch.tensor(data.labels, dtype=cfg.dtype, device=cfg.device)
+        replayed, sharpness = sharpness_replay(initial_model(LineNet, seed, data.images.shape[1:], cfg),
+                                               lambda net: loss_fn("ce", net(x), y), cfg.lr,
+                                               min(len(one.loss) - 1, SHARPNESS_ITERATIONS))
+        replay = {"sharpness": sharpness, "replayed_loss": replayed}
     means = {str(c): maps[data.labels == c].mean(0) for c in (0, 1) if (data.labels == c).any()}
     (h1, w1), (h2, w2) = conv_sizes(data.images.shape[1:], cfg.padding)
     network = {"image_size": list(data.images.shape[1:]), "padding": cfg.padding, "pad_pixels": PADDINGS[cfg.padding],
@@ -473,7 +476,7 @@ def study_record(runs: list[SeedRun], cfg: Config, data: Dataset) -> dict[str, A
             "single": {"seed": seed, "percentile": percentile, "iterations": one.iterations, "diverged_at":
                        one.diverged_at, "final_accuracy": one.final_accuracy, "final_ce": one.final_loss,
                        "loss_rises_at": loss_rises(one.loss).tolist(), "accuracy": one.accuracy.tolist(),
-                       "kernel_change": kernels, "sharpness": sharpness, "replayed_loss": replayed},
+                       "kernel_change": kernels} | replay,
             "n_nearest_other": int(np.greater(*nearest_similarity(data.images, data.labels)[::-1]).sum()),
             "conv2_class_means": {c: [float(v) if np.isfinite(v) else None for v in m] for c, m in means.items()}}
 
@@ -522,15 +525,15 @@ SHARPNESS_STEPS = 10  # power-iteration steps per iteration, each warm-started f
 SHARPNESS_ITERATIONS = 200  # the median seed's replay measures at most its first 200 iterations
 
 
-def step_sharpness(objective: torch.Tensor, params: list[torch.Tensor], lr: float,
+def step_sharpness(grads: Sequence[torch.Tensor], params: list[torch.Tensor], lr: float,
                    direction: list[torch.Tensor]) -> tuple[float, list[torch.Tensor]]:
     """lr x the objective's curvature along its steepest direction in all the parameters (the
     Hessian's eigenvalue of largest size: power iteration on Hessian-vector products, which autograd
-    gives by differentiating the gradient again), from `direction` (a warm start). Why it matters:
+    gives by differentiating the gradient `grads` again, taken with create_graph=True), from
+    `direction` (a warm start). Why it matters:
     plain gradient descent at rate lr multiplies the error along a direction of curvature c by
     |1 - lr c| per step, so where lr c > 2 a step overshoots and the loss can rise.
     Returns (lr x curvature, the direction found)."""
-    grads = torch.autograd.grad(objective, params, create_graph=True)
     v, curvature = direction, math.nan
     for _ in range(SHARPNESS_STEPS):
         norm = torch.sqrt(sum((u * u).sum() for u in v))
@@ -552,11 +555,11 @@ def sharpness_replay(net: nn.Module, objective: Callable[[nn.Module], torch.Tens
     losses, sharpness = [], []
     for t in range(steps + 1):
         loss = objective(net)
-        value, direction = step_sharpness(loss, params, lr, direction)
+        grads = torch.autograd.grad(loss, params, create_graph=True)  # once: for the curvature and the step
+        value, direction = step_sharpness(grads, params, lr, direction)
         losses.append(float(loss.detach()))
         sharpness.append(value)
         if t < steps:
-            grads = torch.autograd.grad(loss, params)
             with torch.no_grad():
                 for p, g in zip(params, grads, strict=True):
                     p.add_(g, alpha=-lr)
@@ -582,7 +585,7 @@ def draw_figures(results: dict[str, Any], runs: list[SeedRun], data: Dataset, cf
              + ending(one.iterations, one.diverged_at, len(one.loss) - 1))
     samples = [(int(np.flatnonzero(data.labels == c)[0]), f"label {c}: {name}") for c, name in LINE_CLASSES.items()
                if (data.labels == c).any()]
-    figures = {"part3_line_curves.png": (plot_curves, one, results["single"]["sharpness"], f"3.1: {state}"),
+    figures = {"part3_line_curves.png": (plot_curves, one, results["single"].get("sharpness"), f"3.1: {state}"),
                "part3_line_kernels.png": (plot_kernels, net, start, f"3.1: conv1 kernels, {state}"),
                "part3_line_feature_maps.png": (plot_feature_maps, net, data, samples, f"3.1: feature maps, {state}")}
     if len(runs) > 1:
@@ -603,16 +606,20 @@ def draw_figures(results: dict[str, Any], runs: list[SeedRun], data: Dataset, cf
     return [name for name, (draw, *args) in figures.items() if save_figure(out / name, draw, *args)]
 
 
-def plot_curves(run: SeedRun, sharpness: list[float], title: str) -> Any:
-    """The run's cross-entropy (log axis), training accuracy (from 0%) and rate x sharpness (the
-    replay's, step_sharpness; dotted: 2, above which a step overshoots) against iteration; the stop dashed."""
+def plot_curves(run: SeedRun, sharpness: list[float | None] | None, title: str) -> Any:
+    """The run's cross-entropy (log axis), training accuracy (from 0%) and, where the study measured
+    it, rate x sharpness (the replay's, step_sharpness; dotted: 2, above which the error along the
+    steepest direction grows) against iteration; the stop dashed."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(FIGURE_SIZE[0], 1.95), layout="constrained")  # flat: page budget
+    panels = 2 if sharpness is None else 3
+    fig, axes = plt.subplots(1, panels, figsize=(FIGURE_SIZE[0], 1.95), layout="constrained")  # flat: page budget
     t = np.arange(len(run.loss))
-    axes[2].plot(np.arange(len(sharpness)), np.array(sharpness, dtype=float), lw=1.4, color=CONV_COLOUR)  # None: a gap
-    axes[2].axhline(2, color="black", ls=":", lw=1)
-    axes[2].set(xlabel="iteration (gradient steps)", ylabel="rate × sharpness", ylim=(0, None))
+    if sharpness is not None:
+        values = np.array(sharpness, dtype=float)  # None: NaN, a gap in the line
+        axes[2].plot(np.arange(len(values)), values, lw=1.4, color=CONV_COLOUR)
+        axes[2].axhline(2, color="black", ls=":", lw=1)
+        axes[2].set(xlabel="iteration (gradient steps)", ylabel="rate × sharpness", ylim=(0, None))
     axes[0].plot(t, run.loss, lw=1.4, color=CONV_COLOUR)
     axes[0].set(xlabel="iteration (gradient steps)", ylabel="cross-entropy loss", yscale="log")
     axes[1].plot(t, 100 * run.accuracy, lw=1.4, color=CONV_COLOUR)

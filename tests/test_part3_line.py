@@ -702,7 +702,8 @@ def test_step_sharpness_is_the_rate_times_the_largest_curvature_of_a_quadratic()
     value = 0.0
     for _ in range(20):  # warm starts, as the replay chains them
         objective = 0.5 * (x @ a @ x + y @ b @ y)
-        value, direction = p3.step_sharpness(objective, [x, y], 0.1, direction)
+        grads = torch.autograd.grad(objective, [x, y], create_graph=True)
+        value, direction = p3.step_sharpness(grads, [x, y], 0.1, direction)
     assert value == pytest.approx(expected, rel=1e-9)
 
 
