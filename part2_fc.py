@@ -629,12 +629,13 @@ def draw_figures(results: dict[str, Any], trained: dict[str, Any], x: np.ndarray
 
 
 def plot_typical_curves(curves: dict[str, dict[str, np.ndarray]], settings: dict[str, Any], title: str) -> Any:
-    """Per loss a pair of panels, its loss (log axis) and the training accuracy from 0%, the two
-    activations in each: L2 on the left, cross-entropy on the right (two settings per panel, the
+    """Per loss a row of two panels, its loss (log axis) and the training accuracy from 0%, the two
+    activations in each: L2 on top, cross-entropy below (two settings per panel, the
     sigmoid's dashed, so that accuracy curves on the shared majority-class plateau stay apart)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(FIGURE_SIZE[0], 2.25), layout="constrained", sharex=True)
+    fig, grid = plt.subplots(2, 2, figsize=(FIGURE_SIZE[0], 3.7), layout="constrained", sharex=True)
+    axes = grid.ravel()  # 0, 1: L2's loss and accuracy (top row); 2, 3: cross-entropy's (bottom row)
     for s, c in curves.items():
         t = np.arange(1, len(c["loss"]) + 1)  # iteration + 1, so iteration 0 fits a log axis
         label = f"{LABELS[s]} (seed {settings[s]['single']['seed']})"
@@ -659,12 +660,12 @@ def plot_typical_curves(curves: dict[str, dict[str, np.ndarray]], settings: dict
         axes[col].yaxis.set_major_formatter(FuncFormatter(decimal))
         axes[col].yaxis.set_minor_formatter(FuncFormatter(decimal))
         axes[col + 1].set(xscale="log", xlabel="iteration + 1", ylabel=f"{name}: accuracy (%)", ylim=(0, 102))
-    for ax in axes:  # labels every second decade, ticks every decade: the runs end between 10^2 and 10^4
-        ax.set_xticks([1, 100, 10_000], ["1", "$10^2$", "$10^4$"])
-        ax.set_xticks([10, 1000], ["", ""], minor=True)
+    for ax in axes:  # a label every decade: the runs end between 10^2 and 10^4
+        ax.set_xticks([1, 10, 100, 1000, 10_000], ["1", "10", "$10^2$", "$10^3$", "$10^4$"])
+        ax.tick_params(labelbottom=True)  # sharex hides the top row's labels; each panel keeps its own
     handles = [h for ax in axes[::2] for h in ax.get_legend_handles_labels()[0]]
     fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8.5)  # off the data
-    fig.get_layout_engine().set(wspace=0.06)
+    fig.get_layout_engine().set(wspace=0.06, hspace=0.04)
     fig.suptitle(title)
     return fig
 

@@ -540,8 +540,8 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
 
     names = {"ce": "cross-entropy", "l2": "width L2 loss (px$^2$)", "accuracy": "class accuracy (%)",
              "width_accuracy": "width accuracy (%)"}
-    # 3.2 in wide, the width the report prints each at (the two figures side by side): 8.5 pt text on paper
-    fig, axes = plt.subplots(1, 2, figsize=(3.2, 1.95), layout="constrained")
+    # a text width, the width the report prints each at (one figure above the other): 8.5 pt text on paper
+    fig, axes = plt.subplots(1, 2, figsize=(6.5, 1.9), layout="constrained")
     shift = 1  # iteration + 1: iteration 0 fits a log axis
     t = np.arange(shift, run.stop + 1 + shift)
     axes[0].plot(t, run.curves[loss], color=COLOURS[run.study], lw=1.4)
@@ -551,7 +551,7 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
     if accuracy == "accuracy" and first is not None:  # after the first 100%: the iterations with an image wrong again
         again = (np.arange(len(t)) > first) & (run.curves[accuracy] < 1)
         if again.any():
-            axes[1].plot(t[again], 100 * run.curves[accuracy][again], "v", ms=3.5, color="black", zorder=4,
+            axes[1].plot(t[again], 100 * run.curves[accuracy][again], "v", ms=5, color="black", zorder=4,
                          label="wrong again")
     axes[0].set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel=names[loss])
     axes[1].set(xscale="log", xlabel="iteration + 1", ylabel=names[accuracy], ylim=(0, 102))

@@ -286,15 +286,22 @@ def check_activation_controls(p2: dict[str, Any], opening: str, text: str) -> No
     per-seed lists; the gap between the activations with the other's values swapped in."""
     m = control_medians(p2)
     opening = re.sub(r" ([,.:;])", r"\1", opening)  # the HTML text spaces emphasised words from their punctuation
-    assert "A ReLU unit passes on all of a change in its input where it is active, a sigmoid unit at most" in opening
+    # in plain words first: the sigmoid's slope and spread, smaller by the factors the controls swap in
+    factors = p2["controls"]["slope_ce"]["factors"]["sigmoid-ce"]
+    assert "A sigmoid unit passes back less of the error signal than a ReLU unit" in opening
+    assert f"{sig(factors['slope'])}× smaller averaged over the run" in opening
+    assert f"is {sig(factors['spread'])}× smaller (also averaged)" in opening
     gap = {kind: (m[f"sigmoid-ce {kind}"] / m["relu-ce"], m["sigmoid-ce"] / m[f"relu-ce {kind}"])
            for kind in ("slope", "spread", "mean")} | {"own": (m["sigmoid-ce"] / m["relu-ce"],) * 2}
-    assert (f"the sigmoid’s iterations over ReLU’s fall from {sig(gap['own'][0])}× to {sig(gap['spread'][0])}× when "
-            f"the sigmoid gets ReLU’s values and to {sig(gap['spread'][1])}× when ReLU gets the sigmoid’s; with the "
-            f"slope alone, to {sig(gap['slope'][0])}× and {sig(gap['slope'][1])}×") in opening
+    assert (f"The sigmoid’s iterations over ReLU’s, {sig(gap['own'][0])}×, fall to {sig(gap['slope'][0])}× and "
+            f"{sig(gap['slope'][1])}× with the slope alone (the sigmoid given ReLU’s values, ReLU given the "
+            f"sigmoid’s), "
+            f"and to {sig(gap['spread'][0])}× and {sig(gap['spread'][1])}× with the spread too") in opening
     mean_r = [m[f"{k} mean"] / m[f"{k} slope"] for k in ("relu-ce", "sigmoid-ce")]
     if all(abs(math.log(r)) < math.log(1.1) for r in mean_r):
-        assert "swapping the mean instead of the spread changes little" in opening
+        most = max(max(r, 1 / r) for r in mean_r) - 1
+        told = f"swapping the mean of h instead of its spread changes the medians by {round(100 * most)}% or less"
+        assert told in opening
     else:
         to = f"to {sig(gap['mean'][0])}× and {sig(gap['mean'][1])}×"
         assert f"swapping the mean instead of the spread, {to}" in opening
@@ -493,6 +500,57 @@ def rank_sum_p(a: list[int | None], b: list[int | None]) -> float:
     return math.erfc(abs(u - n1 * n2 / 2) / math.sqrt(var) / math.sqrt(2)) if var > 0 else 1.0
 
 
+def line_rows(p2: dict[str, Any], line: dict[str, Any]) -> list[list[int | None]]:
+    """Table 2's rows, top to bottom: each row's iterations per seed."""
+    c = line["controls"]
+    return [p2["settings"]["relu-ce"]["iterations"], c["fc_rescaled_shuffled"]["iterations"],
+            c["fc_rescaled"]["iterations"], c["fc"]["iterations"], c["fc_matched"]["iterations"], line["iterations"]]
+
+
+def check_line_steps(p2: dict[str, Any], line: dict[str, Any], text: str) -> None:
+    """3.1 opens with Table 2's steps in order, each the ratio of its rows' medians, and says why larger
+    inputs and more units help (the ratio of the rows' mean squared norms; the units)."""
+    c = line["controls"]
+    meds = [median([math.inf if x is None else x for x in its]) for its in line_rows(p2, line)]
+    assert all(map(math.isfinite, meds))
+    step = [meds[i] / meds[i + 1] for i in range(len(meds) - 1)]
+    lead = "Most of the difference is the data: its" if step[1] == max(step) else "In order: the"
+    assert (f"{lead} labels follow a rule ({sig(step[1])}×); then come larger inputs ({sig(step[2])}×), a "
+            f"larger network ({sig(step[3])}×) and last the convolutions ({sig(step[4])}×).") in text, \
+        text[text.index("3.1 Line"):][:700]
+    told = "Larger inputs, more units: longer steps." in text
+    assert told == (step[2] > 1 and step[3] > 1)
+    if told:
+        scale = c["fc"]["input_scale"] / c["fc_rescaled"]["input_scale"]
+        assert f"a {sig(scale)}× larger mean" in text and f"like a {sig(scale)}× larger rate" in text
+        assert f"so {c['fc_matched']['hidden']} units instead of {c['fc']['hidden']}" in text
+        assert f"They need {sig(step[2])}× and {sig(step[3])}× fewer iterations" in text
+
+
+def test_line_answer_opens_with_the_steps(small: Build, tmp_path: Path) -> None:
+    """Where the labels' rule is a large step (the course data's story), 3.1's first sentences give
+    every step of Table 2 in order, and the larger inputs and units are explained."""
+    def set_iterations(run: dict[str, Any], its: list[int]) -> None:  # and the summary the report reads
+        run["iterations"] = its
+        run["summary"] |= {"median": median(its), "q1": quantile(its, 0.25), "q3": quantile(its, 0.75),
+                           "reached": len(its)}
+
+    def slow_shuffled(line: dict[str, Any]) -> None:
+        c = line["controls"]
+        rescaled = [x if x is not None else 100 for x in c["fc_rescaled"]["iterations"]]
+        set_iterations(c["fc_rescaled"], rescaled)
+        set_iterations(c["fc_rescaled_shuffled"], [10 * x for x in rescaled])
+        for key, fill in (("fc", 50), ("fc_matched", 40)):
+            set_iterations(c[key], [x if x is not None else fill for x in c[key]["iterations"]])
+        set_iterations(line, [x if x is not None else 20 for x in line["iterations"]])
+
+    figures = edited_copy(small, tmp_path, {"part3_line.json": slow_shuffled})
+    text = build_report(figures, tmp_path)["text"]
+    p2 = json.loads((figures / "part2_fc.json").read_text())
+    line = json.loads((figures / "part3_line.json").read_text())
+    check_line_steps(p2, line, text)
+
+
 def test_part3_line_controls_are_recomputed(small: Build) -> None:
     """Table 2: each row's median and quartiles from its seeds, the speed-up and the test against the row
     above, a sign test between the FC-4 rows (paired by seed), else a rank-sum test (part 2's 2.4 network,
@@ -500,14 +558,14 @@ def test_part3_line_controls_are_recomputed(small: Build) -> None:
     p2, line, text = small.results["part2_fc.json"], small.results["part3_line.json"], small.text
     table = text[text.index("3.1 step by step"):]
     c = line["controls"]
-    rows = [p2["settings"]["relu-ce"]["iterations"], c["fc_rescaled_shuffled"]["iterations"],
-            c["fc_rescaled"]["iterations"], c["fc"]["iterations"], c["fc_matched"]["iterations"], line["iterations"]]
+    rows = line_rows(p2, line)
     assert "shuffled" in table and "a new shuffle per seed" in table
     held = c["fc_rescaled_shuffled"]["holdout"]["summary"]
     m_shuffled, m_rescaled = (median([math.inf if x is None else x for x in c[k]["iterations"]])
                               for k in ("fc_rescaled_shuffled", "fc_rescaled"))
     if math.isfinite(m_shuffled) and m_shuffled > 2 * m_rescaled:  # the step is told in the text
         assert f"always the training images’ majority label: {pct(held['training_majority'], 1)}" in text
+        check_line_steps(p2, line, text)
     cap = line["config"]["max_iters"]
     assert f"{p2['settings']['relu-ce']['question']}" in text  # the first row refers to Table 1 for its median
     for i, its in enumerate(rows[1:], start=1):
