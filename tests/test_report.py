@@ -774,7 +774,13 @@ def test_what_limits_the_widths_is_read_from_the_frozen_control_and_the_curvatur
             f"{len(fz['iterations'])} seeds within the cap; slower than 3.2 in {pf['losses']} of "
             f"{pf['wins'] + pf['losses'] + pf['ties']}, {pval(pf['sign_test_p'])})") in text
     slower = pf["sign_test_p"] < 0.05 and pf["losses"] > pf["wins"]
-    assert ("the widths need the features to keep changing" in text) == slower
+    assert ("Changing features speed the widths up." in text) == slower
+    # the widths' paragraph opens with what the two controls say together: ten times the rate gains
+    # under 2x, frozen features take over twice as long
+    inf_median = lambda its: median([math.inf if v is None else v for v in its])  # noqa: E731
+    base, x10 = inf_median(det["iterations"]), inf_median(det["controls"]["width_lr_x10"]["iterations"])
+    pace = slower and base / x10 < 2 and base / stop < 0.5
+    assert ("The widths: the features’ change, more than the head’s rate, sets their pace." in text) == pace
     classified = median([m["head_sharpness"]["classified"] for m in det["measurements"]
                          if m["head_sharpness"]["classified"] is not None])
     at_stop = median([m["head_sharpness"]["stop"] for m in det["measurements"]
