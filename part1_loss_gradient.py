@@ -322,14 +322,14 @@ def comparison_figure(z_range: tuple[float, float], x: float, y: float) -> Any:
     fig, (left, right) = plt.subplots(1, 2, figsize=(6.5, 2.8), layout="constrained")
     # black and grey: colours mean the four settings in part 2's figures, not the two losses
     left.plot(z, l2_loss(sigmoid(z), y), color="black", lw=1.8, label=r"L2 $(\hat y - y)^2$")
-    left.plot(z, cross_entropy_loss(z, y), color="0.5", ls="--", lw=1.8, label="cross-entropy")
+    left.plot(z, cross_entropy_loss(z, y), color="0.5", ls="-.", lw=1.8, label="cross-entropy")
     left.set_ylabel("loss")
     left.set_title(f"loss (target $y$ = {y:g})", fontsize=10)
     positive_values = np.concatenate([g[g > 0] for g in grads.values()])
     if positive_values.size:  # log scale: L2's gradient falls by orders of magnitude, CE's does not
         right.set_yscale("log")
         right.set_ylim(positive_values.min() / 3, positive_values.max() * 8)
-    for (name, grad), (colour, style) in zip(grads.items(), (("black", "-"), ("0.5", "--")), strict=True):
+    for (name, grad), (colour, style) in zip(grads.items(), (("black", "-"), ("0.5", "-.")), strict=True):
         right.plot(z, grad, color=colour, ls=style, lw=1.8, label=rf"$|\partial\mathcal{{L}}_{{{name}}}/\partial w|$")
     right.set_ylabel(r"$|\partial\mathcal{L}/\partial w|$")
     right.set_title("gradient magnitude (log scale)", fontsize=10)

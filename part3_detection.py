@@ -568,6 +568,7 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
     if first is not None or run.iterations is not None:
         fig.legend(loc="outside lower center", ncols=3, fontsize=8, handlelength=1.0, columnspacing=0.5,
                    handletextpad=0.3)
+    fig.get_layout_engine().set(wspace=0.08)  # room between the left panel's ticks and the right one's label
     fig.suptitle(title, fontsize=9)
     return fig
 
