@@ -550,8 +550,9 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
     # visible where it sits on the stop's dashed line
     if accuracy == "accuracy" and first is not None:  # after the first 100%: the iterations with an image wrong again
         again = (np.arange(len(t)) > first) & (run.curves[accuracy] < 1)
-        if again.any():
-            axes[1].plot(t[again], 100 * run.curves[accuracy][again], "v", ms=5, color="black", zorder=4,
+        begins = again & ~np.concatenate([[False], again[:-1]])  # one marker per stretch: adjacent ones overlap
+        if begins.any():
+            axes[1].plot(t[begins], 100 * run.curves[accuracy][begins], "v", ms=5, color="black", zorder=4,
                          label="wrong again")
     axes[0].set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel=names[loss])
     axes[1].set(xscale="log", xlabel="iteration + 1", ylabel=names[accuracy], ylim=(0, 102))
