@@ -293,18 +293,17 @@ def check_activation_controls(p2: dict[str, Any], opening: str, text: str) -> No
     assert f"is {sig(factors['spread'])}× smaller (also averaged)" in opening
     gap = {kind: (m[f"sigmoid-ce {kind}"] / m["relu-ce"], m["sigmoid-ce"] / m[f"relu-ce {kind}"])
            for kind in ("slope", "spread", "mean")} | {"own": (m["sigmoid-ce"] / m["relu-ce"],) * 2}
-    assert (f"The sigmoid’s iterations over ReLU’s, {sig(gap['own'][0])}×, fall to {sig(gap['slope'][0])}× and "
-            f"{sig(gap['slope'][1])}× with the slope alone (the sigmoid given ReLU’s values, ReLU given the "
-            f"sigmoid’s), "
-            f"and to {sig(gap['spread'][0])}× and {sig(gap['spread'][1])}× with the spread too") in opening
+    assert re.search(r"Table \d+ retrains each CE setting with the other activation’s slope", opening)
+    assert (f"then also with its spread: the sigmoid’s iterations over ReLU’s fall from {sig(gap['own'][0])}× to "
+            f"{sig(gap['spread'][0])}× (the sigmoid given ReLU’s values) and {sig(gap['spread'][1])}× (ReLU given the "
+            "sigmoid’s)") in opening
     mean_r = [m[f"{k} mean"] / m[f"{k} slope"] for k in ("relu-ce", "sigmoid-ce")]
     if all(abs(math.log(r)) < math.log(1.1) for r in mean_r):
         most = max(max(r, 1 / r) for r in mean_r) - 1
-        told = f"swapping the mean of h instead of its spread changes the medians by {round(100 * most)}% or less"
+        told = f"the mean of h, swapped instead of the spread, changes the medians by {round(100 * most)}% or less"
         assert told in opening
-    else:
-        to = f"to {sig(gap['mean'][0])}× and {sig(gap['mean'][1])}×"
-        assert f"swapping the mean instead of the spread, {to}" in opening
+    else:  # then only the table tells it (below)
+        assert "swapped instead of the spread" not in opening
     # the answer first: swapped, slope and spread close the gap only in part (or nearly all of it)
     part = "part" if any(r > 1.05 for r in gap["spread"]) else "most"
     assert f"Activation: the slope and the spread explain {part} of the gap." in opening
@@ -515,11 +514,11 @@ def check_line_steps(p2: dict[str, Any], line: dict[str, Any], text: str) -> Non
     meds = [median([math.inf if x is None else x for x in its]) for its in line_rows(p2, line)]
     assert all(map(math.isfinite, meds))
     step = [meds[i] / meds[i + 1] for i in range(len(meds) - 1)]
-    lead = ("In Table 2’s order (the factors depend on it), most of the difference is the data: its"
+    lead = (r"In the order of Table \d+ \(the factors depend on it\), most of the difference is the data: its"
             if step[1] == max(step) else "In order: the")
-    assert (f"{lead} labels follow a rule ({sig(step[1])}×); then come larger inputs ({sig(step[2])}×), a "
-            f"larger network ({sig(step[3])}×) and last the convolutions ({sig(step[4])}×).") in text, \
-        text[text.index("3.1 Line"):][:700]
+    steps = (f" labels follow a rule ({sig(step[1])}×); then come larger inputs ({sig(step[2])}×), a larger network "
+             f"({sig(step[3])}×) and last the convolutions ({sig(step[4])}×).")
+    assert re.search(lead + re.escape(steps), text), text[text.index("3.1 Line"):][:700]
     told = "Larger inputs, more units: longer steps." in text
     assert told == (step[2] > 1 and step[3] > 1)
     if told:
