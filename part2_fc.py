@@ -682,19 +682,19 @@ def plot_sweep(sweep: dict[str, Any]) -> Any:
         med = np.array([np.nan if m is None else m for m in row["median"]], dtype=float)
         few = np.array(row["reach_rate"]) < sweep["min_reach"]  # a median over too few seeds at 100%: hollow
         style = "--" if SETTINGS[s][0] == "sigmoid" else "-"  # as in the curves figure: the sigmoid dashed
-        left.plot(lrs, med, style, color=COLOURS[s], label=LABELS[s])
-        left.plot(lrs[~few], med[~few], "o", ms=4, color=COLOURS[s])
-        left.plot(lrs[few], med[few], "o", ms=4, mfc="white", mec=COLOURS[s], mew=1.2)
+        mark = "s" if SETTINGS[s][1] == "l2" else "o"  # and L2 squares, so that print in grey tells all four apart
+        left.plot(lrs, med, style, marker=mark, ms=4, color=COLOURS[s], label=LABELS[s])
+        left.plot(lrs[few], med[few], mark, ms=4, mfc="white", mec=COLOURS[s], mew=1.2)
         if row["best"]:  # stars offset a little sideways so that two at one rate stay visible
             left.plot(row["best"]["lr"] * 1.15 ** (k - 1.5), row["best"]["median"], "*", ms=8, color=COLOURS[s],
                       mec="k", mew=0.5)
-        right.plot(lrs, 100 * np.array(row["reach_rate"]), style, marker="o", ms=4, color=COLOURS[s])
+        right.plot(lrs, 100 * np.array(row["reach_rate"]), style, marker=mark, ms=4, color=COLOURS[s])
     left.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="median iterations to 100%")
     right.axhline(100 * sweep["min_reach"], color="grey", ls=":", lw=1)
     right.set(xscale="log", xlabel="learning rate", ylabel="seeds at 100% (%)", ylim=(0, 103))
     keys = [Line2D([], [], ls="", marker="*", ms=8, color="grey", mec="k", mew=0.5, label="best rate"),
             Line2D([], [], ls="", marker="o", ms=4, mfc="white", mec="grey", mew=1.2,
-                   label=f"under {100 * sweep['min_reach']:g}% of seeds at 100%")]
+                   label=f"hollow: under {100 * sweep['min_reach']:g}% of seeds at 100%")]
     fig.legend(handles=left.get_legend_handles_labels()[0] + keys, loc="outside lower center", ncols=3, fontsize=8.5)
     fig.suptitle(f"2.5: learning-rate sweep, {len(sweep['seeds'])} seeds per rate")
     return fig

@@ -328,7 +328,17 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
     if all(order.index(f"{a}-ce") < order.index(f"{a}-l2") for a in ("sigmoid", "relu")):
         assert "Loss: cross-entropy’s error signal is not shrunk." in opening
         assert "error signal at the output is CE’s" in opening
+    # which matters more, where it decides the middle of the ranking: the activation's gap against the loss's
     st = p2["settings"]
+    medians = {k: median([math.inf if v is None else v for v in st[k]["iterations"]]) for k in st}
+    told = "The activation matters more than the loss here" in opening
+    ranked = (all(order.index(f"{a}-ce") < order.index(f"{a}-l2") for a in ("sigmoid", "relu"))
+              and all(order.index(f"relu-{lo}") < order.index(f"sigmoid-{lo}") for lo in ("ce", "l2"))
+              and order.index("relu-l2") < order.index("sigmoid-ce"))
+    assert told == ranked
+    if told and all(map(math.isfinite, medians.values())):
+        assert (f"the sigmoid needs {sig(medians['sigmoid-ce'] / medians['relu-ce'])}× ReLU’s iterations (with CE), "
+                f"L2 {sig(medians['relu-l2'] / medians['relu-ce'])}× CE’s (with ReLU)") in opening
     control = p2["controls"]["slope_ce"]["settings"]
     if all(order.index(f"relu-{lo}") < order.index(f"sigmoid-{lo}") for lo in ("ce", "l2")):
         # the slope control: each CE setting's seeds with the backward slope scaled, against the setting itself
@@ -720,6 +730,17 @@ def test_figures_are_read_in_the_text(small: Build) -> None:
         new = sum(a == 0 and b > 0 for a, b in zip(rises, half, strict=True))
         assert f"halving the rate removes the rise in {gone} of the {sum(v > 0 for v in rises)} seeds" in flat
         assert f"gives one to {new} (sign test {pval(sign_test(gone, new))}" in flat
+        # all the rises counted, and the steps they fall in (every run reaches 100%: its iterations are its steps)
+        its, half_its = line["iterations"], line["half_lr"]["iterations"]
+        if all(v is not None for v in its + half_its):
+            total, half_total = sum(rises), sum(half)
+            if half_total >= total:
+                many = "as many" if half_total == total else "more"
+                assert (f"counted in all, the rises are {many} ({total} and {half_total}) over runs "
+                        f"{sig(sum(half_its) / sum(its), 2)}× as long") in flat
+                assert f"({pct(total / sum(its), 1)} against {pct(half_total / sum(half_its), 1)})" in flat
+            else:
+                assert f"counted in all, the rises fall from {total} to {half_total}" in flat
     # the median seed's overshoot: steps with rate x sharpness above 2, and the rises after them
     sharp, loss = line["single"]["sharpness"], line["single"]["replayed_loss"]
     steps = range(len(sharp) - 1)
@@ -790,3 +811,30 @@ def test_what_limits_the_widths_is_read_from_the_frozen_control_and_the_curvatur
     if at_stop > classified:
         assert (f"rises from {sig(classified)} at the first 100% classification to {sig(at_stop)} at the stop "
                 "(medians)") in text
+
+
+@pytest.mark.parametrize("more", [False, True])
+def test_half_rate_rises_are_counted_per_seed_and_in_all(small: Build, tmp_path: Path, more: bool) -> None:
+    """3.1's bump at half the rate: the seeds that lose or gain a rise (a sign test), and all the rises
+    counted over the steps of the runs, where a seed's rises are taken from the results per seed."""
+    def rises(line: dict[str, Any]) -> None:
+        n = len(line["seeds"])
+        line["single"]["loss_rises_at"] = [3]
+        line["iterations"] = [20 + k for k in range(n)]
+        line["half_lr"]["iterations"] = [40 + k for k in range(n)]
+        line["loss_rises"] = [2] * n
+        line["half_lr"]["loss_rises"] = [2 * n + 1 if more else 3] + [0] * (n - 1)
+
+    figures = edited_copy(small, tmp_path, {"part3_line.json": rises})
+    flat = re.sub(r"\s+", " ", build_report(figures, tmp_path)["text"])
+    line = json.loads((figures / "part3_line.json").read_text())
+    n = len(line["seeds"])
+    steps, half_steps = sum(line["iterations"]), sum(line["half_lr"]["iterations"])
+    total, half_total = 2 * n, line["half_lr"]["loss_rises"][0]
+    assert f"halving the rate removes the rise in {n - 1} of the {n} seeds with one and gives one to 0" in flat
+    if more:
+        assert (f"counted in all, the rises are more ({total} and {half_total}) over runs "
+                f"{sig(half_steps / steps, 2)}× as long") in flat
+        assert f"({pct(total / steps, 1)} against {pct(half_total / half_steps, 1)})" in flat
+    else:
+        assert f"counted in all, the rises fall from {total} to {half_total}" in flat
