@@ -496,9 +496,10 @@ def compare_with_3_2(study: str, control: dict[str, Any], base: dict[str, Any]) 
 
 # ===== Figures (for print: a text width, 9 pt) and the printed summary =====
 
-COLOURS = {"3.2": "tab:blue", "no_width_head": "tab:orange", "width_lr_x10": "tab:green",
-           "frozen_features": "tab:red"}  # one per study
-CLASS_COLOURS = {0: "tab:purple", 1: "tab:brown"}  # diamonds, squares: dark enough for print
+# one per study; 3.2's own network in a colour that no other figure of the report uses for anything else
+COLOURS = {"3.2": "tab:brown", "no_width_head": "tab:orange", "width_lr_x10": "tab:green",
+           "frozen_features": "tab:red"}
+CLASS_COLOURS = {0: "tab:olive", 1: "0.3"}  # diamonds, squares: dark enough for print, not the conv net's purple
 
 
 def draw_figures(results: dict[str, Any], by_study: dict[str, list[SeedRun]], cfg: Config, data: Dataset,

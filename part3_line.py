@@ -202,9 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     n = len(seeds)  # all images; the held-out split's training rows; half the rate
     runs, held_runs = trained[:n], trained[n:2 * n] if split is not None else []
     half_runs = trained[len(trained) - n:] if args.control_half_lr else []
-    results = results_header("part3_line.py", args, data, cfg) | study_record(runs, cfg, data) | {
+    study = study_record(runs, cfg, data)
+    results = results_header("part3_line.py", args, data, cfg) | study | {
         "workers": args.workers, "holdout": None if split is None else holdout_record(held_runs, split, data, cfg),
-        "half_lr": None if not half_runs else half_lr_record(half_runs, cfg)}
+        "half_lr": None if not half_runs else half_lr_record(half_runs, replace(cfg, lr=cfg.lr / 2), data,
+                                                               study["single"]["seed"])}
     results |= fc_controls(data, random_data, split, seeds, cfg, results["network"]["parameters"]) if random_data \
         else {"controls": {"fc": None}, "comparison": None}
     write_json(args.out / "part3_line.json", results | {"figures": []})  # no figure can lose the numbers
@@ -457,13 +459,7 @@ def study_record(runs: list[SeedRun], cfg: Config, data: Dataset) -> dict[str, A
         one_net = trained_model(one, data.images.shape[1:], cfg)
         maps = one_net.feature_maps(x)[1].mean((2, 3)).double().cpu().numpy()  # (B, 8)
         kernels = kernel_change(one_net, initial_model(LineNet, seed, data.images.shape[1:], cfg))
-    replay = {}  # the study's median seed only: a single run does not pay for the replay
-    if len(runs) > 1:
-        y = torch.tensor(data.labels, dtype=cfg.dtype, device=cfg.device)
-        replayed, sharpness = sharpness_replay(initial_model(LineNet, seed, data.images.shape[1:], cfg),
-                                               lambda net: loss_fn("ce", net(x), y), cfg.lr,
-                                               min(len(one.loss) - 1, SHARPNESS_ITERATIONS))
-        replay = {"sharpness": sharpness, "replayed_loss": replayed}
+    replay = replay_seed(one, cfg, data) if len(runs) > 1 else {}  # a single run does not pay for the replay
     means = {str(c): maps[data.labels == c].mean(0) for c in (0, 1) if (data.labels == c).any()}
     (h1, w1), (h2, w2) = conv_sizes(data.images.shape[1:], cfg.padding)
     network = {"image_size": list(data.images.shape[1:]), "padding": cfg.padding, "pad_pixels": PADDINGS[cfg.padding],
@@ -514,11 +510,29 @@ def kernel_change(net: LineNet, start: LineNet) -> dict[str, float | None]:
             "column_share": share(1), "row_share": share(2)}
 
 
-def half_lr_record(runs: list[SeedRun], cfg: Config) -> dict[str, Any]:
-    """3.1's half-rate control: the seeds at lr / 2, their stops and how often each one's loss rises."""
+def half_lr_record(runs: list[SeedRun], half: Config, data: Dataset, seed: int) -> dict[str, Any]:
+    """3.1's half-rate control (`half`: the config at lr / 2): the seeds' stops and how often each one's
+    loss rises; for many seeds also "single", the study's median `seed` at this rate replayed
+    (replay_seed): does its rate x sharpness climb past 2 again?"""
     its, div = [r.iterations for r in runs], [r.diverged_at for r in runs]
-    return {"lr": cfg.lr / 2, "iterations": its, "summary": summarize_stops(its, div),
-            "loss_rises": [loss_rises(r.loss).size for r in runs]}
+    record = {"lr": half.lr, "iterations": its, "summary": summarize_stops(its, div),
+              "loss_rises": [loss_rises(r.loss).size for r in runs]}
+    if len(runs) > 1:
+        one = next(r for r in runs if r.seed == seed)
+        record["single"] = {"seed": seed, "iterations": one.iterations,
+                            "loss_rises_at": loss_rises(one.loss).tolist()} | replay_seed(one, half, data)
+    return record
+
+
+def replay_seed(run: SeedRun, cfg: Config, data: Dataset) -> dict[str, list[float | None]]:
+    """A run replayed from its seed's start at cfg.lr (sharpness_replay) over its first iterations, at
+    most SHARPNESS_ITERATIONS: "sharpness", lr x the loss's steepest curvature, and "replayed_loss"."""
+    x = torch.tensor(data.images[:, None], dtype=cfg.dtype, device=cfg.device)  # (B, 1, H, W)
+    y = torch.tensor(data.labels, dtype=cfg.dtype, device=cfg.device)  # (B,)
+    replayed, sharpness = sharpness_replay(initial_model(LineNet, run.seed, data.images.shape[1:], cfg),
+                                           lambda net: loss_fn("ce", net(x), y), cfg.lr,
+                                           min(len(run.loss) - 1, SHARPNESS_ITERATIONS))
+    return {"sharpness": sharpness, "replayed_loss": replayed}
 
 
 SHARPNESS_STEPS = 10  # power-iteration steps per iteration, each warm-started from the last direction

@@ -561,6 +561,15 @@ def test_cli_half_rate_control_trains_the_seeds_at_half_the_rate(standin_dir: Pa
     assert half["lr"] == 0.05 and half["iterations"] == [r.iterations for r in runs]
     assert half["iterations"] != [r.iterations for r in full]  # a control at the full rate would repeat the study
     assert half["loss_rises"] == [int((np.diff(r.loss) > 0).sum()) for r in runs]
+    # the study's median seed replayed at the half rate: the half-rate run's own losses, one sharpness each
+    study = json.loads((tmp_path / "part3_line.json").read_text())
+    one = half["single"]
+    assert one["seed"] == study["single"]["seed"]
+    run = runs[[0, 1].index(one["seed"])]
+    assert one["iterations"] == run.iterations
+    assert one["loss_rises_at"] == (np.flatnonzero(np.diff(run.loss) > 0) + 1).tolist()
+    assert one["replayed_loss"] == pytest.approx(run.loss.tolist(), rel=1e-4)
+    assert len(one["sharpness"]) == len(run.loss) and all(v is not None and v > 0 for v in one["sharpness"])
 
 
 # --- bad input: one line, exit 2, nothing written ------------------------------------------------------
