@@ -203,7 +203,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs, held_runs = trained[:n], trained[n:2 * n] if split is not None else []
     half_runs = trained[len(trained) - n:] if args.control_half_lr else []
     study = study_record(runs, cfg, data)
-    results = results_header("part3_line.py", args, data, cfg) | study | {
+    overshoot = None  # the half-rate control, many seeds: every run replayed, its steps' rate x sharpness
+    if len(seeds) > 1 and half_runs:  # against its loss's rises, at both rates
+        studies = {"full": (runs, cfg), "half": (half_runs, replace(cfg, lr=cfg.lr / 2))}
+        replay_jobs = [(r.seed, x, y, c, min(len(r.loss) - 1, SHARPNESS_ITERATIONS)) for rs, c in studies.values()
+                       for r in rs]
+        if cfg.log:
+            print(f"  replaying {len(replay_jobs)} run(s) for the rate x sharpness of every step", flush=True)
+        sharp = run_jobs(replay_job, replay_jobs, args.workers)
+        overshoot, k = {}, 0
+        for name, (rs, _) in studies.items():
+            overshoot[name] = overshoot_counts(rs, sharp[k:k + len(rs)])
+            k += len(rs)
+    results = results_header("part3_line.py", args, data, cfg) | study | {"overshoot": overshoot,
         "workers": args.workers, "holdout": None if split is None else holdout_record(held_runs, split, data, cfg),
         "half_lr": None if not half_runs else half_lr_record(half_runs, replace(cfg, lr=cfg.lr / 2), data,
                                                                study["single"]["seed"])}
@@ -522,6 +534,27 @@ def half_lr_record(runs: list[SeedRun], half: Config, data: Dataset, seed: int) 
         record["single"] = {"seed": seed, "iterations": one.iterations,
                             "loss_rises_at": loss_rises(one.loss).tolist()} | replay_seed(one, half, data)
     return record
+
+
+def replay_job(seed: int, x: np.ndarray, y: np.ndarray, cfg: Config, steps: int) -> list[float | None]:
+    """A worker's job: seed's run on images x (B, 1, H, W), labels y (B,), replayed at cfg.lr over its
+    first `steps` iterations (sharpness_replay); returns lr x the sharpness at each iteration (plain floats)."""
+    xt, yt = (torch.tensor(v, dtype=cfg.dtype, device=cfg.device) for v in (x, y))
+    net = initial_model(LineNet, seed, tuple(x.shape[2:]), cfg)
+    return sharpness_replay(net, lambda n: loss_fn("ce", n(xt), yt), cfg.lr, steps)[1]
+
+
+def overshoot_counts(runs: list[SeedRun], sharpness: list[list[float | None]]) -> dict[str, int]:
+    """Pooled over the runs: the steps whose rate x sharpness is above 2 ("above") and at or below 2
+    ("below"), and after how many of each the run's own loss rises (the step at t: loss[t + 1] > loss[t])."""
+    counts = dict.fromkeys(("above", "rises_above", "below", "rises_below"), 0)
+    for run, sharp in zip(runs, sharpness, strict=True):
+        for t in range(min(len(sharp), len(run.loss)) - 1):
+            if sharp[t] is not None:
+                side = "above" if sharp[t] > 2 else "below"
+                counts[side] += 1
+                counts["rises_" + side] += int(run.loss[t + 1] > run.loss[t])
+    return counts
 
 
 def replay_seed(run: SeedRun, cfg: Config, data: Dataset) -> dict[str, list[float | None]]:

@@ -554,10 +554,10 @@ def test_cli_half_rate_control_trains_the_seeds_at_half_the_rate(standin_dir: Pa
     run directly at that rate (and not at the full rate)."""
     no_figures(monkeypatch)
     assert run_main(p3.main, ["--data-dir", str(standin_dir), "--out", str(tmp_path), "--seeds", "2",
-                              "--max-iters", "60", "--holdout", "16", "--control-half-lr", "--quiet"]) == 0
+                              "--max-iters", "30", "--holdout", "16", "--control-half-lr", "--quiet"]) == 0
     half = json.loads((tmp_path / "part3_line.json").read_text())["half_lr"]
-    runs = [train(seed, data, replace(F32, lr=0.05, max_iters=60)) for seed in (0, 1)]
-    full = [train(seed, data, replace(F32, max_iters=60)) for seed in (0, 1)]
+    runs = [train(seed, data, replace(F32, lr=0.05, max_iters=30)) for seed in (0, 1)]
+    full = [train(seed, data, replace(F32, max_iters=30)) for seed in (0, 1)]
     assert half["lr"] == 0.05 and half["iterations"] == [r.iterations for r in runs]
     assert half["iterations"] != [r.iterations for r in full]  # a control at the full rate would repeat the study
     assert half["loss_rises"] == [int((np.diff(r.loss) > 0).sum()) for r in runs]
@@ -570,6 +570,19 @@ def test_cli_half_rate_control_trains_the_seeds_at_half_the_rate(standin_dir: Pa
     assert one["loss_rises_at"] == (np.flatnonzero(np.diff(run.loss) > 0) + 1).tolist()
     assert one["replayed_loss"] == pytest.approx(run.loss.tolist(), rel=1e-4)
     assert len(one["sharpness"]) == len(run.loss) and all(v is not None and v > 0 for v in one["sharpness"])
+    # every run replayed at its own rate: its steps by rate x sharpness (above 2 or not) and the rises of its loss
+    counts = {"above": 0, "rises_above": 0, "below": 0, "rises_below": 0}
+    for r in runs:  # the half rate's, recounted; the full rate's by their totals (the replay costs time)
+        sharp = p3.replay_job(r.seed, *xy(data), replace(F32, lr=0.05, max_iters=30), len(r.loss) - 1)
+        assert len(sharp) == len(r.loss)
+        for t in range(len(r.loss) - 1):
+            side = "above" if sharp[t] > 2 else "below"
+            counts[side] += 1
+            counts[f"rises_{side}"] += bool(r.loss[t + 1] > r.loss[t])
+    assert study["overshoot"]["half"] == counts
+    whole = study["overshoot"]["full"]
+    assert whole["above"] + whole["below"] == sum(len(r.loss) - 1 for r in full)
+    assert whole["rises_above"] + whole["rises_below"] == sum(int((np.diff(r.loss) > 0).sum()) for r in full)
 
 
 # --- bad input: one line, exit 2, nothing written ------------------------------------------------------
