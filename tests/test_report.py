@@ -527,7 +527,7 @@ def check_line_steps(p2: dict[str, Any], line: dict[str, Any], text: str) -> Non
     lead = (r"In the order of Table \d+ \(the factors depend on it\), most of the difference is the data: its"
             if step[1] == max(step) else "In order: the")
     steps = (f" labels follow a rule ({sig(step[1])}×); then come larger inputs ({sig(step[2])}×), a larger network "
-             f"({sig(step[3])}×) and last the convolutions ({sig(step[4])}×).")
+             f"({sig(step[3])}×) and last the convolutions with a second hidden layer ({sig(step[4])}×).")
     assert re.search(lead + re.escape(steps), text), text[text.index("3.1 Line"):][:700]
     told = "Larger inputs, more units: longer steps." in text
     assert told == (step[2] > 1 and step[3] > 1)
@@ -836,9 +836,11 @@ def test_half_rate_rises_are_counted_per_seed_and_in_all(small: Build, tmp_path:
     # why, from every run replayed: the steps above 2 and at or below 2 at each rate, and the rises after them
     os = line["overshoot"]
     f, h = os["full"], os["half"]
-    assert (f"the loss rises after {f['rises_above']} of the {f['above']} steps whose rate × sharpness is above 2 and "
-            f"after {f['rises_below']} of the {f['below']} at or below 2 at the full rate, and after "
-            f"{h['rises_above']} of {h['above']} and {h['rises_below']} of {h['below']} at half the rate") in flat
+    assert f"the loss rises after {f['rises_above']} of the {f['above']} steps whose rate times the loss’s" in flat
+    assert f"and after {f['rises_below']} of the {f['below']} at or below 2 (the median" in flat
+    assert (f"Why, from every run replayed at half the rate: the loss rises after {h['rises_above']} of the "
+            f"{h['above']} steps whose rate × sharpness is above 2 and after {h['rises_below']} of the {h['below']} "
+            "at or below 2") in flat
     clean = f["rises_below"] == h["rises_below"] == 0 and f["rises_above"] > 0 and h["rises_above"] > 0
     assert ("every rise follows a step above 2, at both rates" in flat) == clean
     if more:
