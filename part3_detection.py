@@ -552,9 +552,6 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
     if accuracy == "accuracy" and first is not None:  # after the first 100%: the iterations with an image wrong again
         again = (np.arange(len(t)) > first) & (run.curves[accuracy] < 1)
         begins = again & ~np.concatenate([[False], again[:-1]])  # one marker per stretch: adjacent ones overlap
-        ends = again & ~np.concatenate([again[1:], [False]])
-        for a, b in zip(t[begins], t[ends], strict=True):  # the stretch itself, shaded, under the curve's dip
-            axes[1].axvspan(a - 0.5, b + 0.5, color="0.75", lw=0, zorder=1)
         if begins.any():  # above the panel's top, pointing down at the stretch, so that the dip stays visible
             axes[1].plot(t[begins], np.full(begins.sum(), 108.0), "v", ms=5, color="black", zorder=4, clip_on=False,
                          label="wrong again")

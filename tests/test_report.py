@@ -371,7 +371,7 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
     bests = [s["best"]["median"] for s in sweep["settings"].values() if s["best"]]
     if len(bests) >= 2:
         catch_up = "; at their best rates the settings nearly catch up" if max(bests) / min(bests) < 2 else ""
-        assert f"Rate: the order is that of rate {p2['config']['lr']:g}{catch_up}." in opening
+        assert f"Rate: this order is measured at rate {p2['config']['lr']:g}{catch_up}." in opening
         assert f"only {sig(max(bests) / min(bests))}× at each setting’s best rate" in opening
     # "at least twice": where the sweep breaks the bound (rates where both settings have enough seeds at 100%)
     for act, name in (("relu", "ReLU"), ("sigmoid", "sigmoid")):
@@ -839,7 +839,12 @@ def test_half_rate_rises_are_counted_per_seed_and_in_all(small: Build, tmp_path:
     assert f"the loss rises after {f['rises_above']} of the {f['above']} steps whose rate times the loss’s" in flat
     assert f"and after {f['rises_below']} of the {f['below']} at or below 2" in flat
     only_above = f["rises_below"] == 0 and f["rises_above"] > 0
-    assert ("in every run it rises only after a step above 2 (the median" in flat) == only_above
+    assert ("in every run it rises only after a step above 2" in flat) == only_above
+    # the failed prediction in the answer: as many rises in all at half the rate, where the half rate's steps
+    # also rise only after steps above 2
+    half_told = h["rises_below"] == 0 and h["rises_above"] > 0 and half_total >= total
+    assert (f"Halving the rate does not cut the rises in all ({total} and {half_total}), a failed prediction" in flat) \
+        == half_told
     assert (f"Why, from every run replayed at half the rate: the loss rises after {h['rises_above']} of the "
             f"{h['above']} steps whose rate × sharpness is above 2 and after {h['rises_below']} of the {h['below']} "
             "at or below 2") in flat
