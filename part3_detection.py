@@ -541,8 +541,8 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
 
     names = {"ce": "cross-entropy", "l2": "width L2 loss (px$^2$)", "accuracy": "class accuracy (%)",
              "width_accuracy": "width accuracy (%)"}
-    # a text width, the width the report prints each at (one figure above the other): 8.5 pt text on paper
-    fig, axes = plt.subplots(1, 2, figsize=(6.5, 1.9), layout="constrained")
+    # drawn at the width the report prints each at (6.3 in, one figure above the other): 8 pt ticks on paper
+    fig, axes = plt.subplots(1, 2, figsize=(6.3, 1.9), layout="constrained")
     shift = 1  # iteration + 1: iteration 0 fits a log axis
     t = np.arange(shift, run.stop + 1 + shift)
     axes[0].plot(t, run.curves[loss], color=COLOURS[run.study], lw=1.4)

@@ -202,23 +202,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     n = len(seeds)  # all images; the held-out split's training rows; half the rate
     runs, held_runs = trained[:n], trained[n:2 * n] if split is not None else []
     half_runs = trained[len(trained) - n:] if args.control_half_lr else []
-    study = study_record(runs, cfg, data)
-    overshoot = None  # the half-rate control, many seeds: every run replayed, its steps' rate x sharpness
-    if len(seeds) > 1 and half_runs:  # against its loss's rises, at both rates
-        studies = {"full": (runs, cfg), "half": (half_runs, replace(cfg, lr=cfg.lr / 2))}
-        replay_jobs = [(r.seed, x, y, c, min(len(r.loss) - 1, SHARPNESS_ITERATIONS)) for rs, c in studies.values()
-                       for r in rs]
+    half_cfg = replace(cfg, lr=cfg.lr / 2)
+    replays: dict[str, dict[int, dict[str, list[float | None]]]] = {"full": {}, "half": {}}
+    if len(seeds) > 1 and half_runs:  # the half-rate control, many seeds: every run replayed, at both rates
+        studies = {"full": (runs, cfg), "half": (half_runs, half_cfg)}
+        replay_jobs = [(r.seed, x, y, c, replay_steps(r)) for rs, c in studies.values() for r in rs]
         if cfg.log:
             print(f"  replaying {len(replay_jobs)} run(s) for the rate x sharpness of every step", flush=True)
-        sharp = run_jobs(replay_job, replay_jobs, args.workers)
-        overshoot, k = {}, 0
-        for name, (rs, _) in studies.items():
-            overshoot[name] = overshoot_counts(rs, sharp[k:k + len(rs)])
-            k += len(rs)
-    results = results_header("part3_line.py", args, data, cfg) | study | {"overshoot": overshoot,
+        done_replays = iter(run_jobs(replay_job, replay_jobs, args.workers))
+        replays = {name: {r.seed: next(done_replays) for r in rs} for name, (rs, _) in studies.items()}
+    study = study_record(runs, cfg, data, replays["full"])
+    results = results_header("part3_line.py", args, data, cfg) | study | {
+        "overshoot": {name: overshoot_counts(rs, [replays[name][r.seed]["sharpness"] for r in rs])
+                      for name, rs in (("full", runs), ("half", half_runs))} if replays["full"] else None,
         "workers": args.workers, "holdout": None if split is None else holdout_record(held_runs, split, data, cfg),
-        "half_lr": None if not half_runs else half_lr_record(half_runs, replace(cfg, lr=cfg.lr / 2), data,
-                                                               study["single"]["seed"])}
+        "half_lr": None if not half_runs else half_lr_record(half_runs, half_cfg, data, study["single"]["seed"],
+                                                               replays["half"])}
     results |= fc_controls(data, random_data, split, seeds, cfg, results["network"]["parameters"]) if random_data \
         else {"controls": {"fc": None}, "comparison": None}
     write_json(args.out / "part3_line.json", results | {"figures": []})  # no figure can lose the numbers
@@ -460,9 +459,11 @@ CONTROL_LABELS = {"fc": "FC 4 hidden", "fc_rescaled": "FC 4 hidden, rescaled", "
                   "fc_rescaled_shuffled": "FC 4 hidden, rescaled, labels shuffled"}
 
 
-def study_record(runs: list[SeedRun], cfg: Config, data: Dataset) -> dict[str, Any]:
-    """Per seed its stop and finals, the summary over seeds, the median seed ("single"), the mean of
-    each conv2 map per class for the median seed at its stop, and the network's sizes."""
+def study_record(runs: list[SeedRun], cfg: Config, data: Dataset,
+                 replays: dict[int, dict[str, list[float | None]]] | None = None) -> dict[str, Any]:
+    """Per seed its stop and finals, the summary over seeds, the median seed ("single"; for many seeds
+    with its replay, taken from `replays` by seed where given), the mean of each conv2 map per class for
+    the median seed at its stop, and the network's sizes."""
     its, div = [r.iterations for r in runs], [r.diverged_at for r in runs]
     seed, percentile = typical_seed([r.seed for r in runs], its) if len(runs) > 1 else (runs[0].seed, 0.0)
     one = next(r for r in runs if r.seed == seed)
@@ -471,7 +472,9 @@ def study_record(runs: list[SeedRun], cfg: Config, data: Dataset) -> dict[str, A
         one_net = trained_model(one, data.images.shape[1:], cfg)
         maps = one_net.feature_maps(x)[1].mean((2, 3)).double().cpu().numpy()  # (B, 8)
         kernels = kernel_change(one_net, initial_model(LineNet, seed, data.images.shape[1:], cfg))
-    replay = replay_seed(one, cfg, data) if len(runs) > 1 else {}  # a single run does not pay for the replay
+    replay = {}  # a single run does not pay for the replay
+    if len(runs) > 1:
+        replay = (replays or {}).get(seed) or replay_seed(one, cfg, data)
     means = {str(c): maps[data.labels == c].mean(0) for c in (0, 1) if (data.labels == c).any()}
     (h1, w1), (h2, w2) = conv_sizes(data.images.shape[1:], cfg.padding)
     network = {"image_size": list(data.images.shape[1:]), "padding": cfg.padding, "pad_pixels": PADDINGS[cfg.padding],
@@ -522,26 +525,35 @@ def kernel_change(net: LineNet, start: LineNet) -> dict[str, float | None]:
             "column_share": share(1), "row_share": share(2)}
 
 
-def half_lr_record(runs: list[SeedRun], half: Config, data: Dataset, seed: int) -> dict[str, Any]:
+def half_lr_record(runs: list[SeedRun], half: Config, data: Dataset, seed: int,
+                   replays: dict[int, dict[str, list[float | None]]] | None = None) -> dict[str, Any]:
     """3.1's half-rate control (`half`: the config at lr / 2): the seeds' stops and how often each one's
-    loss rises; for many seeds also "single", the study's median `seed` at this rate replayed
-    (replay_seed): does its rate x sharpness climb past 2 again?"""
+    loss rises; for many seeds also "single", the study's median `seed` at this rate replayed (from
+    `replays` where given): does its rate x sharpness climb past 2 again?"""
     its, div = [r.iterations for r in runs], [r.diverged_at for r in runs]
     record = {"lr": half.lr, "iterations": its, "summary": summarize_stops(its, div),
               "loss_rises": [loss_rises(r.loss).size for r in runs]}
     if len(runs) > 1:
         one = next(r for r in runs if r.seed == seed)
         record["single"] = {"seed": seed, "iterations": one.iterations,
-                            "loss_rises_at": loss_rises(one.loss).tolist()} | replay_seed(one, half, data)
+                            "loss_rises_at": loss_rises(one.loss).tolist()} | ((replays or {}).get(seed)
+                                                                                or replay_seed(one, half, data))
     return record
 
 
-def replay_job(seed: int, x: np.ndarray, y: np.ndarray, cfg: Config, steps: int) -> list[float | None]:
-    """A worker's job: seed's run on images x (B, 1, H, W), labels y (B,), replayed at cfg.lr over its
-    first `steps` iterations (sharpness_replay); returns lr x the sharpness at each iteration (plain floats)."""
+def replay_steps(run: SeedRun) -> int:
+    """How many of a run's iterations its replay measures: all of them, at most SHARPNESS_ITERATIONS."""
+    return min(len(run.loss) - 1, SHARPNESS_ITERATIONS)
+
+
+def replay_job(seed: int, x: np.ndarray, y: np.ndarray, cfg: Config, steps: int) -> dict[str, list[float | None]]:
+    """seed's run on images x (B, 1, H, W), labels y (B,), replayed from its start at cfg.lr over its
+    first `steps` iterations (sharpness_replay; a worker's job, plain floats back): "sharpness", lr x
+    the loss's steepest curvature at each iteration, and "replayed_loss"."""
     xt, yt = (torch.tensor(v, dtype=cfg.dtype, device=cfg.device) for v in (x, y))
     net = initial_model(LineNet, seed, tuple(x.shape[2:]), cfg)
-    return sharpness_replay(net, lambda n: loss_fn("ce", n(xt), yt), cfg.lr, steps)[1]
+    replayed, sharpness = sharpness_replay(net, lambda n: loss_fn("ce", n(xt), yt), cfg.lr, steps)
+    return {"sharpness": sharpness, "replayed_loss": replayed}
 
 
 def overshoot_counts(runs: list[SeedRun], sharpness: list[list[float | None]]) -> dict[str, int]:
@@ -558,14 +570,8 @@ def overshoot_counts(runs: list[SeedRun], sharpness: list[list[float | None]]) -
 
 
 def replay_seed(run: SeedRun, cfg: Config, data: Dataset) -> dict[str, list[float | None]]:
-    """A run replayed from its seed's start at cfg.lr (sharpness_replay) over its first iterations, at
-    most SHARPNESS_ITERATIONS: "sharpness", lr x the loss's steepest curvature, and "replayed_loss"."""
-    x = torch.tensor(data.images[:, None], dtype=cfg.dtype, device=cfg.device)  # (B, 1, H, W)
-    y = torch.tensor(data.labels, dtype=cfg.dtype, device=cfg.device)  # (B,)
-    replayed, sharpness = sharpness_replay(initial_model(LineNet, run.seed, data.images.shape[1:], cfg),
-                                           lambda net: loss_fn("ce", net(x), y), cfg.lr,
-                                           min(len(run.loss) - 1, SHARPNESS_ITERATIONS))
-    return {"sharpness": sharpness, "replayed_loss": replayed}
+    """A run replayed here, in this process (replay_job on all of data's images)."""
+    return replay_job(run.seed, data.images[:, None], data.labels, cfg, replay_steps(run))
 
 
 SHARPNESS_STEPS = 10  # power-iteration steps per iteration, each warm-started from the last direction

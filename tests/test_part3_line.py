@@ -573,7 +573,7 @@ def test_cli_half_rate_control_trains_the_seeds_at_half_the_rate(standin_dir: Pa
     # every run replayed at its own rate: its steps by rate x sharpness (above 2 or not) and the rises of its loss
     counts = {"above": 0, "rises_above": 0, "below": 0, "rises_below": 0}
     for r in runs:  # the half rate's, recounted; the full rate's by their totals (the replay costs time)
-        sharp = p3.replay_job(r.seed, *xy(data), replace(F32, lr=0.05, max_iters=30), len(r.loss) - 1)
+        sharp = p3.replay_job(r.seed, *xy(data), replace(F32, lr=0.05, max_iters=30), len(r.loss) - 1)["sharpness"]
         assert len(sharp) == len(r.loss)
         for t in range(len(r.loss) - 1):
             side = "above" if sharp[t] > 2 else "below"
