@@ -308,7 +308,7 @@ def check_activation_controls(p2: dict[str, Any], opening: str, text: str) -> No
     part = "part" if any(r > 1.05 for r in gap["spread"]) else "most"
     assert f"Activation: the slope and the spread explain {part} of the gap." in opening
     # the table: each row's medians and changes (against the row above; the mean against the slope row)
-    table = re.sub(r"\s+", " ", text[text.index("the activation controls (CE only"):])[:2500]
+    table = re.sub(r"\s+", " ", text[text.index("2.5, the activation controls:"):])[:2500]
     for kind, base in (("slope", "{k}"), ("spread", "{k} slope"), ("mean", "{k} slope")):
         for k in ("relu-ce", "sigmoid-ce"):
             change = sf(m[f"{k} {kind}"] / m[base.format(k=k)])
@@ -485,7 +485,7 @@ def test_activation_controls_are_told_where_every_median_is_reached(small: Build
     assert "For the output weights alone, scaling the differences by 𝑠" in detail
     # the table's factors (ReLU's then the sigmoid's), by its rows: each the other's measured value over its own
     factors = p2["controls"]["spread_ce"]["factors"]
-    table = re.sub(r"\s+", " ", text[text.index("the activation controls (CE only"):])[:1500]
+    table = re.sub(r"\s+", " ", text[text.index("2.5, the activation controls:"):])[:1500]
     r, g = factors["relu-ce"], factors["sigmoid-ce"]
     for row, kind in (("the other’s slope", "slope"), ("and its spread", "spread"), ("or its mean instead", "mean")):
         assert f"{row} (×{sig(r[kind])}, ×{sig(g[kind])})" in table, kind
@@ -566,7 +566,7 @@ def test_part3_line_controls_are_recomputed(small: Build) -> None:
     above, a sign test between the FC-4 rows (paired by seed), else a rank-sum test (part 2's 2.4 network,
     FC rescaled with shuffled labels, FC rescaled, FC as is, FC at the conv net's size, conv net)."""
     p2, line, text = small.results["part2_fc.json"], small.results["part3_line.json"], small.text
-    table = text[text.index("3.1 step by step"):]
+    table = text[text.index("3.1, one change per step"):]
     c = line["controls"]
     rows = line_rows(p2, line)
     assert "shuffled" in table and "a new shuffle per seed" in table
