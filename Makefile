@@ -64,7 +64,8 @@ ARGS_part2 := --data-dir $(call shq,$(DATA)) --out $(FIG) --seeds $(call shq,$(S
 ARGS_part3_line := --data-dir $(call shq,$(DATA)) --out $(FIG) --seeds $(call shq,$(SEEDS3)) \
                    --holdout $(call shq,$(HOLDOUT)) --control-fc --control-half-lr
 ARGS_part3_detection := --data-dir $(call shq,$(DATA)) --out $(FIG) --seeds $(call shq,$(SEEDS3)) \
-                        --control-no-width-head --control-width-lr-x10 --control-frozen-features
+                        --control-no-width-head --control-width-lr-x10 --control-frozen-features \
+                        --control-confusable
 
 .PHONY: all main install check-data check-penn-key require-penn-key test lint bench zip clean distclean help FORCE
 

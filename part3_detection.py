@@ -20,9 +20,10 @@ lr_reg dL2 and the shared conv layers by both: exactly the two rates. A width is
 at a non-finite loss (diverged) or at the cap.
 
 Controls: --control-no-width-head trains 3.1's network alone (CE only, stop at 100% classification);
---control-width-lr-x10 trains 3.2 with the width's rate times 10. With --seeds N every study trains
-seeds first-seed .. first-seed + N - 1 from the same start; each (study, seed) is one job, the jobs
-spread over --workers processes (one job: no extra process).
+--control-width-lr-x10 trains 3.2 with the width's rate times 10; --control-confusable trains 3.1's
+network alone without the confusable images, and without as many others drawn at random. With
+--seeds N every study trains seeds first-seed .. first-seed + N - 1 from the same start; each
+(study, seed) is one job, the jobs spread over --workers processes (one job: no extra process).
 
 Outputs in --out: part3_detection.json (written first: no figure can lose it),
 part3_detection_classification.png (3.2 (1)-(2)), _width.png
@@ -88,6 +89,10 @@ CLASSES = {0: "diamond", 1: "square"}  # the labels' meaning in the course's fil
 # only, stop at 100% classification); --control-width-lr-x10: 3.2 with the width's rate x10
 STUDIES = {"3.2": "3.2", "no_width_head": "no width head", "width_lr_x10": "width rate x10",
            "frozen_features": "features frozen once classified"}
+# --control-confusable: 3.1's network alone without the confusable images (those more like an image of
+# the other class than like any of their own), and without as many others of each label drawn at random
+DROP_STUDIES = ("without_confusable", "without_random")
+NO_WIDTH_HEAD = ("no_width_head", *DROP_STUDIES)  # the studies that train 3.1's network alone
 CURVES = ("objective", "ce", "l2", "accuracy", "width_accuracy")  # what the loop records at every iteration
 
 
@@ -140,7 +145,7 @@ def train(study: str, seed: int, cfg: Config, data: Dataset) -> SeedRun:
     every class right), at a non-finite objective (diverged; opt-in: above diverge_factor x the
     initial one) or at the cap. The frozen-features control keeps conv2's features from its first
     100% classification on and trains the width head alone. Every tensor lives on cfg.device."""
-    width_head = study != "no_width_head"
+    width_head = study not in NO_WIDTH_HEAD
     x = torch.tensor(data.images[:, None], dtype=cfg.dtype, device=cfg.device)  # (B, 1, H, W)
     y, w = (torch.tensor(v, dtype=cfg.dtype, device=cfg.device) for v in (data.labels, data.widths))  # (B,)
     net = initial_model(DetectionNet if width_head else LineNet, seed, tuple(data.images.shape[1:]), cfg)
@@ -233,7 +238,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         {"width_lr_x10": replace(cfg, lr_reg=10 * cfg.lr_reg)} if args.control_width_lr_x10 else {}) | (
         {"frozen_features": cfg} if args.control_frozen_features else {})
     seeds = seed_list(args.first_seed, args.seeds)
-    jobs = [(study, seed, study_cfg, data) for seed in seeds for study, study_cfg in studies.items()]
+    job_data = {(study, seed): data for seed in seeds for study in studies}
+    if args.control_confusable:  # 3.1's network alone (as the no-width-head control) on fewer images
+        studies |= {"no_width_head": cfg} | {study: cfg for study in DROP_STUDIES}
+        confusable = confusable_images(data)
+        for seed in seeds:
+            job_data |= {("no_width_head", seed): data, ("without_confusable", seed): without(data, confusable),
+                         ("without_random", seed): without(data, random_like(confusable, data.labels, seed))}
+    jobs = [(study, seed, study_cfg, job_data[study, seed]) for seed in seeds for study, study_cfg in studies.items()]
     # memory per run: its (T, B) logits and widths, kept until the end, and the activations
     history = (args.max_iters + 1) * (2 * len(data.labels) * cfg.dtype.itemsize + 5 * 8)
     args.workers = check_resources(args, cfg, len(jobs), -(-len(jobs) // min(args.workers, len(jobs))),
@@ -247,9 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         + f" at iteration {run.stop} (job {i + 1} of {len(jobs)})", flush=True)) if cfg.log and len(jobs) > 1
         else lambda i, run: None)
     by_study = {study: [r for r in runs if r.study == study] for study in studies}
-    results = detection_results(args, cfg, data, by_study)
+    results = detection_results(args, cfg, data, by_study, job_data)
     write_json(args.out / "part3_detection.json", results | {"figures": []})  # no figure can lose the numbers
-    results["figures"] = draw_figures(results, by_study, cfg, data, args.out)
+    drawn = {study: r for study, r in by_study.items() if study not in DROP_STUDIES}
+    results["figures"] = draw_figures(results, drawn, cfg, data, args.out)
     write_json(args.out / "part3_detection.json", results)
     print_summary(results, args.out)
     return 0
@@ -267,6 +280,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--control-frozen-features", action="store_true",
         help="control: also train with conv2's features frozen from the first 100%% classification on "
              "(the width head alone learns after it)")
+    add("--control-confusable", action="store_true",
+        help="control: also train 3.1's network alone (CE only) without the images more like one of the other "
+             "class than like any of their own, and without as many others per label drawn at random (per seed)")
     return parser.parse_args(argv)
 
 
@@ -313,7 +329,7 @@ def seed_record(run: SeedRun, data: Dataset, groups: dict[str, np.ndarray], base
         "dead_conv2_maps": int((run.conv2_means == 0).all(0).sum()) if np.isfinite(run.conv2_means).all() else None,
         "head_sharpness": run.sharpness,
     }
-    if run.study == "no_width_head":  # no widths to measure
+    if run.study in NO_WIDTH_HEAD:  # no widths to measure
         return record
     width_wrong = ~(np.abs(run.widths - data.widths) < WIDTH_TOLERANCE)  # (T, B): NaN counts as wrong
     width_last_wrong = len(width_wrong) - 1 - width_wrong[::-1].argmax(0)
@@ -344,10 +360,11 @@ def study_record(runs: list[SeedRun], per_seed: list[dict[str, Any]]) -> dict[st
             "measurements": per_seed}
 
 
-def detection_results(args: argparse.Namespace, cfg: Config, data: Dataset,
-                      by_study: dict[str, list[SeedRun]]) -> dict[str, Any]:
+def detection_results(args: argparse.Namespace, cfg: Config, data: Dataset, by_study: dict[str, list[SeedRun]],
+                      job_data: dict[tuple[str, int], Dataset]) -> dict[str, Any]:
     """The results record: the header, 3.2's study at the top level (the keys the report reads), its
-    median seed, the data's groups and their confound, the slow images, and the controls."""
+    median seed, the data's groups and their confound, the slow images, and the controls. job_data:
+    the images each (study, seed) trained on (all of them but in --control-confusable's studies)."""
     image = tuple(data.images.shape[1:])
     (h1, w1), (h2, w2) = conv_sizes(image, cfg.padding)
     label_rows = {c: np.flatnonzero(data.labels == c) for c in CLASSES}
@@ -356,9 +373,12 @@ def detection_results(args: argparse.Namespace, cfg: Config, data: Dataset,
                                                                            width_rows.items()}
     baseline_mse = float(np.mean((data.widths - data.widths.mean()) ** 2))  # predicting the mean width
     share = float(data.labels.mean())
-    chance_ce = -sum(p * math.log(p) for p in (share, 1 - share) if p > 0)  # CE of predicting the class share
-    studies = {study: study_record(runs, [seed_record(r, data, groups, baseline_mse, chance_ce) for r in runs])
-               for study, runs in by_study.items()}
+
+    def record(run: SeedRun) -> dict[str, Any]:  # fewer images: no groups, its own share of labels
+        own = job_data.get((run.study, run.seed), data)
+        return seed_record(run, own, groups if own is data else {}, baseline_mse, chance_ce(own.labels))
+
+    studies = {study: study_record(runs, [record(r) for r in runs]) for study, runs in by_study.items()}
     main_study, runs = studies["3.2"], by_study["3.2"]
     seeds = [r.seed for r in runs]
     seed, percentile = typical_seed(seeds, main_study["iterations"]) if len(runs) > 1 else (seeds[0], 0.0)
@@ -371,7 +391,8 @@ def detection_results(args: argparse.Namespace, cfg: Config, data: Dataset,
                     "fc_inputs": CHANNELS[1] * h2 * w2, "parameters": sum(v.size for v in runs[0].weights.values())},
         "workers": args.workers, "width_tolerance": WIDTH_TOLERANCE,
         "mean_width_baseline": {"mse": baseline_mse, "rms": baseline_mse ** 0.5},
-        "collapse_rule": {"chance_ce": chance_ce, "within": 1e-3, "accuracy_at_most": max(share, 1 - share)},
+        "collapse_rule": {"chance_ce": chance_ce(data.labels), "within": 1e-3,
+                          "accuracy_at_most": max(share, 1 - share)},
         "groups": {"label": {str(c): int(r.size) for c, r in label_rows.items()},
                    "width": {f"{w:g}": int(r.size) for w, r in width_rows.items()},
                    "label_by_width": {f"{w:g}": {str(c): int((data.labels[r] == c).sum()) for c in CLASSES}
@@ -390,7 +411,63 @@ def detection_results(args: argparse.Namespace, cfg: Config, data: Dataset,
         "controls": {study: None if study not in studies else studies[study] | (
             {"compared_with_3_2": compare_with_3_2(study, studies[study], main_study)})
             for study in ("no_width_head", "width_lr_x10", "frozen_features")},
+        "confusable_control": confusable_record(studies, by_study, job_data, data) if "without_random" in studies
+        else None,
     }
+
+
+def chance_ce(labels: np.ndarray) -> float:
+    """The cross-entropy of predicting the share of label 1 for every image (nats)."""
+    share = float(labels.mean())
+    return -sum(p * math.log(p) for p in (share, 1 - share) if p > 0)
+
+
+def confusable_images(data: Dataset) -> np.ndarray:
+    """(B,) bool: the images more like an image of the other class than like any of their own (cosine
+    of the pixel vectors), the ones slow_images finds classified right last."""
+    cos_same, cos_other = nearest_similarity(data.images, data.labels)
+    return cos_other > cos_same
+
+
+def random_like(drop: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
+    """(B,) bool: as many images of each label as `drop` holds, drawn at random (numpy's generator
+    seeded with `seed`) from the images `drop` leaves, so that the control drops the same count."""
+    rng, out = np.random.default_rng(seed), np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        pool = np.flatnonzero(~drop & (labels == c))
+        out[rng.choice(pool, size=min(int((drop & (labels == c)).sum()), len(pool)), replace=False)] = True
+    return out
+
+
+def without(data: Dataset, drop: np.ndarray) -> Dataset:
+    """The dataset without the images where `drop` (B,) is True."""
+    keep = ~drop
+    return replace(data, images=data.images[keep], labels=data.labels[keep], widths=data.widths[keep],
+                   describe=f"{data.describe}, {int(drop.sum())} image(s) left out")
+
+
+def confusable_record(studies: dict[str, Any], by_study: dict[str, list[SeedRun]],
+                      job_data: dict[tuple[str, int], Dataset], data: Dataset) -> dict[str, Any]:
+    """--control-confusable: 3.1's network alone on all the images (no_width_head), without the
+    confusable ones, and without as many others at random; each seed starts from the same weights in
+    all three, so they pair seed by seed. Per study its classification stops (the stop of these
+    runs) and their summary; each drop against all the images (median_ratio above 1 = faster without),
+    and the confusable drop against the random one (wins = seeds where dropping the confusable images
+    is faster). dropped: the images left out (indices into the full dataset), the random ones per seed."""
+    seeds = [r.seed for r in by_study["without_random"]]
+    out = {study: {"classification_iterations": studies[study]["classification_iterations"],
+                   "classification_summary": studies[study]["classification_summary"],
+                   "final_loss": studies[study]["final_loss"], "collapsed_seeds": studies[study]["collapsed_seeds"]}
+           for study in NO_WIDTH_HEAD}
+    for study in DROP_STUDIES:
+        out[study]["compared_with_all_images"] = compare_with_3_2(study, studies[study], studies["no_width_head"])
+    confusable = confusable_images(data)
+    out["without_confusable"]["dropped"] = np.flatnonzero(confusable).tolist()
+    out["without_random"]["dropped"] = [np.flatnonzero(random_like(confusable, data.labels, s)).tolist() for s in seeds]
+    out["confusable_vs_random"] = compare_with_3_2("without_confusable", studies["without_confusable"],
+                                                   studies["without_random"])["classification_iterations"]
+    out["n_images"] = {"all": len(data.labels), "without": len(data.labels) - int(confusable.sum())}
+    return out
 
 
 def relapse_summary(study: dict[str, Any], groups: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -486,7 +563,7 @@ def compare_with_3_2(study: str, control: dict[str, Any], base: dict[str, Any]) 
     Paired counts: wins = seeds where the control is faster."""
     out = {}
     keys = {"classification_iterations": "classification_summary"} | (
-        {"iterations": "summary"} if study != "no_width_head" else {})
+        {"iterations": "summary"} if study not in NO_WIDTH_HEAD else {})
     for key, summary in keys.items():
         a, b = base[summary]["median"], control[summary]["median"]
         out[key] = {"median_ratio": None if a is None or not b else a / b,
@@ -701,6 +778,13 @@ def print_summary(results: dict[str, Any], out: Path) -> None:
         print(f"  the last image to stay classified right looks more like an image of the other class in "
               f"{s['last_image_nearest_other']}/{s['n_seeds']} seeds ({s['n_nearest_other']}/"
               f"{len(s['nearest_other'])} images do)")
+    if results.get("confusable_control"):
+        c = results["confusable_control"]
+        med = {k: c[k]["classification_summary"]["median"] for k in NO_WIDTH_HEAD}
+        text = {k: "-" if v is None else f"{v:g}" for k, v in med.items()}
+        print(f"  3.1's network alone, 100% classified (median): all images {text['no_width_head']}, without the "
+              f"{len(c['without_confusable']['dropped'])} confusable ones {text['without_confusable']}, without as "
+              f"many others at random {text['without_random']}")
     print(f"Wrote part3_detection.json and {len(results['figures'])} figure(s) to {out}/")
 
 

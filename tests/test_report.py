@@ -705,6 +705,36 @@ def test_part3_detection_numbers_are_recomputed(small: Build) -> None:
         assert f"seed {seed} collapses" in answer.lower() and f"cross-entropy {sig(m['final_ce'])}" in answer
 
 
+def test_the_confusable_images_control_is_recomputed(small: Build) -> None:
+    """3.2 against 3.1: the confusable images' count, then 3.1's network without them, with all the
+    images and without as many at random (medians from the per-seed stops), and the paired sign test
+    of the two drops; "much of the reason" only where that test decides for the confusable drop."""
+    det, line = small.results["part3_detection.json"], small.results["part3_line.json"]
+    text = re.sub(r"\s+", " ", small.text)
+    cc, slow = det["confusable_control"], det["slow_images"]
+    assert cc["without_confusable"]["dropped"] == [i for i, v in enumerate(slow["nearest_other"]) if v]
+    n, k = cc["n_images"]["all"], len(cc["without_confusable"]["dropped"])
+    meds = [median([math.inf if v is None else v for v in cc[key]["classification_iterations"]])
+            for key in ("no_width_head", "without_confusable", "without_random")]
+    assert meds[0] == median([math.inf if v is None else v for v in det["controls"]["no_width_head"][
+        "classification_iterations"]])  # the same runs as the no-width-head control
+    a, b = cc["without_confusable"]["classification_iterations"], cc["without_random"]["classification_iterations"]
+    key = [(math.inf if x is None else x, math.inf if y is None else y) for x, y in zip(a, b, strict=True)]
+    wins, losses = sum(x < y for x, y in key), sum(x > y for x, y in key)
+    ties = len(key) - wins - losses
+    p = sign_test(wins, losses)
+    cls = median([math.inf if v is None else v for v in det["classification_iterations"]])
+    if not (math.isfinite(cls) and cls > line["summary"]["median"] and all(map(math.isfinite, meds))):
+        pytest.skip("the tiny build does not tell this comparison")
+    decides = p < 0.05 and wins > losses
+    assert (f"{slow['n_nearest_other']} of the {det['data']['n_images']} detection images look more like an image "
+            f"of the other class") in text
+    assert (f"{'and they are much of the reason' if decides else 'whether they are the reason is not settled'}: "
+            f"without them 3.1’s network classifies the other {n - k} after a median of {num(meds[1])} iterations, "
+            f"against {num(meds[0])} with all {n} and {num(meds[2])} without {k} others drawn at random (as many "
+            f"per label; faster than that in {wins} of {wins + losses + ties} paired seeds, {pval(p)}") in text
+
+
 def test_figures_are_read_in_the_text(small: Build) -> None:
     """What the curves show beyond the stop: how many seeds' untrained nets call every image 1 (part 2),
     and how many 3.1 seeds' losses ever rise."""
