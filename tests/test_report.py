@@ -727,7 +727,7 @@ def test_the_confusable_images_control_is_recomputed(small: Build) -> None:
     if not (math.isfinite(cls) and cls > line["summary"]["median"] and all(map(math.isfinite, meds))):
         pytest.skip("the tiny build does not tell this comparison")
     decides = p < 0.05 and wins > losses
-    assert (f"{slow['n_nearest_other']} of the {det['data']['n_images']} detection images look more like an image "
+    assert (f"Of the {det['data']['n_images']} detection images, {slow['n_nearest_other']} look more like an image "
             f"of the other class") in text
     assert (f"{'and they are much of the reason' if decides else 'whether they are the reason is not settled'}: "
             f"without them 3.1’s network classifies the other {n - k} after a median of {num(meds[1])} iterations, "
