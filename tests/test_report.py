@@ -866,7 +866,7 @@ def test_half_rate_rises_are_counted_per_seed_and_in_all(small: Build, tmp_path:
     # why, from every run replayed: the steps above 2 and at or below 2 at each rate, and the rises after them
     os = line["overshoot"]
     f, h = os["full"], os["half"]
-    assert f"the loss rises after {f['rises_above']} of the {f['above']} steps whose rate times the loss’s" in flat
+    assert f"the loss rises after {f['rises_above']} of the {f['above']} steps with rate × sharpness above 2" in flat
     assert f"and after {f['rises_below']} of the {f['below']} at or below 2" in flat
     only_above = f["rises_below"] == 0 and f["rises_above"] > 0
     assert ("in every run it rises only after a step above 2" in flat) == only_above
