@@ -529,7 +529,7 @@ def check_line_steps(p2: dict[str, Any], line: dict[str, Any], text: str) -> Non
     steps = (f" labels follow a rule ({sig(step[1])}×); then come larger inputs ({sig(step[2])}×), a larger network "
              f"({sig(step[3])}×) and last the convolutions with a second hidden layer ({sig(step[4])}×).")
     assert re.search(lead + re.escape(steps), text), text[text.index("3.1 Line"):][:700]
-    told = "Larger inputs, more units: longer steps." in text
+    told = "Larger inputs, more units: faster, by less than a first-order reading predicts." in text
     assert told == (step[2] > 1 and step[3] > 1)
     if told:
         scale = c["fc"]["input_scale"] / c["fc_rescaled"]["input_scale"]
@@ -873,7 +873,7 @@ def test_half_rate_rises_are_counted_per_seed_and_in_all(small: Build, tmp_path:
     # the failed prediction in the answer: as many rises in all at half the rate, where the half rate's steps
     # also rise only after steps above 2
     half_told = h["rises_below"] == 0 and h["rises_above"] > 0 and half_total >= total
-    assert (f"Halving the rate does not cut the rises in all ({total} and {half_total}), a failed prediction" in flat) \
+    assert (f"Halving the rate does not cut the total number of rises ({total} and {half_total}), a failed prediction" in flat) \
         == half_told
     assert (f"Why, from every run replayed at half the rate: the loss rises after {h['rises_above']} of the "
             f"{h['above']} steps whose rate × sharpness is above 2 and after {h['rises_below']} of the {h['below']} "
