@@ -576,7 +576,7 @@ def compare_with_3_2(study: str, control: dict[str, Any], base: dict[str, Any]) 
 # one per study; 3.2's own network in a colour that no other figure of the report uses for anything else
 COLOURS = {"3.2": "tab:brown", "no_width_head": "tab:orange", "width_lr_x10": "tab:green",
            "frozen_features": "tab:red"}
-CLASS_COLOURS = {0: "tab:olive", 1: "0.3"}  # diamonds, squares: dark enough for print, not the conv net's purple
+CLASS_COLOURS = {0: "#6b6b00", 1: "0.3"}  # diamonds (a dark olive), squares: dark enough for grey print, not the net's
 
 
 def draw_figures(results: dict[str, Any], by_study: dict[str, list[SeedRun]], cfg: Config, data: Dataset,

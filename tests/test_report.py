@@ -370,7 +370,8 @@ def test_ranking_opens_with_the_answer_and_why(small: Build) -> None:
     sweep = p2["lr_sweep"]
     bests = [s["best"]["median"] for s in sweep["settings"].values() if s["best"]]
     if len(bests) >= 2:
-        catch_up = "; at their best rates the settings nearly catch up" if max(bests) / min(bests) < 2 else ""
+        catch_up = f"; at their best rates the gap shrinks to {sig(max(bests) / min(bests))}×" if max(bests) / min(
+            bests) < 2 else ""
         assert f"Rate: this order is measured at rate {p2['config']['lr']:g}{catch_up}." in opening
         assert f"only {sig(max(bests) / min(bests))}× at each setting’s best rate" in opening
     # "at least twice": where the sweep breaks the bound (rates where both settings have enough seeds at 100%)
