@@ -63,6 +63,14 @@ def _all_but_npy(folder: str, names: list[str]) -> list[str]:
 # so a module's expensive fixtures (the simulated-platform runs, the CLI runs) run once; and
 # test_submission.py goes with test_report.py, so the two share the one end-to-end build.
 SHARED_BUILD = {"tests/test_submission.py": "tests/test_report.py"}
+# The order in which workers take files (xdist's default is the most tests first, which left the
+# end-to-end build, few tests but the longest file, for last): the build first on one worker; part 1
+# first on the other (its in-process run must match the simulated run byte for byte, and after
+# test_part2_fc.py or test_part3_line.py in the same process its PNGs do not), then the longest
+# files first, so that the two workers finish at about the same time. Files not listed go last.
+FIRST = ("tests/test_report.py", "tests/test_part1_loss_gradient.py", "tests/test_part3_line.py",
+         "tests/test_part2_fc.py", "tests/test_part3_detection.py", "tests/test_tools.py", "tests/test_data.py",
+         "tests/test_make_zip.py")
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
@@ -72,5 +80,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
         def _split_scope(self, nodeid: str) -> str:
             scope = super()._split_scope(nodeid)
             return SHARED_BUILD.get(scope, scope)
+
+        def _assign_work_unit(self, node: object) -> None:
+            first = next((scope for scope in FIRST if scope in self.workqueue), None)
+            if first is not None:
+                self.workqueue.move_to_end(first, last=False)
+            super()._assign_work_unit(node)
 
     return FileScheduling(config, log)

@@ -43,8 +43,8 @@ TINY = {
     "part3_line.py": ["--seeds", "2", "--max-iters", "200", "--holdout", "16", "--control-fc", "--control-half-lr",
                       "--workers", "1", "--quiet"],
     "part3_detection.py": ["--seeds", "2", "--max-iters", "120", "--control-no-width-head",
-                           "--control-width-lr-x10", "--control-frozen-features", "--control-confusable", "--workers", "1",
-                           "--quiet"],
+                           "--control-width-lr-x10", "--control-frozen-features", "--control-confusable",
+                           "--workers", "1", "--quiet"],
 }
 # Two lanes side by side (the machine has two cores), about equally long; each script in one process.
 LANES = (("part3_detection.py", "part1_loss_gradient.py"), ("part2_fc.py", "part3_line.py"))

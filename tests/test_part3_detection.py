@@ -620,3 +620,60 @@ def test_width_right_from_and_slow_widths_by_hand() -> None:
     assert rho[1] == pytest.approx(np.corrcoef([2, 1, 4, 3], [3.5, 1.5, 1.5, 3.5])[0, 1])
     assert slow["last_width_seeds"] == {"1": 0, "2": 0, "3": 1, "4": 1} and slow["n_seeds"] == 2
     assert slow["mean_width"] == 2.5
+
+
+# --- --control-confusable: 3.1's network without the images nearer the other class ----------------
+
+
+def test_confusable_images_are_those_more_like_an_image_of_the_other_class() -> None:
+    """Checked against a plain double loop over the pairs' cosines: C (label 1) is almost A and A'
+    (label 0), so all three are nearer the other class; B is not."""
+    images = np.array([[[1.0, 0.0, 0.0]], [[1.0, 0.1, 0.0]], [[0.0, 0.0, 1.0]], [[1.0, 0.05, 0.01]]])
+    labels = np.array([0, 0, 1, 1])
+    data = Dataset(images, labels, np.ones(4), {}, "four images")
+    flat = images.reshape(4, -1)
+
+    def cos(i: int, j: int) -> float:
+        return float(flat[i] @ flat[j] / np.linalg.norm(flat[i]) / np.linalg.norm(flat[j]))
+
+    expected = [max(cos(i, j) for j in range(4) if labels[j] != labels[i])
+                > max(cos(i, j) for j in range(4) if j != i and labels[j] == labels[i]) for i in range(4)]
+    assert p3d.confusable_images(data).tolist() == expected == [True, True, False, True]
+
+
+def test_the_random_drop_takes_as_many_others_per_label_and_depends_on_the_seed() -> None:
+    labels = np.arange(40) % 2
+    drop = np.zeros(40, dtype=bool)
+    drop[[0, 2, 4, 1]] = True  # three of label 0, one of label 1
+    draws = {seed: p3d.random_like(drop, labels, seed) for seed in (0, 1)}
+    for seed, other in draws.items():
+        assert not (other & drop).any()
+        assert [int((other & (labels == c)).sum()) for c in (0, 1)] == [3, 1]
+        assert (p3d.random_like(drop, labels, seed) == other).all()  # the same seed, the same draw
+    assert (draws[0] != draws[1]).any()
+
+
+def test_the_confusable_control_trains_3_1s_network_on_the_images_left(standin_dir: Path, data: Dataset,
+                                                                      tmp_path: Path, no_drawing: None) -> None:
+    """float64, 3 updates, 2 seeds: each drop's loss is the reference's (3.1's network on CE alone) on the
+    dataset without the images the results list as dropped; the confusable drop leaves out exactly the
+    images nearer the other class, the random drop as many others of each label."""
+    argv = ["--data-dir", str(standin_dir), "--out", str(tmp_path), "--max-iters", "3", "--dtype", "float64",
+            "--seeds", "2", "--control-confusable", "--workers", "1", "--quiet"]
+    assert run_main(p3d.main, argv) == 0
+    cc = json.loads((tmp_path / "part3_detection.json").read_text())["confusable_control"]
+    confusable = p3d.confusable_images(data)
+    assert cc["without_confusable"]["dropped"] == np.flatnonzero(confusable).tolist()
+    assert cc["n_images"] == {"all": len(data.labels), "without": len(data.labels) - int(confusable.sum())}
+    for seed in (0, 1):
+        random_drop = np.zeros(len(data.labels), dtype=bool)
+        random_drop[cc["without_random"]["dropped"][seed]] = True
+        assert not (random_drop & confusable).any()
+        assert [int((random_drop & (data.labels == c)).sum()) for c in (0, 1)] == \
+            [int((confusable & (data.labels == c)).sum()) for c in (0, 1)]
+        for study, drop in (("no_width_head", np.zeros_like(confusable)), ("without_confusable", confusable),
+                            ("without_random", random_drop)):
+            kept = Dataset(data.images[~drop], data.labels[~drop], data.widths[~drop], {}, "kept")
+            ref = reference_run(seed, kept, 0.1, 0.001, 3, width_head=False)
+            assert cc[study]["final_loss"][seed] == pytest.approx(ref["ce"][-1], rel=1e-9), (study, seed)
+    assert cc["without_confusable"]["final_loss"][0] != pytest.approx(cc["no_width_head"]["final_loss"][0], rel=1e-6)

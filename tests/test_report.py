@@ -874,8 +874,8 @@ def test_half_rate_rises_are_counted_per_seed_and_in_all(small: Build, tmp_path:
     # the failed prediction in the answer: as many rises in all at half the rate, where the half rate's steps
     # also rise only after steps above 2
     half_told = h["rises_below"] == 0 and h["rises_above"] > 0 and half_total >= total
-    assert (f"Halving the rate does not cut the total number of rises ({total} and {half_total}), a failed prediction" in flat) \
-        == half_told
+    told = f"Halving the rate does not cut the total number of rises ({total} and {half_total}), a failed prediction"
+    assert (told in flat) == half_told
     assert (f"Why, from every run replayed at half the rate: the loss rises after {h['rises_above']} of the "
             f"{h['above']} steps whose rate × sharpness is above 2 and after {h['rises_below']} of the {h['below']} "
             "at or below 2") in flat
