@@ -615,11 +615,12 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
     where the widths are learnt (the same axis for the classes and the widths); dotted: the first 100%
     classification, dashed: the stop."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator
 
     names = {"ce": "cross-entropy", "l2": "width L2 loss (px$^2$)", "accuracy": "class accuracy (%)",
              "width_accuracy": "width accuracy (%)"}
     # drawn at the width the report prints each at (6.3 in, one figure above the other): 8 pt ticks on paper
-    fig, axes = plt.subplots(1, 2, figsize=(6.3, 1.9), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(6.3, 2.2), layout="constrained")
     shift = 1  # iteration + 1: iteration 0 fits a log axis
     t = np.arange(shift, run.stop + 1 + shift)
     axes[0].plot(t, run.curves[loss], color=COLOURS[run.study], lw=1.4)
@@ -633,6 +634,7 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
             axes[1].plot(t[begins], np.full(begins.sum(), 108.0), "v", ms=5, color="black", zorder=4, clip_on=False,
                          label="wrong again")
     axes[0].set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel=names[loss])
+    axes[0].yaxis.set_major_locator(LogLocator(base=10, numticks=12))  # every decade labelled, however short
     axes[1].set(xscale="log", xlabel="iteration + 1", ylabel=names[accuracy], ylim=(0, 102))
     for ax in axes:  # the legend (below the panels) takes its labels from the left panel
         if first is not None:

@@ -835,7 +835,7 @@ def test_what_limits_the_widths_is_read_from_the_frozen_control_and_the_curvatur
     if ratio is not None and math.isfinite(stop) and math.isfinite(base):
         assert ratio == pytest.approx(base / stop)
     assert ("Changing features speed the widths up." in text) == (slower and not pace)
-    assert ("The widths: changing features speed them up." in text) == pace
+    assert ("Frozen features: changing features speed the widths up." in text) == pace
     classified = median([m["head_sharpness"]["classified"] for m in det["measurements"]
                          if m["head_sharpness"]["classified"] is not None])
     at_stop = median([m["head_sharpness"]["stop"] for m in det["measurements"]
