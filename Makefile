@@ -60,7 +60,8 @@ REPORT_SOURCES := report/report.typ $(filter-out report/report.typ,$(wildcard re
 # reruns that script.
 ARGS_part1 := --out $(FIG)
 ARGS_part2 := --data-dir $(call shq,$(DATA)) --out $(FIG) --seeds $(call shq,$(SEEDS2)) \
-              --lrs $(call shq,$(LRS)) --sweep-seeds $(call shq,$(SWEEP_SEEDS)) --control-half-lr --control-slope
+              --lrs $(call shq,$(LRS)) --sweep-seeds $(call shq,$(SWEEP_SEEDS)) --control-half-lr --control-slope \
+              --control-past-cap 3
 ARGS_part3_line := --data-dir $(call shq,$(DATA)) --out $(FIG) --seeds $(call shq,$(SEEDS3)) \
                    --holdout $(call shq,$(HOLDOUT)) --control-fc --control-half-lr
 ARGS_part3_detection := --data-dir $(call shq,$(DATA)) --out $(FIG) --seeds $(call shq,$(SEEDS3)) \

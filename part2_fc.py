@@ -43,7 +43,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -213,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results |= study_results(results["settings"], trained, plans, args) if args.seeds > 1 else {}
     if args.control_slope:  # 2.5's activation controls: a second round, never part of a default run
         results["controls"] |= activation_controls(results["settings"], x, y, cfg, args)
+    if args.control_past_cap and args.seeds > 1:  # slow or stuck? The seeds that miss, run on past the cap
+        results["controls"]["past_cap"] = past_cap_control(results["settings"], x, y, cfg, args)
     seconds = time.perf_counter() - started
     settings = results["settings"]
     its = {s: settings[s]["single"]["iterations"] for s in args.settings}
@@ -237,6 +239,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--min-reach", type=float, default=0.9,
         help="a sweep's best rate needs this share of seeds at 100%% (default 0.9)")
     add("--control-half-lr", action="store_true", help="2.5 control: the CE settings again at lr / 2")
+    add("--control-past-cap", type=int, default=None, metavar="K",
+        help="2.5 control: each setting with seeds that miss the cap (not diverged) again, its seeds run on to K x "
+             "--max-iters (K from 2 to 100): slow or stuck?")
     add("--control-slope", action="store_true",
         help="2.5 controls (needs relu-ce and sigmoid-ce): each CE setting again with the other's measured mean "
              "slope f'(a) in the backward pass; then with that slope and, in what the output layer sees, the "
@@ -249,9 +254,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.lrs and len(set(args.lrs)) != len(args.lrs):
         raise InputError(f"argument --lrs: {','.join(map(str, args.lrs))} repeats a rate")
     seed_list(args.first_seed, max(args.seeds, args.sweep_seeds or 0))  # the sweep's seeds stay in range too
-    if (args.lrs or args.control_half_lr or args.control_slope) and args.seeds < 2:
-        raise InputError("--lrs, --control-half-lr and --control-slope are 2.5's many-seed studies: "
-                         "give --seeds 2 or more")
+    if (args.lrs or args.control_half_lr or args.control_slope or args.control_past_cap) and args.seeds < 2:
+        raise InputError("--lrs, --control-half-lr, --control-slope and --control-past-cap are 2.5's many-seed "
+                         "studies: give --seeds 2 or more")
+    if args.control_past_cap is not None and not 2 <= args.control_past_cap <= 100:
+        raise InputError(f"argument --control-past-cap: {args.control_past_cap} is not a whole number from 2 to 100")
     if args.control_slope and not set(CE_PAIR) <= set(args.settings):
         raise InputError("--control-slope swaps what the two CE settings measured: "
                          f"give --settings with {' and '.join(CE_PAIR)}")
@@ -477,6 +484,35 @@ def activation_controls(settings: dict[str, Any], x: np.ndarray, y: np.ndarray, 
         s: slope_record(trained[(kind, s)], settings, s, swaps[s]["slope"]) | {"controls": CONTROLS[kind](swaps[s])} | (
             {} if kind == "slope" else {"vs_slope_control": ratio_record(trained[(kind, s)], trained[("slope", s)])})
         for s in CE_PAIR}} for kind in CONTROLS}
+
+
+def past_cap_control(settings: dict[str, Any], x: np.ndarray, y: np.ndarray, cfg: Config,
+                     args: argparse.Namespace) -> dict[str, Any]:
+    """2.5 control: are the seeds that miss the cap slow or stuck? Each setting with a seed that misses
+    (not diverged) trains its main seeds again from the same starts, the cap times args.control_past_cap
+    (a seed that reached 100% within the cap stops where it did). Per setting: iterations per seed,
+    their summary, the seeds that missed and how many of them reach 100% now."""
+    longer = replace(cfg, max_iters=cfg.max_iters * args.control_past_cap)
+    seeds = seed_list(args.first_seed, args.seeds)
+
+    def missed(s: str) -> list[int]:
+        rec = settings[s]
+        return [k for k, (i, d) in enumerate(zip(rec["iterations"], rec["diverged_at"], strict=True))
+                if i is None and d is None]
+
+    names = [s for s in settings if missed(s)]
+    jobs = [(s, [(seed, args.lr) for seed in seeds], x, y, longer) for s in names]
+    done = run_jobs(train, jobs, args.workers, (lambda i, _: print(
+        f"  {names[i]} past the cap (to {longer.max_iters:,}): {len(seeds)} run(s) done", flush=True))
+        if cfg.log else lambda i, _: None)
+    out: dict[str, Any] = {"max_iters": longer.max_iters, "settings": {}}
+    for s, result in zip(names, done, strict=True):
+        its, div_at = [r["iterations"] for r in result["runs"]], [r["diverged_at"] for r in result["runs"]]
+        out["settings"][s] = {"iterations": its, "summary": summarize_stops(its, div_at),
+                              "missed_seeds": [seeds[k] for k in missed(s)],
+                              "missed_reached": sum(its[k] is not None for k in missed(s)),
+                              "dead_end": [result["runs"][k]["dead_end"] for k in missed(s)]}
+    return out
 
 
 def ratio_record(runs: list[dict[str, Any]], other: list[dict[str, Any]]) -> dict[str, Any]:

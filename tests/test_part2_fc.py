@@ -852,6 +852,31 @@ def test_cli_half_rate_control_trains_the_ce_settings_at_half_the_rate(wiring) -
     assert rec["paired_vs_base"] == paired_by_hand(half, base)
 
 
+def test_cli_past_cap_control_runs_the_seeds_of_a_setting_that_misses_on(tmp_path: Path, standin_dir: Path, data,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--control-past-cap 2 at a cap of 340 (float64, rate 3): sigmoid + L2 misses the cap with some
+    seeds and is run on to 680 from the same starts (the plain reference's iterations at a cap of 680,
+    seed for seed); ReLU + L2, every seed within the cap, is not run again."""
+    monkeypatch.setattr(p2, "save_figure", lambda *args: True)
+    argv = ["--data-dir", str(standin_dir), "--out", str(tmp_path), "--settings", "sigmoid-l2,relu-l2", "--dtype",
+            "float64", "--seeds", "3", "--lr", "3", "--max-iters", "340", "--control-past-cap", "2", "--workers", "1",
+            "--quiet"]
+    assert p2.main(argv) == 0
+    res = json.loads((tmp_path / "part2_fc.json").read_text())
+    x, y = data
+    at_cap = {s: [reference_run(s, seed, 3.0, x, y, 340)["iterations"] for seed in (0, 1, 2)]
+              for s in ("sigmoid-l2", "relu-l2")}
+    run_on = [reference_run("sigmoid-l2", seed, 3.0, x, y, 680)["iterations"] for seed in (0, 1, 2)]
+    missed = [seed for seed, its in zip((0, 1, 2), at_cap["sigmoid-l2"], strict=True) if its is None]
+    assert missed and None not in at_cap["relu-l2"] and None not in run_on  # the case this test needs
+    assert res["settings"]["sigmoid-l2"]["iterations"] == at_cap["sigmoid-l2"]
+    control = res["controls"]["past_cap"]
+    assert control["max_iters"] == 680 and set(control["settings"]) == {"sigmoid-l2"}
+    rec = control["settings"]["sigmoid-l2"]
+    assert rec["iterations"] == run_on and rec["missed_seeds"] == missed and rec["missed_reached"] == len(missed)
+    assert rec["summary"]["median"] == float(np.median(run_on)) and len(rec["dead_end"]) == len(missed)
+
+
 SWAP_ARGS = ["--settings", "relu-ce,sigmoid-ce", "--dtype", "float64", "--seeds", "3", "--first-seed", "1",
              "--lr", "1", "--max-iters", "1500", "--control-slope", "--workers", "1", "--quiet"]
 SWAP_MEASURED = {"slope": "hidden_slope", "spread": "hidden_spread", "mean": "hidden_output"}
@@ -1095,6 +1120,8 @@ def assert_refused(code: int, err: str, hint: str, out: Path) -> None:
     (["--diverge-factor", "-1"], "--diverge-factor"),
     (["--seeds", "2.5"], "--seeds"),
     (["--dtype", "float16"], "--dtype"),
+    (["--control-past-cap", "1", "--seeds", "2"], "--control-past-cap"),
+    (["--control-past-cap", "3"], "--seeds 2 or more"),
     (["--data-dir", "/no/such/folder"], "--data-dir"),
 ])
 def test_bad_flags_are_refused(argv, hint, tmp_path: Path, standin_dir: Path, capsys, monkeypatch) -> None:

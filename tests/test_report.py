@@ -399,6 +399,38 @@ def edited_copy(small: Build, tmp_path: Path, edit: dict[str, Any] | None = None
     return figures
 
 
+def test_seeds_run_past_the_cap_are_told_slow_not_stuck(small: Build, tmp_path: Path) -> None:
+    """Where --control-past-cap ran on the seeds that miss: how many of them reach 100% by the longer
+    cap and the setting's median over its seeds then; the heading says "slow, not stuck" only where all
+    of them do; 2.5 (1) gives L2 / CE from the run-on median where the measured ratio is only a bound."""
+    def missing_seed(p2: dict[str, Any], reach_all: bool) -> None:
+        rec, n = p2["settings"]["sigmoid-l2"], len(p2["seeds"])
+        cap = p2["config"]["max_iters"]
+        rec["iterations"][0] = None
+        rec["summary"]["reached"] = n - 1
+        on = [cap + 7 if reach_all else None] + [v for v in rec["iterations"][1:]]
+        p2["controls"]["past_cap"] = {"max_iters": 3 * cap, "settings": {"sigmoid-l2": {
+            "iterations": on, "summary": {"median": median([math.inf if v is None else v for v in on])},
+            "missed_seeds": [p2["seeds"][0]], "missed_reached": int(reach_all), "dead_end": [0]}}}
+        next(f for f in p2["factors"] if f["id"] == "l2_over_ce_sigmoid")["measured"] = None
+
+    for reach_all in (True, False):
+        out = tmp_path / str(reach_all)
+        out.mkdir()
+        figures = edited_copy(small, out, {"part2_fc.json": lambda p2, r=reach_all: missing_seed(p2, r)})
+        text = re.sub(r"\s+", " ", build_report(figures, out)["text"])
+        p2 = json.loads((figures / "part2_fc.json").read_text())
+        pc, cap, n = p2["controls"]["past_cap"], p2["config"]["max_iters"], len(p2["seeds"])
+        on = pc["settings"]["sigmoid-l2"]
+        assert (f"Run on from the same starts to {group(pc['max_iters'])} iterations (a control; the handout stops "
+                f"at {group(cap)}), {int(reach_all)} of the 1 sigmoid + L2 seeds that miss the cap reach 100%") in text
+        assert ("Seeds that miss are slow, not stuck." in text) == reach_all
+        if reach_all:
+            assert f"and the median over its {n} seeds is {num(on['summary']['median'])}" in text
+            ce = p2["settings"]["sigmoid-ce"]["summary"]["median"]
+            assert f"(sigmoid; {sig(on['summary']['median'] / ce)}× run past the cap, appendix)" in text
+
+
 def test_missing_results_files_leave_a_note(small: Build, tmp_path: Path) -> None:
     text = build_report(edited_copy(small, tmp_path, keep=("part1", "part2")), tmp_path)["text"]
     assert "No results yet: part3_line.json is not there" in text
