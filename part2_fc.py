@@ -1368,10 +1368,9 @@ def save_figure(path: Path, draw: Callable[..., Any], *args: Any) -> bool:
     be drawn for the data at hand is skipped with one line; the run's results are never lost to it."""
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update(FIGURE_STYLE)
-    try:
-        with warnings.catch_warnings():  # NaN or inf in a diverged run's data: the figure says enough
-            warnings.simplefilter("ignore")
+    try:  # the style for this figure only: a script run in-process (tests) leaves matplotlib as it found it
+        with warnings.catch_warnings(), plt.rc_context(FIGURE_STYLE):  # NaN or inf in a diverged run's data:
+            warnings.simplefilter("ignore")  # the figure says enough
             fig = draw(*args)
             atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=200, metadata={"Software": None}))
     except (ValueError, IndexError, ZeroDivisionError, OverflowError, RuntimeError, TypeError) as err:

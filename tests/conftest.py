@@ -64,10 +64,10 @@ def _all_but_npy(folder: str, names: list[str]) -> list[str]:
 # test_submission.py goes with test_report.py, so the two share the one end-to-end build.
 SHARED_BUILD = {"tests/test_submission.py": "tests/test_report.py"}
 # The order in which workers take files (xdist's default is the most tests first, which left the
-# end-to-end build, few tests but the longest file, for last): the build first on one worker; part 1
-# first on the other (its in-process run must match the simulated run byte for byte, and after
-# test_part2_fc.py or test_part3_line.py in the same process its PNGs do not), then the longest
-# files first, so that the two workers finish at about the same time. Files not listed go last.
+# end-to-end build, few tests but the longest file, for last): the build first on one worker, then
+# the longest files first, so that the two workers finish at about the same time. Files not listed
+# go last. (The order does not change what a test sees: save_figure styles each figure in an
+# rc_context, so no file's in-process runs leave matplotlib changed for the next.)
 FIRST = ("tests/test_report.py", "tests/test_part1_loss_gradient.py", "tests/test_part3_line.py",
          "tests/test_part2_fc.py", "tests/test_part3_detection.py", "tests/test_tools.py", "tests/test_data.py",
          "tests/test_make_zip.py")
