@@ -620,7 +620,7 @@ def plot_curves(run: SeedRun, loss: str, accuracy: str, first: int | None, title
     names = {"ce": "cross-entropy", "l2": "width L2 loss (px$^2$)", "accuracy": "class accuracy (%)",
              "width_accuracy": "width accuracy (%)"}
     # drawn at the width the report prints each at (6.3 in, one figure above the other): 8 pt ticks on paper
-    fig, axes = plt.subplots(1, 2, figsize=(6.3, 2.2), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(6.3, 2.0), layout="constrained")
     shift = 1  # iteration + 1: iteration 0 fits a log axis
     t = np.arange(shift, run.stop + 1 + shift)
     axes[0].plot(t, run.curves[loss], color=COLOURS[run.study], lw=1.4)
