@@ -562,6 +562,9 @@ def check_line_steps(p2: dict[str, Any], line: dict[str, Any], text: str) -> Non
     steps = (f" labels follow a rule ({sig(step[1])}×); then come larger inputs ({sig(step[2])}×), a larger network "
              f"({sig(step[3])}×) and last the convolutions with a second hidden layer ({sig(step[4])}×).")
     assert re.search(lead + re.escape(steps), text), text[text.index("3.1 Line"):][:700]
+    section = text[text.index("3.1 Line dataset"):]  # the network first, then the answer headed by its finding
+    assert section.index("The network is handout Figure 4") < section.index("The conv net classifies every line image")
+    assert ("Against part 2: mostly the data." in section) == (step[1] == max(step))
     told = "Larger inputs, more units: faster, by less than a first-order reading predicts." in text
     assert told == (step[2] > 1 and step[3] > 1)
     if told:
@@ -658,6 +661,7 @@ def test_part3_detection_numbers_are_recomputed(small: Build) -> None:
     answer = text[text.index("3.2 Detection dataset."):text.index("Appendix")] + \
         text[text.index("Behind 3.2"):text.index("Choices the handout leaves open")]
     inf = math.inf
+    assert answer.index("The network is 3.1’s plus") < answer.index("The stop: the widths, not the classes.")
     cls = [inf if x is None else x for x in det["classification_iterations"]]
     if len([x for x in cls if x < inf]) * 2 > len(cls):
         assert f"after a median of {num(median(cls))} iterations" in answer
