@@ -779,6 +779,19 @@ def test_the_confusable_images_control_is_recomputed(small: Build) -> None:
     assert ").." not in text
 
 
+def test_no_confusable_images_no_claim_about_them(small: Build, tmp_path: Path) -> None:
+    """Data without an image nearer the other class: 3.2 says nothing of confusable images (no "0 look
+    more like...", no control read)."""
+    def none_confusable(det: dict[str, Any]) -> None:
+        det["slow_images"]["n_nearest_other"] = 0
+        det["slow_images"]["nearest_other"] = [False] * len(det["slow_images"]["nearest_other"])
+        det["confusable_control"]["without_confusable"]["dropped"] = []
+
+    text = re.sub(r"\s+", " ", build_report(edited_copy(small, tmp_path, {"part3_detection.json": none_confusable}),
+                                            tmp_path)["text"])
+    assert "look more like an image of the other class" not in text and "Leaving out the confusable" not in text
+
+
 def test_figures_are_read_in_the_text(small: Build) -> None:
     """What the curves show beyond the stop: how many seeds' untrained nets call every image 1 (part 2),
     and how many 3.1 seeds' losses ever rise."""
