@@ -238,14 +238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         {"width_lr_x10": replace(cfg, lr_reg=10 * cfg.lr_reg)} if args.control_width_lr_x10 else {}) | (
         {"frozen_features": cfg} if args.control_frozen_features else {})
     seeds = seed_list(args.first_seed, args.seeds)
-    job_data = {(study, seed): data for seed in seeds for study in studies}
-    if args.control_confusable:  # 3.1's network alone (as the no-width-head control) on fewer images
+    drops = confusable_drops(data, seeds) if args.control_confusable else {}  # (study, seed) -> images left out
+    if drops:  # 3.1's network alone (as the no-width-head control), on all the images and on fewer
         studies |= {"no_width_head": cfg} | {study: cfg for study in DROP_STUDIES}
-        confusable = confusable_images(data)
-        for seed in seeds:
-            job_data |= {("no_width_head", seed): data, ("without_confusable", seed): without(data, confusable),
-                         ("without_random", seed): without(data, random_like(confusable, data.labels, seed))}
-    jobs = [(study, seed, study_cfg, job_data[study, seed]) for seed in seeds for study, study_cfg in studies.items()]
+    jobs = [(study, seed, study_cfg, without(data, drops[study, seed]) if (study, seed) in drops else data)
+            for seed in seeds for study, study_cfg in studies.items()]
     # memory per run: its (T, B) logits and widths, kept until the end, and the activations
     history = (args.max_iters + 1) * (2 * len(data.labels) * cfg.dtype.itemsize + 5 * 8)
     args.workers = check_resources(args, cfg, len(jobs), -(-len(jobs) // min(args.workers, len(jobs))),
@@ -259,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + f" at iteration {run.stop} (job {i + 1} of {len(jobs)})", flush=True)) if cfg.log and len(jobs) > 1
         else lambda i, run: None)
     by_study = {study: [r for r in runs if r.study == study] for study in studies}
-    results = detection_results(args, cfg, data, by_study, job_data)
+    results = detection_results(args, cfg, data, by_study, drops)
     write_json(args.out / "part3_detection.json", results | {"figures": []})  # no figure can lose the numbers
     drawn = {study: r for study, r in by_study.items() if study not in DROP_STUDIES}
     results["figures"] = draw_figures(results, drawn, cfg, data, args.out)
@@ -361,10 +358,11 @@ def study_record(runs: list[SeedRun], per_seed: list[dict[str, Any]]) -> dict[st
 
 
 def detection_results(args: argparse.Namespace, cfg: Config, data: Dataset, by_study: dict[str, list[SeedRun]],
-                      job_data: dict[tuple[str, int], Dataset]) -> dict[str, Any]:
+                      drops: dict[tuple[str, int], np.ndarray]) -> dict[str, Any]:
     """The results record: the header, 3.2's study at the top level (the keys the report reads), its
-    median seed, the data's groups and their confound, the slow images, and the controls. job_data:
-    the images each (study, seed) trained on (all of them but in --control-confusable's studies)."""
+    median seed, the data's groups and their confound, the slow images, and the controls. drops: the
+    images (B,) bool that --control-confusable's runs left out, by (study, seed); every other run
+    trained on all of them."""
     image = tuple(data.images.shape[1:])
     (h1, w1), (h2, w2) = conv_sizes(image, cfg.padding)
     label_rows = {c: np.flatnonzero(data.labels == c) for c in CLASSES}
@@ -375,8 +373,10 @@ def detection_results(args: argparse.Namespace, cfg: Config, data: Dataset, by_s
     share = float(data.labels.mean())
 
     def record(run: SeedRun) -> dict[str, Any]:  # fewer images: no groups, its own share of labels
-        own = job_data.get((run.study, run.seed), data)
-        return seed_record(run, own, groups if own is data else {}, baseline_mse, chance_ce(own.labels))
+        if (run.study, run.seed) not in drops:
+            return seed_record(run, data, groups, baseline_mse, chance_ce(data.labels))
+        own = without(data, drops[run.study, run.seed])
+        return seed_record(run, own, {}, baseline_mse, chance_ce(own.labels))
 
     studies = {study: study_record(runs, [record(r) for r in runs]) for study, runs in by_study.items()}
     main_study, runs = studies["3.2"], by_study["3.2"]
@@ -411,8 +411,7 @@ def detection_results(args: argparse.Namespace, cfg: Config, data: Dataset, by_s
         "controls": {study: None if study not in studies else studies[study] | (
             {"compared_with_3_2": compare_with_3_2(study, studies[study], main_study)})
             for study in ("no_width_head", "width_lr_x10", "frozen_features")},
-        "confusable_control": confusable_record(studies, by_study, job_data, data) if "without_random" in studies
-        else None,
+        "confusable_control": confusable_record(studies, by_study, drops) if drops else None,
     }
 
 
@@ -427,6 +426,17 @@ def confusable_images(data: Dataset) -> np.ndarray:
     of the pixel vectors), the ones slow_images finds classified right last."""
     cos_same, cos_other = nearest_similarity(data.images, data.labels)
     return cos_other > cos_same
+
+
+def confusable_drops(data: Dataset, seeds: list[int]) -> dict[tuple[str, int], np.ndarray]:
+    """--control-confusable's images to leave out, (B,) bool by (study, seed): the confusable ones
+    ("without_confusable"), and as many others of each label drawn at random per seed ("without_random")."""
+    confusable = confusable_images(data)
+    drops = {}
+    for seed in seeds:
+        drops[("without_confusable", seed)] = confusable
+        drops[("without_random", seed)] = random_like(confusable, data.labels, seed)
+    return drops
 
 
 def random_like(drop: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
@@ -447,7 +457,7 @@ def without(data: Dataset, drop: np.ndarray) -> Dataset:
 
 
 def confusable_record(studies: dict[str, Any], by_study: dict[str, list[SeedRun]],
-                      job_data: dict[tuple[str, int], Dataset], data: Dataset) -> dict[str, Any]:
+                      drops: dict[tuple[str, int], np.ndarray]) -> dict[str, Any]:
     """--control-confusable: 3.1's network alone on all the images (no_width_head), without the
     confusable ones, and without as many others at random; each seed starts from the same weights in
     all three, so they pair seed by seed. Per study its classification stops (the stop of these
@@ -461,12 +471,12 @@ def confusable_record(studies: dict[str, Any], by_study: dict[str, list[SeedRun]
            for study in NO_WIDTH_HEAD}
     for study in DROP_STUDIES:
         out[study]["compared_with_all_images"] = compare_with_3_2(study, studies[study], studies["no_width_head"])
-    confusable = confusable_images(data)
+    confusable = drops["without_confusable", seeds[0]]  # the same images in every seed
     out["without_confusable"]["dropped"] = np.flatnonzero(confusable).tolist()
-    out["without_random"]["dropped"] = [np.flatnonzero(random_like(confusable, data.labels, s)).tolist() for s in seeds]
+    out["without_random"]["dropped"] = [np.flatnonzero(drops["without_random", s]).tolist() for s in seeds]
     out["confusable_vs_random"] = compare_with_3_2("without_confusable", studies["without_confusable"],
                                                    studies["without_random"])["classification_iterations"]
-    out["n_images"] = {"all": len(data.labels), "without": len(data.labels) - int(confusable.sum())}
+    out["n_images"] = {"all": len(confusable), "without": len(confusable) - int(confusable.sum())}
     return out
 
 
@@ -558,8 +568,9 @@ def rank_correlation(a: np.ndarray, b: Any) -> float | None:
 
 
 def compare_with_3_2(study: str, control: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
-    """A control against 3.2, seed for seed: 3.2's median over the control's, for the first 100%
-    classification and (controls with the width head) for the stop; above 1 = the control is faster.
+    """A control against 3.2 (for --control-confusable: against another study, `base`), seed for seed:
+    the base's median over the control's, for the first 100% classification and (controls with the
+    width head) for the stop; above 1 = the control is faster.
     Paired counts: wins = seeds where the control is faster."""
     out = {}
     keys = {"classification_iterations": "classification_summary"} | (
